@@ -1,0 +1,222 @@
+"""Configuration: one YAML file, every key overridable by environment variables.
+
+Precedence (highest first): `JSON_ENGINE__<SECTION>__<KEY>` variables (nested with `__`),
+`KAFKA_BOOTSTRAP_SERVERS`, the YAML file (`--config` or `JSON_ENGINE_CONFIG`), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "JSON_ENGINE_CONFIG"
+CHANNELS = ("engine_execution", "comparison_result", "training_sample", "aggregated_stats",
+            "dead_letter")
+EVENT_TYPES = ("engine_execution", "comparison_result", "training_sample")
+
+
+class ConfigError(Exception):
+    """A configuration file or value that cannot be used; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = Field("json-engine.", pattern=r"^[A-Za-z0-9._-]*$", max_length=200)
+    partitions: int = Field(6, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=32)
+
+    @property
+    def app_id(self) -> str:
+        """Faust app id and consumer group; starts with the prefix so internal topics do too."""
+        return f"{self.topic_prefix}worker"
+
+
+class OutputConfig(_Strict):
+    base_path: Path = Path("./output")
+
+
+class ChannelConfig(_Strict):
+    enabled: bool = True
+    filename: str = Field(..., pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*\.jsonl$")
+    buffer_size: int = Field(10_000, ge=1, le=1_000_000)
+    auto_flush_seconds: float = Field(1.0, gt=0, le=3600)
+    validate_: bool = Field(True, alias="validate")
+    roll_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    roll_seconds: float = Field(60.0, ge=0)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def directory(self) -> str:
+        """`events.jsonl` → finished part files under `<base_path>/events/`."""
+        return self.filename.removesuffix(".jsonl")
+
+
+def _channel(filename: str) -> Any:
+    return Field(default_factory=lambda: ChannelConfig(filename=filename))
+
+
+class ChannelsConfig(_Strict):
+    engine_execution: ChannelConfig = _channel("events.jsonl")
+    comparison_result: ChannelConfig = _channel("comparisons.jsonl")
+    training_sample: ChannelConfig = _channel("training_samples.jsonl")
+    aggregated_stats: ChannelConfig = _channel("aggregated_stats.jsonl")
+    dead_letter: ChannelConfig = _channel("rejected.jsonl")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_filenames(cls, data: Any) -> Any:
+        """A partial channel entry (say only `buffer_size`) keeps its default filename."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                entry = data.get(name)
+                if isinstance(entry, dict) and "filename" not in entry:
+                    default = field.default_factory().filename  # type: ignore[misc]
+                    data[name] = {**entry, "filename": default}
+        return data
+
+    @model_validator(mode="after")
+    def _distinct_files(self) -> ChannelsConfig:
+        names = [getattr(self, c).filename for c in CHANNELS]
+        if len(set(names)) != len(names):
+            raise ValueError(f"channel filenames must be distinct, got {names}")
+        return self
+
+    def get(self, channel: str) -> ChannelConfig:
+        return getattr(self, channel)
+
+
+class ValidationConfig(_Strict):
+    on_invalid: Literal["dead_letter", "skip", "fail"] = "dead_letter"
+    max_payload_bytes: int = Field(1024 * 1024, ge=64)
+    max_dead_letter_payload_bytes: int = Field(64 * 1024, ge=64)
+
+
+class AggregationConfig(_Strict):
+    enabled: bool = True
+    window_minutes: float = Field(1, gt=0, le=24 * 60)
+    grace_seconds: float = Field(30, ge=0)
+    idle_seconds: float = Field(60, gt=0)
+
+
+class Thresholds(_Strict):
+    gold: float = Field(0.9, ge=0, le=1)
+    silver: float = Field(0.75, ge=0, le=1)
+    bronze: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if not self.gold >= self.silver >= self.bronze:
+            raise ValueError(
+                f"thresholds must satisfy gold >= silver >= bronze, got gold={self.gold} "
+                f"silver={self.silver} bronze={self.bronze}"
+            )
+        return self
+
+
+class TrainingConfig(_Strict):
+    enabled: bool = True
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+
+class ModelsConfig(_Strict):
+    path: Path = Path("./models")
+    max_model_bytes: int = Field(200_000_000, ge=1)
+
+
+class MetricsConfig(_Strict):
+    port: int = Field(0, ge=0, le=65535)  # 0: no HTTP endpoint
+
+
+class JsonEngineConfig(_Strict):
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+
+class _BootstrapEnvSource(PydanticBaseSettingsSource):
+    """`KAFKA_BOOTSTRAP_SERVERS`, the variable every Kafka tool and container knows."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        value = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        return {"json_engine": {"kafka": {"bootstrap_servers": value}}} if value else {}
+
+
+class Settings(BaseSettings):
+    json_engine: JsonEngineConfig = Field(default_factory=JsonEngineConfig)
+
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init arguments, so it ranks below the environment.
+        return (env_settings, _BootstrapEnvSource(settings_cls), init_settings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping with key json_engine")
+    return data
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"] if p != "validate_") or "(top level)"
+        key = key.replace("validate_", "validate")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None) -> JsonEngineConfig:
+    """Load `path`, else `$JSON_ENGINE_CONFIG`, else defaults; then apply the environment."""
+    chosen = path or os.environ.get(CONFIG_ENV) or None
+    data = _read_yaml(Path(chosen)) if chosen else {}
+    source = f"file {chosen} and environment" if chosen else "defaults and environment"
+    try:
+        return Settings(**data).json_engine
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

@@ -1,0 +1,376 @@
+"""A real Apache Kafka (KRaft) on 127.0.0.1, for the demo, the tests and development.
+
+Kafka's jars and their runtime dependencies come from Maven Central through `mvn`, once,
+into a cache directory; a start then only formats storage and launches the JVM.
+Each node runs broker and controller; `nodes=3` gives a three-node quorum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+KAFKA_VERSION = "4.1.1"
+LOG4J_VERSION = "2.24.3"
+SLF4J_VERSION = "2.0.16"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.json-engine</groupId><artifactId>kafka-dist</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId>
+      <version>{slf4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j2-impl</artifactId><version>{log4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId>
+      <version>{log4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """Configuration:
+  Appenders:
+    Console: {name: STDOUT, PatternLayout: {pattern: "[%d] %p %m (%c)%n"}}
+  Loggers:
+    Root: {level: INFO, AppenderRef: [{ref: STDOUT}]}
+    Logger:
+      - {name: kafka.request.logger, level: WARN}
+      - {name: org.apache.kafka.controller, level: WARN}
+"""
+
+
+class LocalKafkaError(Exception):
+    """A local broker that cannot be provisioned, started or stopped; one paragraph."""
+
+
+def cache_dir() -> Path:
+    """`$JSON_ENGINE_CACHE`, else `~/.cache/json-engine`, one folder per Kafka version."""
+    base = os.environ.get("JSON_ENGINE_CACHE") or Path.home() / ".cache" / "json-engine"
+    return Path(base) / f"kafka-{KAFKA_VERSION}"
+
+
+def default_data_dir(port: int) -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "json-engine" / f"kafka-{port}"
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def provision() -> Path:
+    """Resolve Kafka's jars into the cache once; return the directory of jars."""
+    libs = cache_dir() / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            raise LocalKafkaError(
+                f"`{tool}` is not on PATH: the local Kafka broker needs Java 17+ and Maven "
+                "to fetch Apache Kafka's jars from Maven Central. Install them (Debian: "
+                "apt-get install openjdk-17-jre-headless maven) or point json-engine at an "
+                "existing cluster with KAFKA_BOOTSTRAP_SERVERS."
+            )
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".provision-", dir=libs.parent))
+    pom = work / "pom.xml"
+    pom.write_text(_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
+    log = work / "mvn.log"
+    with log.open("wb") as out:
+        rc = subprocess.call(
+            ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+             f"-DoutputDirectory={work / 'libs'}", "-DincludeScope=runtime"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    if rc != 0:
+        tail = _tail(log)
+        shutil.rmtree(work, ignore_errors=True)
+        raise LocalKafkaError(
+            f"could not resolve Apache Kafka {KAFKA_VERSION} from Maven Central (mvn exit "
+            f"{rc}); is the repository reachable? Last lines of the Maven log:\n{tail}"
+        )
+    (work / "libs" / ".complete").write_text(KAFKA_VERSION)
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(libs)
+    os.replace(work / "libs", libs)
+    shutil.rmtree(work, ignore_errors=True)
+    return libs
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where a local cluster lives: node i serves clients on port+i, its controller on
+    port+nodes+i; each node keeps data, log and PID under data_dir/node-i."""
+
+    port: int
+    data_dir: Path
+    nodes: int = 1
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.port + i}" for i in range(self.nodes))
+
+    def node_dir(self, i: int) -> Path:
+        return self.data_dir / f"node-{i}"
+
+    def pid_file(self, i: int) -> Path:
+        return self.node_dir(i) / "kafka.pid"
+
+    def log_file(self, i: int) -> Path:
+        return self.node_dir(i) / "broker.log"
+
+    def controller_port(self, i: int) -> int:
+        return self.port + self.nodes + i
+
+    def pids(self) -> list[int]:
+        """PIDs recorded by `up` whose process still runs."""
+        found = []
+        for i in range(self.nodes):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(self.pid_file(i).read_text())
+                if _alive(pid):
+                    found.append(pid)
+        return found
+
+    def properties(self, i: int) -> str:
+        voters = ",".join(
+            f"{n + 1}@127.0.0.1:{self.controller_port(n)}" for n in range(self.nodes)
+        )
+        replication = min(3, self.nodes)
+        return "\n".join([
+            "process.roles=broker,controller",
+            f"node.id={i + 1}",
+            f"controller.quorum.voters={voters}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port + i},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port(i)}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port + i}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={self.node_dir(i) / 'data'}",
+            f"offsets.topic.replication.factor={replication}",
+            f"transaction.state.log.replication.factor={replication}",
+            f"transaction.state.log.min.isr={min(2, replication)}",
+            f"min.insync.replicas={min(2, replication)}",
+            f"default.replication.factor={replication}",
+            "offsets.topic.num.partitions=10",
+            "transaction.state.log.num.partitions=10",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "num.partitions=1",
+            "log.flush.interval.messages=9223372036854775807",
+            "share.coordinator.state.topic.replication.factor=" + str(replication),
+            "share.coordinator.state.topic.min.isr=" + str(min(2, replication)),
+            "",
+        ])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            return False
+    return True
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def broker_count(bootstrap: str, timeout: float = 3.0) -> int:
+    """How many brokers a metadata request reports; 0 when nothing answers."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        return len(admin.list_topics(timeout=timeout).brokers)
+    except Exception:
+        return 0
+
+
+def answers(bootstrap: str, timeout: float = 3.0) -> bool:
+    """True when the broker answers a metadata request."""
+    return broker_count(bootstrap, timeout) > 0
+
+
+def _java_command(libs: Path, heap_mb: int, *args: str) -> list[str]:
+    return [
+        "java", f"-Xms{heap_mb // 2}m", f"-Xmx{heap_mb}m", "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+        "-cp", f"{libs}/*", *args,
+    ]
+
+
+def _format(cluster: Cluster, libs: Path, i: int, cluster_id: str, log4j: Path) -> None:
+    node = cluster.node_dir(i)
+    props = node / "server.properties"
+    props.write_text(cluster.properties(i))
+    if (node / "data" / "meta.properties").exists():
+        return
+    result = subprocess.run(
+        _java_command(libs, 256, f"-Dlog4j2.configurationFile={log4j}",
+                      "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise LocalKafkaError(
+            f"formatting Kafka storage in {node} failed (exit {result.returncode}):\n"
+            f"{(result.stdout + result.stderr).strip()[-2000:]}"
+        )
+
+
+def up(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> Cluster:
+    """Start the cluster unless it already answers; return when it serves metadata."""
+    cluster = Cluster(port, Path(data_dir or default_data_dir(port)).resolve(), nodes)
+    running = cluster.pids()
+    if len(running) == nodes and answers(cluster.bootstrap):
+        return cluster
+    if running:
+        down(cluster)
+    busy = [p for i in range(nodes) for p in (port + i, cluster.controller_port(i))
+            if _port_taken(p)]
+    if busy:
+        raise LocalKafkaError(
+            f"cannot start Kafka on 127.0.0.1: port(s) {busy} are taken by another process. "
+            f"Choose another with --port, or stop what listens there."
+        )
+    libs = provision()
+    cluster.data_dir.mkdir(parents=True, exist_ok=True)
+    log4j = cluster.data_dir / "log4j2.yaml"
+    log4j.write_text(_LOG4J2)
+    id_file = cluster.data_dir / "cluster.id"
+    if not id_file.exists():
+        id_file.write_text(_cluster_id())
+    cluster_id = id_file.read_text().strip()
+    heap = 512 if nodes == 1 else 384
+    for i in range(nodes):
+        cluster.node_dir(i).mkdir(parents=True, exist_ok=True)
+        _format(cluster, libs, i, cluster_id, log4j)
+    for i in range(nodes):
+        with cluster.log_file(i).open("ab") as log:
+            proc = subprocess.Popen(
+                _java_command(libs, heap, f"-Dlog4j2.configurationFile={log4j}", "kafka.Kafka",
+                              str(cluster.node_dir(i) / "server.properties")),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        cluster.pid_file(i).write_text(str(proc.pid))
+    _wait_ready(cluster)
+    return cluster
+
+
+def _cluster_id() -> str:
+    """Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _wait_ready(cluster: Cluster) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if len(cluster.pids()) < cluster.nodes:
+            dead = next(i for i in range(cluster.nodes) if not _node_alive(cluster, i))
+            log = _tail(cluster.log_file(dead))
+            down(cluster)
+            raise LocalKafkaError(
+                f"Kafka node {dead} on 127.0.0.1:{cluster.port + dead} exited during start-up. "
+                f"Last lines of {cluster.log_file(dead)}:\n{log}"
+            )
+        if broker_count(cluster.bootstrap, 2.0) >= cluster.nodes:
+            return
+        time.sleep(0.5)
+    log = _tail(cluster.log_file(0))
+    down(cluster)
+    raise LocalKafkaError(
+        f"Kafka on {cluster.bootstrap} did not answer a metadata request within "
+        f"{START_TIMEOUT_S:.0f} s; stopped it. Last lines of {cluster.log_file(0)}:\n{log}"
+    )
+
+
+def _node_alive(cluster: Cluster, i: int) -> bool:
+    try:
+        return _alive(int(cluster.pid_file(i).read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def down(cluster: Cluster) -> list[int]:
+    """Stop the processes this cluster recorded, by PID; wait until they exit."""
+    stopped = []
+    for i in range(cluster.nodes):
+        try:
+            pid = int(cluster.pid_file(i).read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            _stop(pid)
+            stopped.append(pid)
+        cluster.pid_file(i).unlink(missing_ok=True)
+    return stopped
+
+
+def _stop(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the broker is our own child (the test fixture)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def status(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> tuple[bool, str]:
+    cluster = Cluster(port, Path(data_dir or default_data_dir(port)).resolve(), nodes)
+    pids = cluster.pids()
+    if answers(cluster.bootstrap):
+        owner = f"started by json-engine, PID {', '.join(map(str, pids))}" if pids else (
+            "not started from this data directory")
+        return True, f"Kafka answers on {cluster.bootstrap} ({owner})"
+    if pids:
+        return False, f"Kafka process {pids} runs but does not answer on {cluster.bootstrap}"
+    return False, f"no Kafka answers on {cluster.bootstrap}"

@@ -1,0 +1,74 @@
+"""The pipeline's topic names (Contract → Topics) and their idempotent creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.config import CHANNELS, JsonEngineConfig
+
+TOPIC_SUFFIX = {
+    "engine_execution": "engine-execution",
+    "comparison_result": "comparison-result",
+    "training_sample": "training-sample",
+    "aggregated_stats": "aggregated-stats",
+    "dead_letter": "dead-letter",
+}
+ADMIN_TIMEOUT_S = 30.0
+
+
+def topic_name(config: JsonEngineConfig, channel: str) -> str:
+    return config.kafka.topic_prefix + TOPIC_SUFFIX[channel]
+
+
+def pipeline_topics(config: JsonEngineConfig) -> dict[str, str]:
+    """channel → topic, in Contract order."""
+    return {channel: topic_name(config, channel) for channel in CHANNELS}
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    replication: int
+
+
+def admin_client(config: JsonEngineConfig) -> AdminClient:
+    return AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+
+
+def create_topics(config: JsonEngineConfig, names: list[str] | None = None) -> list[str]:
+    """Create the missing topics; return the names created. Existing ones are left as they are."""
+    admin = admin_client(config)
+    wanted = names or list(pipeline_topics(config).values())
+    new = [
+        NewTopic(name, num_partitions=config.kafka.partitions,
+                 replication_factor=config.kafka.replication_factor)
+        for name in wanted
+    ]
+    created = []
+    for name, future in admin.create_topics(new, request_timeout=ADMIN_TIMEOUT_S).items():
+        try:
+            future.result(timeout=ADMIN_TIMEOUT_S)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+def list_topics(config: JsonEngineConfig) -> list[TopicInfo]:
+    """Every topic that starts with the prefix (the pipeline's and the app's internal ones)."""
+    meta = admin_client(config).list_topics(timeout=ADMIN_TIMEOUT_S)
+    prefix = config.kafka.topic_prefix
+    return sorted(
+        (
+            TopicInfo(name, len(t.partitions),
+                      len(next(iter(t.partitions.values())).replicas) if t.partitions else 0)
+            for name, t in meta.topics.items()
+            if name.startswith(prefix)
+        ),
+        key=lambda t: t.name,
+    )
