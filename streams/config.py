@@ -15,8 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "JSON_ENGINE_CONFIG"
-CHANNELS = ("engine_execution", "comparison_result", "training_sample", "aggregated_stats",
-            "dead_letter")
+CHANNELS = (
+    "engine_execution",
+    "comparison_result",
+    "training_sample",
+    "aggregated_stats",
+    "dead_letter",
+)
 EVENT_TYPES = ("engine_execution", "comparison_result", "training_sample")
 
 
@@ -51,7 +56,7 @@ class ChannelConfig(_Strict):
     auto_flush_seconds: float = Field(1.0, gt=0, le=3600)
     validate_: bool = Field(True, alias="validate")
     roll_bytes: int = Field(64 * 1024 * 1024, ge=1)
-    roll_seconds: float = Field(60.0, ge=0)
+    roll_seconds: float = Field(10.0, ge=0)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -193,7 +198,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: the top level must be a mapping with key json_engine")
+        raise ConfigError(f"config file {path}: the top level must be a mapping (json_engine: …)")
     return data
 
 

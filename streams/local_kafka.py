@@ -98,9 +98,18 @@ def provision() -> Path:
     log = work / "mvn.log"
     with log.open("wb") as out:
         rc = subprocess.call(
-            ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-             f"-DoutputDirectory={work / 'libs'}", "-DincludeScope=runtime"],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                "mvn",
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={work / 'libs'}",
+                "-DincludeScope=runtime",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     if rc != 0:
         tail = _tail(log)
@@ -153,36 +162,36 @@ class Cluster:
         return found
 
     def properties(self, i: int) -> str:
-        voters = ",".join(
-            f"{n + 1}@127.0.0.1:{self.controller_port(n)}" for n in range(self.nodes)
-        )
+        voters = ",".join(f"{n + 1}@127.0.0.1:{self.controller_port(n)}" for n in range(self.nodes))
         replication = min(3, self.nodes)
-        return "\n".join([
-            "process.roles=broker,controller",
-            f"node.id={i + 1}",
-            f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port + i},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port(i)}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port + i}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
-            f"log.dirs={self.node_dir(i) / 'data'}",
-            f"offsets.topic.replication.factor={replication}",
-            f"transaction.state.log.replication.factor={replication}",
-            f"transaction.state.log.min.isr={min(2, replication)}",
-            f"min.insync.replicas={min(2, replication)}",
-            f"default.replication.factor={replication}",
-            "offsets.topic.num.partitions=10",
-            "transaction.state.log.num.partitions=10",
-            "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=false",
-            "num.partitions=1",
-            "log.flush.interval.messages=9223372036854775807",
-            "share.coordinator.state.topic.replication.factor=" + str(replication),
-            "share.coordinator.state.topic.min.isr=" + str(min(2, replication)),
-            "",
-        ])
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                f"node.id={i + 1}",
+                f"controller.quorum.voters={voters}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port + i},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port(i)}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port + i}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.node_dir(i) / 'data'}",
+                f"offsets.topic.replication.factor={replication}",
+                f"transaction.state.log.replication.factor={replication}",
+                f"transaction.state.log.min.isr={min(2, replication)}",
+                f"min.insync.replicas={min(2, replication)}",
+                f"default.replication.factor={replication}",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.num.partitions=10",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                "num.partitions=1",
+                "log.flush.interval.messages=9223372036854775807",
+                "share.coordinator.state.topic.replication.factor=" + str(replication),
+                "share.coordinator.state.topic.min.isr=" + str(min(2, replication)),
+                "",
+            ]
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -227,9 +236,15 @@ def answers(bootstrap: str, timeout: float = 3.0) -> bool:
 
 def _java_command(libs: Path, heap_mb: int, *args: str) -> list[str]:
     return [
-        "java", f"-Xms{heap_mb // 2}m", f"-Xmx{heap_mb}m", "-XX:+UseG1GC",
-        "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-        "-cp", f"{libs}/*", *args,
+        "java",
+        f"-Xms{heap_mb // 2}m",
+        f"-Xmx{heap_mb}m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        "-cp",
+        f"{libs}/*",
+        *args,
     ]
 
 
@@ -240,9 +255,19 @@ def _format(cluster: Cluster, libs: Path, i: int, cluster_id: str, log4j: Path) 
     if (node / "data" / "meta.properties").exists():
         return
     result = subprocess.run(
-        _java_command(libs, 256, f"-Dlog4j2.configurationFile={log4j}",
-                      "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
-        capture_output=True, text=True,
+        _java_command(
+            libs,
+            256,
+            f"-Dlog4j2.configurationFile={log4j}",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+        ),
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise LocalKafkaError(
@@ -259,8 +284,9 @@ def up(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> Cluste
         return cluster
     if running:
         down(cluster)
-    busy = [p for i in range(nodes) for p in (port + i, cluster.controller_port(i))
-            if _port_taken(p)]
+    busy = [
+        p for i in range(nodes) for p in (port + i, cluster.controller_port(i)) if _port_taken(p)
+    ]
     if busy:
         raise LocalKafkaError(
             f"cannot start Kafka on 127.0.0.1: port(s) {busy} are taken by another process. "
@@ -281,9 +307,16 @@ def up(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> Cluste
     for i in range(nodes):
         with cluster.log_file(i).open("ab") as log:
             proc = subprocess.Popen(
-                _java_command(libs, heap, f"-Dlog4j2.configurationFile={log4j}", "kafka.Kafka",
-                              str(cluster.node_dir(i) / "server.properties")),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                _java_command(
+                    libs,
+                    heap,
+                    f"-Dlog4j2.configurationFile={log4j}",
+                    "kafka.Kafka",
+                    str(cluster.node_dir(i) / "server.properties"),
+                ),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         cluster.pid_file(i).write_text(str(proc.pid))
@@ -295,7 +328,10 @@ def _cluster_id() -> str:
     """Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:  # like Kafka's own Uuid.randomUuid: never one that reads as an option
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _wait_ready(cluster: Cluster) -> None:
@@ -368,8 +404,11 @@ def status(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> tu
     cluster = Cluster(port, Path(data_dir or default_data_dir(port)).resolve(), nodes)
     pids = cluster.pids()
     if answers(cluster.bootstrap):
-        owner = f"started by json-engine, PID {', '.join(map(str, pids))}" if pids else (
-            "not started from this data directory")
+        owner = (
+            f"started by json-engine, PID {', '.join(map(str, pids))}"
+            if pids
+            else ("not started from this data directory")
+        )
         return True, f"Kafka answers on {cluster.bootstrap} ({owner})"
     if pids:
         return False, f"Kafka process {pids} runs but does not answer on {cluster.bootstrap}"

@@ -44,8 +44,11 @@ def create_topics(config: JsonEngineConfig, names: list[str] | None = None) -> l
     admin = admin_client(config)
     wanted = names or list(pipeline_topics(config).values())
     new = [
-        NewTopic(name, num_partitions=config.kafka.partitions,
-                 replication_factor=config.kafka.replication_factor)
+        NewTopic(
+            name,
+            num_partitions=config.kafka.partitions,
+            replication_factor=config.kafka.replication_factor,
+        )
         for name in wanted
     ]
     created = []
@@ -65,8 +68,11 @@ def list_topics(config: JsonEngineConfig) -> list[TopicInfo]:
     prefix = config.kafka.topic_prefix
     return sorted(
         (
-            TopicInfo(name, len(t.partitions),
-                      len(next(iter(t.partitions.values())).replicas) if t.partitions else 0)
+            TopicInfo(
+                name,
+                len(t.partitions),
+                len(next(iter(t.partitions.values())).replicas) if t.partitions else 0,
+            )
             for name, t in meta.topics.items()
             if name.startswith(prefix)
         ),

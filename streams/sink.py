@@ -1,0 +1,215 @@
+"""A channel's sink: validates batches of records and makes them durable lines, exactly once.
+
+This is the one place that decides what is done. A record counts as done only when its line
+is fsynced inside a checkpointed part file (or its dead letter is acknowledged by the broker),
+and the next offset to read is what the files prove (`PartitionWriter.recover`), not what
+Kafka has committed: Kafka commits are only a hint that saves re-reading. Records below the
+proven offset are dropped, so a replay after SIGKILL or a rebalance writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sinks.part_files import PartitionWriter
+from streams.config import ChannelConfig
+from streams.dead_letter import DeadLetterPolicy
+from streams.validation import ValidationError, Validator
+
+log = logging.getLogger(__name__)
+
+
+class SinkWriteError(Exception):
+    """A part file could not be written (full disk, unwritable directory): stop committing."""
+
+
+class Record(Protocol):
+    """What the consumer hands over: aiokafka's ConsumerRecord has these."""
+
+    offset: int
+    value: bytes | None
+
+
+@dataclass
+class _Pending:
+    """Lines of one partition waiting for the next flush, and the offsets they cover."""
+
+    lines: list[bytes] = field(default_factory=list)
+    first: int = -1
+    last: int = -1
+
+
+@dataclass
+class SinkCounters:
+    received: int = 0
+    valid: int = 0
+    invalid: int = 0
+    written: int = 0
+    duplicates_dropped: int = 0
+    batches: int = 0
+    bytes: int = 0
+
+
+class ChannelSink:
+    """Sink of one channel's topic into `<base_path>/<channel dir>/`, one writer per partition."""
+
+    def __init__(
+        self,
+        channel: str,
+        topic: str,
+        config: ChannelConfig,
+        base_path: Path,
+        validator: Validator,
+        dead_letters: DeadLetterPolicy,
+        owns: Callable[[int], bool] = lambda _p: True,
+    ):
+        self.channel = channel
+        self.topic = topic
+        self.config = config
+        self.directory = base_path / config.directory
+        self.validator = validator
+        self.dead_letters = dead_letters
+        self.owns = owns
+        self.counters = SinkCounters()
+        self._writers: dict[int, PartitionWriter] = {}
+        self._next: dict[int, int | None] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._waiting = 0
+        self._first_at: float | None = None
+        self.committable: dict[int, int] = {}
+        self.closed = False
+
+    # -- input -------------------------------------------------------------------------------
+
+    def on_records(self, partition: int, records: Iterable[Record]) -> None:
+        """Take one fetched batch of a partition; flush when `buffer_size` records wait."""
+        if self.closed or not self.owns(partition):
+            return  # not ours (any more): the owner reads them from its proven offset
+        if partition not in self._writers:
+            self._recover(partition)
+        start = self._next[partition]
+        pending = self._pending.setdefault(partition, _Pending())
+        validate = self.config.validate_
+        kind = self.channel
+        counters = self.counters
+        for record in records:
+            offset = record.offset
+            if start is not None and offset < start:
+                counters.duplicates_dropped += 1
+                continue
+            counters.received += 1
+            value = record.value
+            if pending.first < 0:
+                pending.first = offset
+            pending.last = offset
+            self._waiting += 1
+            try:
+                if value is None:
+                    raise ValidationError("invalid_json", "record has no value (tombstone)")
+                if validate:
+                    self.validator.validate(kind, value)
+                line = _as_line(value)
+            except ValidationError as exc:
+                counters.invalid += 1
+                self._reject(partition, offset, exc, value)
+                continue
+            counters.valid += 1
+            pending.lines.append(line)
+        if self._waiting and self._first_at is None:
+            self._first_at = time.monotonic()
+        if self._waiting >= self.config.buffer_size:
+            self.flush()
+
+    def _reject(self, partition: int, offset: int, exc: ValidationError, value: Any) -> None:
+        if self.channel == "dead_letter":  # never dead-letter a dead letter: no loops
+            log.error("invalid dead letter at %s[%d]@%d: %s", self.topic, partition, offset, exc)
+            return
+        self.dead_letters.reject(self.channel, self.topic, partition, offset, exc, value)
+
+    def _recover(self, partition: int) -> None:
+        writer = PartitionWriter(
+            self.directory, partition, self.config.roll_bytes, self.config.roll_seconds
+        )
+        try:
+            self._next[partition] = writer.recover()
+        except OSError as exc:
+            raise SinkWriteError(
+                f"{self.channel}: cannot recover part files of partition {partition} in "
+                f"{self.directory}: {exc}"
+            ) from exc
+        self._writers[partition] = writer
+        log.info(
+            "%s: partition %d resumes at offset %s (from files)",
+            self.channel,
+            partition,
+            self._next[partition],
+        )
+
+    # -- output ------------------------------------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        return self._first_at is not None and now - self._first_at >= self.config.auto_flush_seconds
+
+    def flush(self) -> None:
+        """Make every waiting record durable: dead letters acknowledged first, then lines."""
+        if not self._waiting:
+            return
+        self.dead_letters.flush()
+        for partition, pending in self._pending.items():
+            if pending.first < 0:
+                continue
+            data = b"\n".join(pending.lines) + b"\n" if pending.lines else b""
+            try:
+                self._writers[partition].append(data, pending.first, pending.last)
+            except OSError as exc:
+                self._writers[partition].abandon()
+                raise SinkWriteError(
+                    f"{self.channel}: writing {len(data)} bytes for partition {partition} to "
+                    f"{self.directory} failed: {exc}; nothing past offset "
+                    f"{(self._next[partition] or 0) - 1} is marked done"
+                ) from exc
+            self._next[partition] = pending.last + 1
+            self.committable[partition] = pending.last + 1
+            self.counters.written += len(pending.lines)
+            self.counters.bytes += len(data)
+        self.counters.batches += 1
+        self._pending.clear()
+        self._waiting = 0
+        self._first_at = None
+
+    def roll_due(self, now: float) -> None:
+        for writer in self._writers.values():
+            if writer.due(now):
+                writer.finish()
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """Before partitions move to another worker: flush, finish their files, forget them."""
+        self.flush()
+        for partition in partitions:
+            writer = self._writers.pop(partition, None)
+            if writer is not None:
+                writer.finish()
+            self._next.pop(partition, None)
+
+    def close(self) -> None:
+        """Graceful stop: everything waiting is written and every file finished."""
+        if self.closed:
+            return
+        self.release(list(self._writers))
+        self.closed = True
+
+    def take_committable(self) -> dict[int, int]:
+        offsets, self.committable = self.committable, {}
+        return offsets
+
+
+def _as_line(value: bytes) -> bytes:
+    """The original bytes; a raw line break (only whitespace in JSON) would split the line."""
+    if b"\n" in value or b"\r" in value:
+        return value.replace(b"\r", b" ").replace(b"\n", b" ")
+    return value

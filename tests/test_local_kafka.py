@@ -1,0 +1,92 @@
+"""The project's own broker: up is idempotent, down leaves no Java process of ours behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams import local_kafka
+
+PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT_2", "19192"))
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def java_pids_under(path: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "kafka.Kafka" in cmd and str(path) in cmd:
+                found.append(int(proc.name))
+    return found
+
+
+def test_up_twice_status_down(tmp_path: Path) -> None:
+    data = tmp_path / "kafka"
+    first = cli("kafka", "up", "--port", str(PORT), "--data-dir", str(data))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"127.0.0.1:{PORT}"
+    pid = int((data / "node-0" / "kafka.pid").read_text())
+    try:
+        second = cli("kafka", "up", "--port", str(PORT), "--data-dir", str(data))
+        assert second.returncode == 0, second.stderr
+        assert int((data / "node-0" / "kafka.pid").read_text()) == pid  # no restart
+        status = cli("kafka", "status", "--port", str(PORT), "--data-dir", str(data))
+        assert status.returncode == 0
+        assert f"127.0.0.1:{PORT}" in status.stdout and str(pid) in status.stdout
+    finally:
+        down = cli("kafka", "down", "--port", str(PORT), "--data-dir", str(data))
+    assert down.returncode == 0, down.stderr
+    assert java_pids_under(data) == []
+    status = cli("kafka", "status", "--port", str(PORT), "--data-dir", str(data))
+    assert status.returncode == 1
+    assert "no Kafka answers" in status.stdout
+
+
+def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        result = cli("kafka", "up", "--port", str(port), "--data-dir", str(tmp_path / "k"))
+    assert result.returncode == 1
+    assert "taken" in result.stderr and str(port) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JSON_ENGINE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    with pytest.raises(local_kafka.LocalKafkaError, match="not on PATH"):
+        local_kafka.provision()
+
+
+def test_broker_that_dies_at_start_reports_its_log(tmp_path: Path) -> None:
+    cluster = local_kafka.up(PORT + 10, tmp_path / "k")
+    local_kafka.down(cluster)
+    meta = cluster.node_dir(0) / "data" / "meta.properties"
+    # Storage that belongs to another node id: Kafka refuses to start on it.
+    meta.write_text(meta.read_text().replace("node.id=1", "node.id=99"))
+    try:
+        with pytest.raises(local_kafka.LocalKafkaError, match="exited during start-up") as info:
+            local_kafka.up(cluster.port, cluster.data_dir)
+    finally:
+        local_kafka.down(cluster)
+    assert "Last lines" in str(info.value)
+    assert java_pids_under(cluster.data_dir) == []
