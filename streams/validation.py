@@ -335,7 +335,7 @@ def _schema_error(exc: fastjsonschema.JsonSchemaValueException) -> ValidationErr
             )
     if rule == "additionalProperties" and isinstance(value, dict):
         known = (exc.definition or {}).get("properties", {})
-        extra = sorted(str(key) for key in value if key not in known)
+        extra = sorted(_clip(str(key)) for key in value if key not in known)
         shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
         return ValidationError(
             SCHEMA, f"{path} has unexpected field(s): {shown}", path=path, rule=rule
@@ -374,6 +374,11 @@ _RULE_TEXT: Final[dict[str, Callable[[Any, Any], str]]] = {
 }
 
 
+def _clip(text: str, limit: int = 64) -> str:
+    """Keep messages short whatever the payload: dead letters store them."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_winner(obj: dict) -> None:
     """The winner must be one of the candidates (a rule JSON Schema cannot express)."""
     winner = obj["winner"]["engine_id"]
@@ -382,7 +387,7 @@ def _check_winner(obj: dict) -> None:
             return
     raise ValidationError(
         SCHEMA,
-        f"winner.engine_id {winner[:256]!r} is not one of the candidates",
+        f"winner.engine_id {_clip(winner)!r} is not one of the candidates",
         path="winner.engine_id",
         rule="winner_in_candidates",
     )
