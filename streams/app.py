@@ -133,5 +133,8 @@ class Pipeline:
 
     async def on_shutdown(self, sender: Any, **_: Any) -> None:
         for sink in self.sinks:
-            sink.close()
+            try:
+                sink.close()
+            except Exception as exc:  # what was not written stays unproven and is read again
+                log.error("%s: could not flush at shutdown: %s", sink.channel, exc)
         log.info("sinks closed: %s", {s.channel: s.counters.written for s in self.sinks})

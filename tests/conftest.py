@@ -7,13 +7,14 @@ started once per session and stopped after.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from streams import local_kafka
 from streams.config import JsonEngineConfig, load_config
@@ -63,23 +64,50 @@ def output_dir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def config_file(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, output_dir: Path) -> Path:
-    """A config file of this test's own: its broker, prefix, output and models directories."""
-    path = tmp_path / "json-engine.yaml"
-    path.write_text(
-        "json_engine:\n"
-        f"  kafka: {{bootstrap_servers: '{kafka_bootstrap}', topic_prefix: '{topic_prefix}',"
-        " partitions: 3}\n"
-        f"  output: {{base_path: '{output_dir}'}}\n"
-        f"  models: {{path: '{tmp_path / 'models'}'}}\n"
-    )
-    return path
+ConfigFactory = Callable[..., tuple[Path, JsonEngineConfig]]
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 @pytest.fixture
-def config(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> JsonEngineConfig:
+def make_config(
+    tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, output_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> ConfigFactory:
+    """Write a config of this test's own (its broker, prefix, directories) with overrides."""
+    for name in list(os.environ):
+        if name.startswith("JSON_ENGINE_"):
+            monkeypatch.delenv(name)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    with contextlib.suppress(KeyError):
-        monkeypatch.delenv("JSON_ENGINE_CONFIG")
-    return load_config(config_file)
+
+    def make(overrides: dict[str, Any] | None = None, name: str = "json-engine.yaml"
+             ) -> tuple[Path, JsonEngineConfig]:
+        base = {
+            "kafka": {"bootstrap_servers": kafka_bootstrap, "topic_prefix": topic_prefix,
+                      "partitions": 3},
+            "output": {"base_path": str(output_dir)},
+            "models": {"path": str(tmp_path / "models")},
+        }
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump({"json_engine": _merge(base, overrides or {})}))
+        return path, load_config(path)
+
+    return make
+
+
+@pytest.fixture
+def config_file(make_config: ConfigFactory) -> Path:
+    return make_config()[0]
+
+
+@pytest.fixture
+def config(make_config: ConfigFactory) -> JsonEngineConfig:
+    return make_config()[1]
