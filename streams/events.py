@@ -84,7 +84,7 @@ def engine_execution(rng: random.Random, engine_id: str, ts: int) -> dict[str, A
 
 
 def comparison_result(rng: random.Random, engine_ids: Sequence[str], ts: int) -> dict[str, Any]:
-    """A comparison of 2–4 of `engine_ids` (all if fewer) at epoch-ms `ts`, with a winner."""
+    """A comparison of 2 to 4 of `engine_ids` (all if fewer) at epoch-ms `ts`, with a winner."""
     count = min(len(engine_ids), rng.randint(2, 4))
     chosen = rng.sample(list(engine_ids), count)
     candidates: list[dict[str, Any]] = []

@@ -13,6 +13,7 @@ import pickle
 import random
 from typing import Any
 
+import fastjsonschema
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,13 +21,23 @@ from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 
 from streams import events
-from streams.validation import KINDS, ValidationError, Validator, load_schema
+from streams.validation import KINDS, ValidationError, Validator, _fast_path, load_schema
 
 TS = 1_764_300_000_000
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 VALIDATOR = Validator()
 REFERENCE = {kind: Draft7Validator(load_schema(kind)) for kind in KINDS}
+FAST = {kind: _fast_path(load_schema(kind)) for kind in KINDS}
+AUTHORITY = {kind: fastjsonschema.compile(load_schema(kind)) for kind in KINDS}
+
+
+def authority_accepts(kind: str, value: Any) -> bool:
+    try:
+        AUTHORITY[kind](value)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
 
 
 def execution(**changes: Any) -> dict[str, Any]:
@@ -53,6 +64,7 @@ def rejects(kind: str, payload: Any, validator: Validator = VALIDATOR) -> Valida
     error = info.value
     assert error.reason
     assert str(error) == error.message
+    assert len(str(error)) <= 1024  # dead letters store it
     return error
 
 
@@ -205,6 +217,13 @@ def test_several_missing_fields_are_all_named() -> None:
     assert str(error).endswith("are required")
 
 
+def test_unexpected_field_names_are_clipped_in_messages() -> None:
+    event = comparison(winner={"engine_id": "a", "score": 0.5, "k" * 10_000: 1})
+    error = rejects("comparison_result", event)
+    assert str(error).startswith("winner has unexpected field(s): kkk")
+    assert len(str(error)) < 200
+
+
 def test_winner_must_be_a_candidate() -> None:
     event = comparison(winner={"engine_id": "zzz", "score": 0.9})
     error = rejects("comparison_result", orjson.dumps(event))
@@ -347,6 +366,60 @@ def test_validator_arguments_are_checked() -> None:
         Validator(max_payload_bytes=0)
     with pytest.raises(ValueError):
         Validator(max_depth=0)
+
+
+# --- the fast path: only ever proves validity ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_has_a_fast_path(kind: str) -> None:
+    assert FAST[kind] is not None
+
+
+def test_generated_events_take_the_fast_path() -> None:
+    rng = random.Random(5)
+    for i in range(200):
+        assert FAST["engine_execution"](events.engine_execution(rng, "e1", TS + i))
+        assert FAST["comparison_result"](events.comparison_result(rng, ["a", "b", "c"], TS + i))
+        assert FAST["training_sample"](events.training_sample(rng, TS + i))
+
+
+def test_fast_path_is_stricter_never_looser() -> None:
+    """1.0 is an integer to JSON Schema: the fast path declines, fastjsonschema accepts."""
+    event = execution(timestamp=float(TS))
+    assert not FAST["engine_execution"](event)
+    assert VALIDATOR.validate("engine_execution", event)["timestamp"] == TS
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "pattern": "^a"},
+        {"type": "object", "properties": {"a": {"type": "string", "format": "date-time"}}},
+        {"maxLength": 3},
+        {"type": "object", "additionalProperties": {"type": "string"}},
+        {"type": "string", "enum": ["a", 1]},
+        {"anyOf": [{"type": "string"}]},
+        {"type": "array", "items": [{"type": "string"}]},
+    ],
+)
+def test_fast_path_declines_keywords_it_does_not_know(schema: dict[str, Any]) -> None:
+    assert _fast_path({"$schema": "http://json-schema.org/draft-07/schema#", **schema}) is None
+
+
+def test_fast_path_of_type_lists() -> None:
+    fast = _fast_path({"type": ["number", "null"], "minimum": 0, "maximum": 1})
+    assert fast is not None
+    assert [fast(x) for x in (None, 0, 0.5, 1, 1.5, -1, "0", True)] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 # --- property-based ------------------------------------------------------------------------
@@ -618,3 +691,39 @@ def test_corrupted_valid_bytes_never_raise_anything_else(
             raw.insert(at, data.draw(st.sampled_from(b'{}[]",:\\0e-\xff\xc3')))
     with contextlib.suppress(ValidationError):
         VALIDATOR.validate(kind, bytes(raw))
+
+
+schema_examples = st.sampled_from(
+    [(kind, example) for kind in KINDS for example in load_schema(kind)["examples"]]
+)
+
+
+@st.composite
+def perturbations(draw: st.DrawFn) -> tuple[str, Any]:
+    """A valid record with any one field (known or not) replaced by an arbitrary JSON value."""
+    kind, event = draw(any_event | schema_examples)
+    event = copy.deepcopy(event)
+    paths = [p for p, _ in _field_specs(load_schema(kind)) if _locate(event, p) is not None]
+    value = draw(
+        json_values
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.sampled_from([1.0, -0.0, 2**64, True])
+    )
+    if paths and draw(st.booleans()):
+        container, key = _locate(event, draw(st.sampled_from(paths)))
+        container[key] = value
+    elif draw(st.booleans()):
+        del event[draw(st.sampled_from(sorted(event)))]
+    else:
+        event = value
+    return kind, event
+
+
+@EXAMPLES
+@given(st.one_of(perturbations(), mutations().map(lambda m: m[:2]), any_event))
+def test_fast_path_never_accepts_what_the_schema_rejects(kind_value: tuple[str, Any]) -> None:
+    kind, value = kind_value
+    if FAST[kind](value):
+        assert authority_accepts(kind, value)
+        assert REFERENCE[kind].is_valid(value)
