@@ -83,6 +83,7 @@ class Pipeline:
             self.sinks.append(sink)
         app.task(self.run_ticker)
         app.on_partitions_revoked.connect(self.on_revoked)
+        app.on_partitions_assigned.connect(self.on_assigned)
         app.on_before_shutdown.connect(self.on_shutdown)
 
     @staticmethod
@@ -123,6 +124,10 @@ class Pipeline:
             await consumer.commit_offsets(offsets)
         except Exception as exc:  # a hint only: the files decide where to resume
             log.warning("offset commit failed (files stay authoritative): %r", exc)
+
+    async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        for sink in self.sinks:
+            sink.assign(tp.partition for tp in assigned if tp.topic == sink.topic)
 
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         for sink in self.sinks:

@@ -101,9 +101,18 @@ def run_demo(port: int, events_count: int, output_root: Path, console: Console) 
     console.print(f"broker {bootstrap}, topics {prefix}*, output {output}")
     with open(output / "worker.log", "wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--config", str(config_path),
-             "-l", "warn"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--config",
+                str(config_path),
+                "-l",
+                "warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         sent = publish_events(cfg, events_count)

@@ -160,41 +160,52 @@ class ChannelSink:
         if not self._waiting:
             return
         self.dead_letters.flush()
-        for partition, pending in self._pending.items():
-            if pending.first < 0:
-                continue
-            data = b"\n".join(pending.lines) + b"\n" if pending.lines else b""
-            try:
-                self._writers[partition].append(data, pending.first, pending.last)
-            except OSError as exc:
-                self._writers[partition].abandon()
-                raise SinkWriteError(
-                    f"{self.channel}: writing {len(data)} bytes for partition {partition} to "
-                    f"{self.directory} failed: {exc}; nothing past offset "
-                    f"{(self._next[partition] or 0) - 1} is marked done"
-                ) from exc
-            self._next[partition] = pending.last + 1
-            self.committable[partition] = pending.last + 1
-            self.counters.written += len(pending.lines)
-            self.counters.bytes += len(data)
+        for partition in list(self._pending):
+            pending = self._pending[partition]
+            if pending.first >= 0:
+                self._write(partition, pending)
+            del self._pending[partition]  # written: a retry after a later failure skips it
         self.counters.batches += 1
-        self._pending.clear()
         self._waiting = 0
         self._first_at = None
+
+    def _write(self, partition: int, pending: _Pending) -> None:
+        data = b"\n".join(pending.lines) + b"\n" if pending.lines else b""
+        try:
+            self._writers[partition].append(data, pending.first, pending.last)
+        except OSError as exc:
+            self._writers[partition].abandon()
+            raise SinkWriteError(
+                f"{self.channel}: writing {len(data)} bytes for partition {partition} to "
+                f"{self.directory} failed: {exc}; nothing past offset "
+                f"{(self._next[partition] or 0) - 1} is marked done"
+            ) from exc
+        self._next[partition] = pending.last + 1
+        self.committable[partition] = pending.last + 1
+        self.counters.written += len(pending.lines)
+        self.counters.bytes += len(data)
 
     def roll_due(self, now: float) -> None:
         for writer in self._writers.values():
             if writer.due(now):
                 writer.finish()
 
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Partitions now ours: finish what a previous owner left, even if no record comes."""
+        for partition in partitions:
+            if partition not in self._writers:
+                self._recover(partition)
+
     def release(self, partitions: Iterable[int]) -> None:
         """Before partitions move to another worker: flush, finish their files, forget them."""
-        self.flush()
-        for partition in partitions:
-            writer = self._writers.pop(partition, None)
-            if writer is not None:
-                writer.finish()
-            self._next.pop(partition, None)
+        try:
+            self.flush()
+        finally:  # a failed partition's writer is abandoned; the others' files are whole
+            for partition in partitions:
+                writer = self._writers.pop(partition, None)
+                if writer is not None:
+                    writer.finish()
+                self._next.pop(partition, None)
 
     def close(self) -> None:
         """Graceful stop: everything waiting is written and every file finished."""

@@ -79,7 +79,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def make_config(
-    tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, output_dir: Path,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    output_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> ConfigFactory:
     """Write a config of this test's own (its broker, prefix, directories) with overrides."""
@@ -88,11 +91,15 @@ def make_config(
             monkeypatch.delenv(name)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
 
-    def make(overrides: dict[str, Any] | None = None, name: str = "json-engine.yaml"
-             ) -> tuple[Path, JsonEngineConfig]:
+    def make(
+        overrides: dict[str, Any] | None = None, name: str = "json-engine.yaml"
+    ) -> tuple[Path, JsonEngineConfig]:
         base = {
-            "kafka": {"bootstrap_servers": kafka_bootstrap, "topic_prefix": topic_prefix,
-                      "partitions": 3},
+            "kafka": {
+                "bootstrap_servers": kafka_bootstrap,
+                "topic_prefix": topic_prefix,
+                "partitions": 3,
+            },
             "output": {"base_path": str(output_dir)},
             "models": {"path": str(tmp_path / "models")},
         }

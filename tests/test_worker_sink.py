@@ -29,14 +29,16 @@ def hidden_files(base: Path) -> list[Path]:
 def test_every_channel_once_and_invalid_events_become_dead_letters(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    path, cfg = make_config({"validation": {"max_payload_bytes": 65536,
-                                            "max_dead_letter_payload_bytes": 1024}})
+    path, cfg = make_config(
+        {"validation": {"max_payload_bytes": 65536, "max_dead_letter_payload_bytes": 1024}}
+    )
     create_topics(cfg)
     worker = WorkerProcess(path, tmp_path).start()
     rng = random.Random(3)
     execs = executions(1500)
-    comparisons = [events.comparison_result(rng, ["e1", "e2", "e3"], 1_800_000_000_000 + i)
-                   for i in range(200)]
+    comparisons = [
+        events.comparison_result(rng, ["e1", "e2", "e3"], 1_800_000_000_000 + i) for i in range(200)
+    ]
     samples = [events.training_sample(rng, 1_800_000_000_000 + i) for i in range(100)]
     with Publisher(cfg) as publisher:
         for e in execs:
@@ -64,8 +66,7 @@ def test_every_channel_once_and_invalid_events_become_dead_letters(
     rejected = records(wait_for_lines(cfg, "dead_letter", len(invalid)))
     assert len(rejected) == len(invalid)
     by_payload = {r["payload"][:40]: r for r in rejected}
-    assert {r["reason"] for r in rejected} >= {"invalid_json", "schema", "too_large",
-                                               "not_object"}
+    assert {r["reason"] for r in rejected} >= {"invalid_json", "schema", "too_large", "not_object"}
     for r in rejected:
         assert r["channel"] == "engine_execution"
         assert r["topic"] == cfg.kafka.topic_prefix + "engine-execution"
@@ -83,8 +84,17 @@ def test_every_channel_once_and_invalid_events_become_dead_letters(
 
 
 def test_flush_by_size_then_graceful_stop(make_config: ConfigFactory, tmp_path: Path) -> None:
-    path, cfg = make_config({"channels": {"engine_execution": {
-        "buffer_size": 100, "auto_flush_seconds": 3600, "roll_bytes": 1}}})
+    path, cfg = make_config(
+        {
+            "channels": {
+                "engine_execution": {
+                    "buffer_size": 100,
+                    "auto_flush_seconds": 3600,
+                    "roll_bytes": 1,
+                }
+            }
+        }
+    )
     create_topics(cfg)
     worker = WorkerProcess(path, tmp_path).start()
     produce(cfg, "engine-execution", [orjson.dumps(e) for e in executions(250)])
@@ -97,15 +107,22 @@ def test_flush_by_size_then_graceful_stop(make_config: ConfigFactory, tmp_path: 
 
 
 def test_flush_by_time_and_disabled_channel(make_config: ConfigFactory, tmp_path: Path) -> None:
-    path, cfg = make_config({"channels": {
-        "engine_execution": {"auto_flush_seconds": 0.5, "roll_seconds": 1.0},
-        "comparison_result": {"enabled": False},
-    }})
+    path, cfg = make_config(
+        {
+            "channels": {
+                "engine_execution": {"auto_flush_seconds": 0.5, "roll_seconds": 1.0},
+                "comparison_result": {"enabled": False},
+            }
+        }
+    )
     create_topics(cfg)
     worker = WorkerProcess(path, tmp_path).start()
     rng = random.Random(5)
-    produce(cfg, "comparison-result",
-            [orjson.dumps(events.comparison_result(rng, ["a", "b"], 1_800_000_000_000))] * 5)
+    produce(
+        cfg,
+        "comparison-result",
+        [orjson.dumps(events.comparison_result(rng, ["a", "b"], 1_800_000_000_000))] * 5,
+    )
     produce(cfg, "engine-execution", [orjson.dumps(executions(1)[0])])  # warm-up
     wait_for_lines(cfg, "engine_execution", 1, timeout=30)
     produce(cfg, "engine-execution", [orjson.dumps(executions(1, seed=9)[0])])

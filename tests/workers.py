@@ -34,9 +34,19 @@ class WorkerProcess:
         self.log_path = self.log_dir / f"{self.name}-{self.starts}.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "--config", str(self.config_file),
-                 "-l", "info"],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                [
+                    sys.executable,
+                    "-m",
+                    "streams.cli",
+                    "worker",
+                    "--config",
+                    str(self.config_file),
+                    "-l",
+                    "info",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         if wait_ready:
             self.wait_for(READY, timeout)
@@ -78,11 +88,20 @@ class WorkerProcess:
         return self.proc.wait(timeout)
 
 
-def produce(config: JsonEngineConfig, topic_suffix: str, values: list[bytes],
-            keys: list[bytes | None] | None = None) -> None:
+def produce(
+    config: JsonEngineConfig,
+    topic_suffix: str,
+    values: list[bytes],
+    keys: list[bytes | None] | None = None,
+) -> None:
     """Publish raw values with a plain confluent-kafka producer, as any client could."""
-    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers, "linger.ms": 10,
-                         "enable.idempotence": True})
+    producer = Producer(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "linger.ms": 10,
+            "enable.idempotence": True,
+        }
+    )
     topic = config.kafka.topic_prefix + topic_suffix
     for i, value in enumerate(values):
         while True:
@@ -95,12 +114,14 @@ def produce(config: JsonEngineConfig, topic_suffix: str, values: list[bytes],
 
 
 def lines_of(config: JsonEngineConfig, channel: str) -> list[bytes]:
-    return list(iter_lines(channel_dir(config.output.base_path,
-                                       config.channels.get(channel).filename)))
+    return list(
+        iter_lines(channel_dir(config.output.base_path, config.channels.get(channel).filename))
+    )
 
 
-def wait_for_lines(config: JsonEngineConfig, channel: str, count: int,
-                   timeout: float = 120) -> list[bytes]:
+def wait_for_lines(
+    config: JsonEngineConfig, channel: str, count: int, timeout: float = 120
+) -> list[bytes]:
     deadline = time.monotonic() + timeout
     lines = lines_of(config, channel)
     while len(lines) < count and time.monotonic() < deadline:

@@ -1,0 +1,153 @@
+"""Exactly once under SIGKILL, and no progress past unwritten data on a full disk."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from sinks.reader import channel_dir
+from streams import events
+from streams.topics import create_topics
+from tests.conftest import ConfigFactory
+from tests.workers import READY, WorkerProcess, lines_of, produce, wait_for_lines
+
+
+class PartialLineWatcher(threading.Thread):
+    """Reads every finished file over and over; records any line that is not whole JSON."""
+
+    def __init__(self, directory: Path):
+        super().__init__(daemon=True)
+        self.directory = directory
+        self.stop = threading.Event()
+        self.bad: list[str] = []
+        self.reads = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for path in sorted(self.directory.glob("*.jsonl")) if self.directory.exists() else []:
+                with contextlib.suppress(FileNotFoundError):
+                    data = path.read_bytes()
+                    self.reads += 1
+                    if data and not data.endswith(b"\n"):
+                        self.bad.append(f"{path.name}: no final newline")
+                    for line in data.splitlines():
+                        try:
+                            orjson.loads(line)
+                        except orjson.JSONDecodeError:
+                            self.bad.append(f"{path.name}: {line[:60]!r}")
+            time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    path, cfg = make_config(
+        {
+            "channels": {
+                "engine_execution": {
+                    "buffer_size": 500,
+                    "auto_flush_seconds": 0.2,
+                    "roll_bytes": 400_000,
+                    "roll_seconds": 1.0,
+                }
+            }
+        }
+    )
+    create_topics(cfg)
+    rng = random.Random(42)
+    now = int(time.time() * 1000)
+    execs = [events.engine_execution(rng, f"e{i % 8}", now + i) for i in range(20_000)]
+    watcher = PartialLineWatcher(channel_dir(cfg.output.base_path, "events.jsonl"))
+    watcher.start()
+    worker = WorkerProcess(path, tmp_path).start()
+
+    def publish_in_chunks() -> None:
+        for start in range(0, len(execs), 2000):
+            produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[start : start + 2000]])
+            time.sleep(0.3)
+
+    publisher = threading.Thread(target=publish_in_chunks)
+    publisher.start()
+    kills = 0
+    try:
+        while kills < 5:
+            time.sleep(rng.uniform(0.5, 2.5))
+            worker.kill()
+            kills += 1
+            worker.start(wait_ready=kills % 2 == 0)  # sometimes killed again during start-up
+        publisher.join()
+        wait_for_lines(cfg, "engine_execution", len(execs), timeout=180)
+        worker.wait_for(READY)  # SIGTERM before start-up ends would just end the process
+        assert worker.terminate() == 0
+    finally:
+        watcher.stop.set()
+        watcher.join()
+        worker.kill()
+    lines = lines_of(cfg, "engine_execution")
+    ids = [orjson.loads(line)["trace_id"] for line in lines]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
+    assert set(ids) == {e["trace_id"] for e in execs}
+    assert watcher.reads > 0 and watcher.bad == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Path:
+    """A 1 MiB tmpfs: a real full disk (ENOSPC). Needs root, as CI and this machine have."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_full_disk_stops_the_worker_and_a_restart_completes(
+    make_config: ConfigFactory, tmp_path: Path, small_disk: Path
+) -> None:
+    path, cfg = make_config(
+        {
+            "output": {"base_path": str(small_disk / "out")},
+            "channels": {
+                "engine_execution": {
+                    "buffer_size": 200,
+                    "auto_flush_seconds": 0.2,
+                    "roll_bytes": 100_000,
+                }
+            },
+        }
+    )
+    create_topics(cfg)
+    rng = random.Random(7)
+    execs = [
+        events.engine_execution(rng, f"e{i % 4}", 1_800_000_000_000 + i) for i in range(4000)
+    ]  # ~2.5 MB of lines: more than the disk holds
+    worker = WorkerProcess(path, tmp_path).start()
+    produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs])
+    code = worker.wait(120)
+    assert code != 0
+    assert b"No space left on device" in worker.log()
+    written = lines_of(cfg, "engine_execution")
+    assert 0 < len(written) < len(execs)
+    # Space comes back; a restart finishes the job from what the files prove.
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    worker.start()
+    wait_for_lines(cfg, "engine_execution", len(execs), timeout=120)
+    assert worker.terminate() == 0
+    ids = [orjson.loads(line)["trace_id"] for line in lines_of(cfg, "engine_execution")]
+    listing = sorted(p.name for p in (small_disk / "out" / "events").iterdir())
+    (tmp_path / "listing.txt").write_text("\n".join(listing))
+    assert len(ids) == len(set(ids)) == len(execs), (listing, worker.tail(80))
