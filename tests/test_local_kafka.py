@@ -90,3 +90,37 @@ def test_broker_that_dies_at_start_reports_its_log(tmp_path: Path) -> None:
         local_kafka.down(cluster)
     assert "Last lines" in str(info.value)
     assert java_pids_under(cluster.data_dir) == []
+
+
+def test_three_node_cluster_replicates(tmp_path: Path) -> None:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    cluster = local_kafka.up(PORT + 20, tmp_path / "k3", nodes=3)
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        assert len(admin.list_topics(timeout=10).brokers) == 3
+        admin.create_topics([NewTopic("replicated", 2, 3)])["replicated"].result(30)
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        producer.produce("replicated", b"v")
+        assert producer.flush(30) == 0
+        meta = admin.list_topics(timeout=10).topics["replicated"]
+        assert all(len(p.replicas) == 3 for p in meta.partitions.values())
+        consumer = Consumer(
+            {
+                "bootstrap.servers": cluster.bootstrap,
+                "group.id": "g",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe(["replicated"])
+        msg = None
+        for _ in range(60):
+            msg = consumer.poll(1.0)
+            if msg is not None and not msg.error():
+                break
+        consumer.close()
+        assert msg is not None and msg.value() == b"v"
+    finally:
+        local_kafka.down(cluster)
+    assert java_pids_under(cluster.data_dir) == []
