@@ -6,6 +6,7 @@ import asyncio
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -16,10 +17,14 @@ from streams.config import CHANNELS, JsonEngineConfig
 from streams.dead_letter import DeadLetterPolicy
 from streams.sink import ChannelSink
 from streams.topics import topic_name
+from streams.training import TrainingDeriver
 from streams.validation import Validator
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.1
+DEDUPE_KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "training_sample": lambda record: record["sample_id"],
+}
 
 
 def broker_urls(bootstrap_servers: str) -> list[str]:
@@ -52,7 +57,12 @@ def create_app(config: JsonEngineConfig) -> faust.App:
 
 
 class Pipeline:
-    """Wires the sinks into the app: batch handlers, a ticker, and rebalance/stop hooks."""
+    """Wires the handlers into the app: batch routes, a ticker, rebalance and stop hooks.
+
+    Handlers of a topic: its channel's sink and, for comparisons, the training deriver.
+    Each reports per partition the next offset it has made durable (`done`); the offset
+    committed to Kafka is the smallest of them, so no reader is ever skipped past.
+    """
 
     def __init__(self, app: faust.App, config: JsonEngineConfig):
         self.app = app
@@ -60,31 +70,46 @@ class Pipeline:
         self.validator = Validator(max_payload_bytes=config.validation.max_payload_bytes)
         self.dead_letters = DeadLetterPolicy(config)
         self.sinks: list[ChannelSink] = []
+        self.derivers: list[TrainingDeriver] = []
+        self.handlers: dict[str, list[ChannelSink | TrainingDeriver]] = {}
+        self._committed: dict[TP, int] = {}
 
     def install(self) -> None:
         app = self.app
         consumer: batching.BatchConsumer = app.consumer  # type: ignore[assignment]
         for channel in CHANNELS:
             channel_config = self.config.channels.get(channel)
-            if not channel_config.enabled:
-                continue
-            name = topic_name(self.config, channel)
-            app.topics.add(app.topic(name, value_serializer="raw", acks=False))
-            sink = ChannelSink(
-                channel,
-                name,
-                channel_config,
-                self.config.output.base_path,
-                self.validator,
-                self.dead_letters,
-                owns=self._owner_check(consumer, name),
-            )
-            consumer.add_batch_handler(name, sink)
-            self.sinks.append(sink)
+            if channel_config.enabled:
+                name = topic_name(self.config, channel)
+                sink = ChannelSink(
+                    channel,
+                    name,
+                    channel_config,
+                    self.config.output.base_path,
+                    self.validator,
+                    self.dead_letters,
+                    owns=self._owner_check(consumer, name),
+                    dedupe_key=DEDUPE_KEYS.get(channel),
+                )
+                self.sinks.append(sink)
+                self._route(consumer, name, sink)
+        if self.config.training.enabled:
+            deriver = TrainingDeriver(self.config, self.validator)
+            self.derivers.append(deriver)
+            self._route(consumer, topic_name(self.config, "comparison_result"), deriver)
         app.task(self.run_ticker)
         app.on_partitions_revoked.connect(self.on_revoked)
         app.on_partitions_assigned.connect(self.on_assigned)
         app.on_before_shutdown.connect(self.on_shutdown)
+
+    def _route(
+        self, consumer: batching.BatchConsumer, topic: str, handler: ChannelSink | TrainingDeriver
+    ) -> None:
+        if topic not in self.handlers:
+            self.app.topics.add(self.app.topic(topic, value_serializer="raw", acks=False))
+            self.handlers[topic] = []
+        self.handlers[topic].append(handler)
+        consumer.add_batch_handler(topic, handler)
 
     @staticmethod
     def _owner_check(consumer: batching.BatchConsumer, topic: str) -> Any:
@@ -99,30 +124,41 @@ class Pipeline:
             await self.tick()
 
     async def tick(self) -> None:
-        """Flush by age, roll files by age, and commit what the files now prove."""
+        """Flush by age, roll files by age, confirm derived records, commit what is durable."""
         now = time.monotonic()
         try:
             for sink in self.sinks:
                 if sink.due(now):
                     sink.flush()
                 sink.roll_due(now)
+            for deriver in self.derivers:
+                deriver.flush()
         except Exception as exc:
             await self.app.crash(exc)  # the worker exits non-zero; nothing unwritten is done
             return
         await self.commit()
 
+    def committable(self) -> dict[TP, int]:
+        """Per partition, the smallest offset all of its topic's handlers have made durable."""
+        offsets: dict[TP, int] = {}
+        for topic, handlers in self.handlers.items():
+            dones = [h.done for h in handlers]
+            for partition in set.intersection(*(set(d) for d in dones)):
+                tp = TP(topic, partition)
+                offset = min(d[partition] for d in dones)
+                if self._committed.get(tp) != offset:
+                    offsets[tp] = offset
+        return offsets
+
     async def commit(self) -> None:
-        offsets = {
-            TP(sink.topic, partition): offset
-            for sink in self.sinks
-            for partition, offset in sink.take_committable().items()
-        }
+        offsets = self.committable()
         if not offsets:
             return
         consumer: batching.BatchConsumer = self.app.consumer  # type: ignore[assignment]
         try:
             await consumer.commit_offsets(offsets)
-        except Exception as exc:  # a hint only: the files decide where to resume
+            self._committed.update(offsets)
+        except Exception as exc:  # a hint only: the files decide where sinks resume
             log.warning("offset commit failed (files stay authoritative): %r", exc)
 
     async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
@@ -130,16 +166,19 @@ class Pipeline:
             sink.assign(tp.partition for tp in assigned if tp.topic == sink.topic)
 
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
-        for sink in self.sinks:
-            partitions = [tp.partition for tp in revoked if tp.topic == sink.topic]
+        for topic, handlers in self.handlers.items():
+            partitions = [tp.partition for tp in revoked if tp.topic == topic]
             if partitions:
-                sink.release(partitions)
+                for handler in handlers:
+                    handler.release(partitions)
         await self.commit()
+        for tp in revoked:
+            self._committed.pop(tp, None)
 
     async def on_shutdown(self, sender: Any, **_: Any) -> None:
-        for sink in self.sinks:
+        for handler in [*self.derivers, *self.sinks]:
             try:
-                sink.close()
-            except Exception as exc:  # what was not written stays unproven and is read again
-                log.error("%s: could not flush at shutdown: %s", sink.channel, exc)
+                handler.close()
+            except Exception as exc:  # what was not made durable is read again at restart
+                log.error("%s: could not flush at shutdown: %s", handler, exc)
         log.info("sinks closed: %s", {s.channel: s.counters.written for s in self.sinks})

@@ -254,6 +254,32 @@ def cat(
 
 
 @app.command()
+def export(
+    output_dir: Annotated[Path, typer.Argument(help="A pipeline's output.base_path.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="sft, dpo or chat.")],
+    min_tier: Annotated[str, typer.Option("--min-tier", help="gold, silver or bronze.")] = "bronze",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Else standard output.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export training data as JSONL for fine-tuning (TRL / OpenAI formats)."""
+    from sinks.export import TIERS, export_rows, write_jsonl
+
+    if fmt not in ("sft", "dpo", "chat"):
+        raise fail(f"--format must be sft, dpo or chat, not {fmt!r}", 2)
+    if min_tier not in TIERS:
+        raise fail(f"--min-tier must be one of {', '.join(TIERS)}, not {min_tier!r}", 2)
+    cfg = config_or_exit(config)
+    rows = export_rows(cfg, output_dir, fmt, min_tier)  # type: ignore[arg-type]
+    if out_file is None:
+        count = write_jsonl(rows, sys.stdout.buffer)
+        sys.stdout.flush()
+    else:
+        with open(out_file, "wb") as f:
+            count = write_jsonl(rows, f)
+    err.print(f"{count} {fmt} rows", highlight=False)
+
+
+@app.command()
 def demo(
     port: PortOption = 9092,
     count: Annotated[int, typer.Option("--events", min=1, help="Engine executions.")] = 2000,

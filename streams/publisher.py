@@ -2,44 +2,93 @@
 
 Idempotent, acks=all, compressed and batched; keyed by engine_id / comparison_id / sample_id so
 that one engine's events stay in one partition. Validates on the client by default (raising
-`ValidationError` before anything is sent), and never drops a delivery failure silently: each
-failure is counted and passed to `on_error` (and to the event's own `on_delivery`, if given),
-and `flush()` / `close()` raise `DeliveryError` if any event was not delivered.
+`ValidationError` before anything is sent).
+
+Delivery failures are never dropped silently: each one is counted (`failed`), passed to
+`on_error` and to the event's own `on_delivery`, and makes the next `flush()` / `close()` raise
+`DeliveryError`. A broker that cannot be reached is a failure within `delivery_timeout_s` (each
+event expires after that long), so nothing waits forever. `collect` raises only for the
+caller's mistakes (invalid payload, unknown type, closed publisher); problems of the broker or
+the producer arrive through the delivery path, so a loop over many events keeps counting.
+
+Callbacks (`on_error`, `on_delivery`) run on the publisher's poll thread, or in the caller's
+thread during `flush()`; an exception they raise is logged, never lost in a librdkafka thread.
 `AsyncPublisher` gives each event an awaitable delivery instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.config import JsonEngineConfig, load_config
 from streams.topics import topic_name
-from streams.validation import ValidationError, Validator
+from streams.validation import NOT_UTF8, ValidationError, Validator
 
-KEY_FIELD = {
+log = logging.getLogger(__name__)
+
+KEY_FIELD: Final = {
     "engine_execution": "engine_id",
     "comparison_result": "comparison_id",
     "training_sample": "sample_id",
 }
-DEFAULT_DELIVERY_TIMEOUT_S = 30.0
+DEFAULT_DELIVERY_TIMEOUT_S: Final = 30.0
+_KEPT_ERRORS: Final = 100  # failure texts kept for the DeliveryError message
+_PURGE_WAIT_S: Final = 2.0  # close(): time to serve the reports of purged events
 
-Payload = bytes | str | dict[str, Any]
+Payload = bytes | bytearray | memoryview | str | dict[str, Any]
 OnDelivery = Callable[[KafkaError | None, Message], None]
+OnError = Callable[[str, KafkaError], None]
 
 
 class DeliveryError(Exception):
-    """One or more events were not acknowledged by the broker."""
+    """One or more events were not acknowledged by the broker (or not accepted by the producer).
+
+    `kafka_error` is the KafkaError of a single event's failure (AsyncPublisher), else None.
+    """
+
+    def __init__(self, message: str, kafka_error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.kafka_error = kafka_error
+
+
+def producer_settings(
+    config: JsonEngineConfig, delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
+) -> dict[str, Any]:
+    """The librdkafka settings of the Publisher; the benchmark gives its raw producer the same.
+
+    `message.timeout.ms` is the bound on how long an event may wait for its acknowledgement,
+    which is what turns an unreachable broker into a failure rather than a hang.
+    """
+    timeout_ms = max(1, round(delivery_timeout_s * 1000))
+    return {
+        "bootstrap.servers": config.kafka.bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "message.max.bytes": max(1_048_576, config.validation.max_payload_bytes + 4096),
+        "message.timeout.ms": timeout_ms,
+        "socket.connection.setup.timeout.ms": max(1000, min(10_000, timeout_ms)),
+    }
 
 
 class Publisher:
-    """Publishes validated events; a context manager that flushes and closes on exit."""
+    """Publishes (validated) events; a context manager that flushes and closes on exit.
+
+    `delivered` and `failed` count the broker's answers so far. `producer_config` entries
+    override the settings of `producer_settings()` (say `linger.ms`, or security settings).
+    Safe to share between threads.
+    """
 
     def __init__(
         self,
@@ -47,35 +96,29 @@ class Publisher:
         *,
         validate: bool = True,
         delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
-        on_error: Callable[[str, KafkaError], None] | None = None,
+        on_error: OnError | None = None,
         producer_config: dict[str, Any] | None = None,
-    ):
+    ) -> None:
+        if not delivery_timeout_s > 0:
+            raise ValueError(f"delivery_timeout_s must be positive, not {delivery_timeout_s!r}")
         self.config = config or load_config()
         self.validator = Validator(self.config.validation.max_payload_bytes) if validate else None
         self.on_error = on_error
         self.delivery_timeout_s = delivery_timeout_s
         self.delivered = 0
         self.failed = 0
-        self._errors: list[str] = []
+        self._lock = threading.Lock()  # reports can be served by two threads at once
+        self._errors: list[str] = []  # failures not yet raised by flush()
+        self._unraised = 0
+        self._last_error: KafkaError | None = None  # of the client (broker down, fatal, ...)
+        self._fatal: KafkaError | None = None
         self._topics = {kind: topic_name(self.config, kind) for kind in KEY_FIELD}
         self._reports = {kind: self._report(kind) for kind in KEY_FIELD}
-        self._producer = Producer(
-            {
-                "bootstrap.servers": self.config.kafka.bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "compression.type": "lz4",
-                "linger.ms": 5,
-                "batch.size": 1_000_000,
-                "message.max.bytes": max(
-                    1_048_576, self.config.validation.max_payload_bytes + 4096
-                ),
-                "message.timeout.ms": int(delivery_timeout_s * 1000),
-                "socket.connection.setup.timeout.ms": min(10_000, int(delivery_timeout_s * 1000)),
-                "log_level": 3,
-                **(producer_config or {}),
-            }
-        )
+        settings = producer_settings(self.config, delivery_timeout_s)
+        settings.update(producer_config or {})
+        settings.setdefault("error_cb", self._on_client_error)
+        settings.setdefault("logger", _LibrdkafkaLog())
+        self._producer = Producer(settings)
         self._closed = False
         self._poller_stop = threading.Event()
         self._poller = threading.Thread(
@@ -86,94 +129,190 @@ class Publisher:
     # -- the seed's API --------------------------------------------------------------------
 
     def collect_engine_execution(self, payload: Payload) -> None:
+        """Publish one engine_execution, keyed by its engine_id."""
         self.collect("engine_execution", payload)
 
     def collect_comparison_result(self, payload: Payload) -> None:
+        """Publish one comparison_result, keyed by its comparison_id."""
         self.collect("comparison_result", payload)
 
     def collect_training_sample(self, payload: Payload) -> None:
+        """Publish one training_sample, keyed by its sample_id."""
         self.collect("training_sample", payload)
 
     def collect(self, kind: str, payload: Payload, on_delivery: OnDelivery | None = None) -> None:
-        """Validate (unless disabled), key and enqueue one event.
+        """Validate (unless disabled), key and enqueue one event; return without waiting.
 
         `on_delivery(error_or_None, message)` runs once the broker answered for this event.
+        Raises ValidationError (nothing sent), ValueError for an unknown type, TypeError for a
+        payload that is not bytes, str or dict, RuntimeError once closed. Waits only while the
+        producer's local queue is full.
         """
+        topic, value, key = self._prepare(kind, payload)
+        report = self._reports[kind] if on_delivery is None else self._report(kind, on_delivery)
+        if self._produce(topic, value, key, report):
+            return
+        deadline = time.monotonic() + self.delivery_timeout_s + 1.0
+        while True:
+            # Local queue full: let deliveries (or expiries, at most delivery_timeout_s away)
+            # make room; never drop the event.
+            self._producer.poll(0.05)
+            if self._produce(topic, value, key, report):
+                return
+            if time.monotonic() > deadline:
+                self._fail_locally(kind, topic, value, key, report, "local queue stayed full")
+                return
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def _prepare(self, kind: str, payload: Payload) -> tuple[str, bytes, bytes | None]:
+        """(topic, value, key) of one event; validates it first unless validation is off."""
         if self._closed:
             raise RuntimeError("Publisher is closed")
-        if kind not in KEY_FIELD:
+        topic = self._topics.get(kind)
+        if topic is None:
             raise ValueError(f"unknown event type {kind!r}; expected one of {', '.join(KEY_FIELD)}")
-        value, key = self._encode(kind, payload)
-        report = self._reports[kind] if on_delivery is None else self._report(kind, on_delivery)
-        while True:
-            try:
-                self._producer.produce(self._topics[kind], value, key=key, on_delivery=report)
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: wait for deliveries, never drop
+        value, obj = self._encode(kind, payload)
+        key = obj.get(KEY_FIELD[kind]) if type(obj) is dict else None
+        return topic, value, key.encode() if isinstance(key, str) else None
 
-    def _encode(self, kind: str, payload: Payload) -> tuple[bytes, bytes | None]:
-        if self.validator is not None:
-            obj = self.validator.validate(kind, payload)
-        elif isinstance(payload, dict):
-            obj = payload
-        else:
-            obj = None
+    def _encode(self, kind: str, payload: Payload) -> tuple[bytes, Any]:
+        """The bytes to send and the parsed object (for the key), serializing only once.
+
+        A dict is dumped with orjson and its bytes are what gets validated, so the validator
+        checks exactly what consumers will read.
+        """
+        validator = self.validator
         if isinstance(payload, dict):
-            value = orjson.dumps(payload)
-        elif isinstance(payload, str):
-            value = payload.encode()
-        else:
-            value = bytes(payload)
-        if obj is None:  # unvalidated text: key it if it parses, send it as it is otherwise
             try:
-                obj = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                obj = None
-        key = obj.get(KEY_FIELD[kind]) if isinstance(obj, dict) else None
-        return value, key.encode() if isinstance(key, str) else None
+                value = orjson.dumps(payload)
+            except orjson.JSONEncodeError:
+                if validator is not None:
+                    validator.validate(kind, payload)  # raises the ValidationError saying why
+                raise
+            return value, validator.validate(kind, value) if validator is not None else payload
+        if isinstance(payload, bytes | bytearray | memoryview):
+            value = payload if type(payload) is bytes else bytes(payload)
+            return value, validator.validate(kind, value) if validator is not None else _peek(value)
+        if isinstance(payload, str):
+            # Validate the text before encoding it: the size limit is checked before any copy.
+            obj = validator.validate(kind, payload) if validator is not None else None
+            try:
+                value = payload.encode()
+            except UnicodeEncodeError:
+                raise ValidationError(
+                    NOT_UTF8, "payload is not valid UTF-8 (lone surrogate)"
+                ) from None
+            return value, obj if validator is not None else _peek(value)
+        raise TypeError(f"payload must be bytes, str or dict, not {type(payload).__name__}")
+
+    # -- producing and delivery reports -----------------------------------------------------
+
+    def _produce(self, topic: str, value: bytes, key: bytes | None, report: OnDelivery) -> bool:
+        """Enqueue; False when the local queue is full. Other refusals become failed reports."""
+        try:
+            self._producer.produce(topic, value, key, on_delivery=report)
+            return True
+        except BufferError:
+            return False
+        except KafkaException as exc:  # too large, fatal producer state, ...
+            report(exc.args[0], Message(topic=topic, value=value, key=key, error=exc.args[0]))
+            return True
+
+    def _fail_locally(
+        self, kind: str, topic: str, value: bytes, key: bytes | None, report: OnDelivery, why: str
+    ) -> None:
+        err = KafkaError(KafkaError._QUEUE_FULL, f"{why} for {self.delivery_timeout_s:g}s")
+        report(err, Message(topic=topic, value=value, key=key, error=err))
 
     def _report(self, kind: str, then: OnDelivery | None = None) -> OnDelivery:
+        topic = self._topics[kind]
+        lock = self._lock
+
         def report(err: KafkaError | None, msg: Message) -> None:
             if err is None:
-                self.delivered += 1
+                with lock:
+                    self.delivered += 1
             else:
-                self.failed += 1
-                text = f"{kind} to {self._topics[kind]}: {err.str()}"
-                if len(self._errors) < 100:
-                    self._errors.append(text)
+                with lock:
+                    self.failed += 1
+                    self._unraised += 1
+                    if len(self._errors) < _KEPT_ERRORS:
+                        self._errors.append(f"{kind} to {topic}: {err.str()}")
                 if self.on_error is not None:
-                    self.on_error(kind, err)
+                    _call_safely(self.on_error, kind, err)
             if then is not None:
-                then(err, msg)
+                _call_safely(then, err, msg)
 
         return report
 
+    def _on_client_error(self, err: KafkaError) -> None:
+        """librdkafka's client-level errors: kept to explain failures; fatal ones stop us."""
+        self._last_error = err
+        if err.fatal():
+            self._fatal = err
+            log.error("Kafka producer failed fatally: %s", err.str())
+        else:
+            log.debug("Kafka client error: %s", err.str())
+
     def _poll_loop(self) -> None:
         while not self._poller_stop.is_set():
-            self._producer.poll(0.1)
+            try:
+                self._producer.poll(0.1)
+            except Exception:  # a callback of ours failed: keep serving the others
+                log.exception("error while serving Kafka delivery reports")
+
+    # -- flush and close --------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait for every delivery report; raise DeliveryError if any event was not delivered."""
+        """Wait for every delivery report; raise DeliveryError if any event was not delivered.
+
+        Waits at most `timeout` seconds (default `delivery_timeout_s`); each failure is raised
+        once, by the first flush() that sees it.
+        """
+        if self._closed:  # close() flushed already
+            self._raise_failures(0)
+            return
         remaining = self._producer.flush(self.delivery_timeout_s if timeout is None else timeout)
-        if remaining:
-            raise DeliveryError(
-                f"{remaining} events still unacknowledged after the flush timeout; is the broker "
-                f"at {self.config.kafka.bootstrap_servers} reachable?"
-            )
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise DeliveryError(f"{len(errors)} events failed: {'; '.join(errors[:3])}")
+        self._raise_failures(remaining)
 
     def close(self, timeout: float | None = None) -> None:
+        """Flush, then release the producer. Events still unacknowledged after the flush are
+        purged, so each one is reported as failed (counted, on_error) instead of vanishing."""
         if self._closed:
             return
+        self._closed = True  # no more events from here on
         try:
-            self.flush(timeout)
+            remaining = self._producer.flush(
+                self.delivery_timeout_s if timeout is None else timeout
+            )
+            if remaining:
+                self._producer.purge()
+                remaining = self._producer.flush(_PURGE_WAIT_S)
         finally:
-            self._closed = True
             self._poller_stop.set()
             self._poller.join()
+            self._producer.close()  # nothing is left in it: returns at once
+        self._raise_failures(remaining)
+
+    def _raise_failures(self, remaining: int) -> None:
+        with self._lock:
+            failed, errors = self._unraised, self._errors
+            self._unraised, self._errors = 0, []
+        reason = ""
+        if self._fatal is not None:
+            reason = f"; the producer failed fatally: {self._fatal.str()}"
+        elif self._last_error is not None:
+            reason = f"; last client error: {self._last_error.str()}"
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} events still unacknowledged after the flush timeout"
+                f"{f' and {failed} failed' if failed else ''}; is the broker at "
+                f"{self.config.kafka.bootstrap_servers} reachable?{reason}"
+            )
+        if failed:
+            shown = "; ".join(list(dict.fromkeys(errors))[:5])  # distinct, first seen first
+            raise DeliveryError(f"{failed} events were not delivered: {shown}{reason}")
 
     def __enter__(self) -> Publisher:
         return self
@@ -184,17 +323,66 @@ class Publisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        # The body failed: still deliver what it collected, but keep its exception the one
+        # raised, with the delivery failure attached rather than replacing it.
+        try:
+            self.close()
+        except DeliveryError as delivery:
+            exc.add_note(f"and then, closing the Publisher: {delivery}")
+
+
+class _LibrdkafkaLog:
+    """librdkafka's log lines, one level down to DEBUG: a broker that is down makes it log
+    every reconnection attempt, and what matters of that reaches the caller in DeliveryError.
+    Configure the `json_engine.librdkafka` logger at DEBUG to see them."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("json_engine.librdkafka")
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        self._logger.debug(msg, *args)
+
+
+def _peek(value: bytes) -> Any:
+    """The parsed payload (for its key), or None when an unvalidated payload is not JSON."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _call_safely(callback: Callable[..., None], *args: Any) -> None:
+    """Run a user callback; an exception there must not stop the reports of other events."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("Publisher callback %r raised", callback)
 
 
 class AsyncPublisher:
-    """The asyncio variant: `await collect_*()` returns once the broker acknowledged the event."""
+    """The asyncio variant: `await collect_*()` returns once the broker acknowledged the event.
 
-    def __init__(self, config: JsonEngineConfig | None = None, **kwargs: Any):
+    Many events in flight at once: `asyncio.gather` their `collect` calls (each one alone waits
+    for its batch, `linger.ms` and a round trip). Never blocks the event loop on a full queue.
+    """
+
+    def __init__(self, config: JsonEngineConfig | None = None, **kwargs: Any) -> None:
         self._publisher = Publisher(config, **kwargs)
 
+    @property
+    def publisher(self) -> Publisher:
+        """The synchronous Publisher underneath (counters, settings)."""
+        return self._publisher
+
     async def collect(self, kind: str, payload: Payload) -> Message:
-        """Return the delivered message; raise DeliveryError if the broker refused it."""
+        """Return the delivered message; raise DeliveryError if the broker refused it.
+
+        ValidationError (and the other caller errors of `Publisher.collect`) are raised before
+        anything is sent.
+        """
         loop = asyncio.get_running_loop()
         delivered: asyncio.Future[Message] = loop.create_future()
 
@@ -204,11 +392,21 @@ class AsyncPublisher:
             if err is None:
                 delivered.set_result(msg)
             else:
-                delivered.set_exception(DeliveryError(f"{kind}: {err.str()}"))
+                delivered.set_exception(DeliveryError(f"{kind}: {err.str()}", err))
 
-        self._publisher.collect(
-            kind, payload, lambda err, msg: loop.call_soon_threadsafe(resolve, err, msg)
-        )
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(resolve, err, msg)
+
+        publisher = self._publisher
+        topic, value, key = publisher._prepare(kind, payload)
+        report = publisher._report(kind, on_delivery)
+        deadline = loop.time() + publisher.delivery_timeout_s + 1.0
+        while not publisher._produce(topic, value, key, report):
+            if loop.time() > deadline:
+                publisher._fail_locally(kind, topic, value, key, report, "local queue stayed full")
+                break
+            await asyncio.sleep(0.01)  # the poll thread makes room
         return await delivered
 
     async def collect_engine_execution(self, payload: Payload) -> Message:
@@ -223,14 +421,33 @@ class AsyncPublisher:
     async def flush(self, timeout: float | None = None) -> None:
         await asyncio.to_thread(self._publisher.flush, timeout)
 
-    async def close(self) -> None:
-        await asyncio.to_thread(self._publisher.close)
+    async def close(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self._publisher.close, timeout)
 
     async def __aenter__(self) -> AsyncPublisher:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.close()
+            return
+        try:
+            await self.close()
+        except DeliveryError as delivery:
+            exc.add_note(f"and then, closing the Publisher: {delivery}")
 
 
-__all__ = ["AsyncPublisher", "DeliveryError", "KafkaException", "Publisher", "ValidationError"]
+__all__ = [
+    "KEY_FIELD",
+    "AsyncPublisher",
+    "DeliveryError",
+    "KafkaException",
+    "Publisher",
+    "ValidationError",
+    "producer_settings",
+]

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sinks.part_files import PartitionWriter
+import orjson
+
+from sinks.part_files import PartitionWriter, finished_files
 from streams.config import ChannelConfig
 from streams.dead_letter import DeadLetterPolicy
 from streams.validation import ValidationError, Validator
@@ -67,6 +69,7 @@ class ChannelSink:
         validator: Validator,
         dead_letters: DeadLetterPolicy,
         owns: Callable[[int], bool] = lambda _p: True,
+        dedupe_key: Callable[[dict[str, Any]], str] | None = None,
     ):
         self.channel = channel
         self.topic = topic
@@ -81,7 +84,8 @@ class ChannelSink:
         self._pending: dict[int, _Pending] = {}
         self._waiting = 0
         self._first_at: float | None = None
-        self.committable: dict[int, int] = {}
+        self.dedupe_key = dedupe_key
+        self._seen: dict[int, set[str]] = {}
         self.closed = False
 
     # -- input -------------------------------------------------------------------------------
@@ -111,19 +115,48 @@ class ChannelSink:
             try:
                 if value is None:
                     raise ValidationError("invalid_json", "record has no value (tombstone)")
-                if validate:
-                    self.validator.validate(kind, value)
+                parsed = self.validator.validate(kind, value) if validate else None
                 line = _as_line(value)
             except ValidationError as exc:
                 counters.invalid += 1
                 self._reject(partition, offset, exc, value)
                 continue
             counters.valid += 1
+            if self.dedupe_key is not None and self._seen_before(partition, value, parsed):
+                counters.duplicates_dropped += 1
+                continue
             pending.lines.append(line)
         if self._waiting and self._first_at is None:
             self._first_at = time.monotonic()
         if self._waiting >= self.config.buffer_size:
             self.flush()
+
+    def _seen_before(self, partition: int, value: bytes, parsed: dict[str, Any] | None) -> bool:
+        """Idempotence by record id (sample_id…): a second copy is covered but not written."""
+        assert self.dedupe_key is not None
+        try:
+            key = self.dedupe_key(parsed if parsed is not None else orjson.loads(value))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return False
+        seen = self._seen.setdefault(partition, set())
+        if key in seen:
+            return True
+        seen.add(key)
+        return False
+
+    def _load_seen(self, partition: int) -> None:
+        """The ids this partition's files already hold (read once, when it is assigned)."""
+        assert self.dedupe_key is not None
+        seen: set[str] = set()
+        for part in finished_files(self.directory):
+            if part.partition == partition:
+                with open(part.path, "rb") as f:
+                    for line in f:
+                        try:
+                            seen.add(self.dedupe_key(orjson.loads(line)))
+                        except (orjson.JSONDecodeError, KeyError, TypeError):
+                            continue
+        self._seen[partition] = seen
 
     def _reject(self, partition: int, offset: int, exc: ValidationError, value: Any) -> None:
         if self.channel == "dead_letter":  # never dead-letter a dead letter: no loops
@@ -143,6 +176,8 @@ class ChannelSink:
                 f"{self.directory}: {exc}"
             ) from exc
         self._writers[partition] = writer
+        if self.dedupe_key is not None:
+            self._load_seen(partition)
         log.info(
             "%s: partition %d resumes at offset %s (from files)",
             self.channel,
@@ -181,7 +216,6 @@ class ChannelSink:
                 f"{(self._next[partition] or 0) - 1} is marked done"
             ) from exc
         self._next[partition] = pending.last + 1
-        self.committable[partition] = pending.last + 1
         self.counters.written += len(pending.lines)
         self.counters.bytes += len(data)
 
@@ -206,6 +240,7 @@ class ChannelSink:
                 if writer is not None:
                     writer.finish()
                 self._next.pop(partition, None)
+                self._seen.pop(partition, None)
 
     def close(self) -> None:
         """Graceful stop: everything waiting is written and every file finished."""
@@ -214,9 +249,10 @@ class ChannelSink:
         self.release(list(self._writers))
         self.closed = True
 
-    def take_committable(self) -> dict[int, int]:
-        offsets, self.committable = self.committable, {}
-        return offsets
+    @property
+    def done(self) -> dict[int, int]:
+        """partition → next offset to read, as the files prove it."""
+        return {p: n for p, n in self._next.items() if n is not None}
 
 
 def _as_line(value: bytes) -> bytes:
