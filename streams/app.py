@@ -15,6 +15,7 @@ from faust.types import TP
 from streams import batching
 from streams.config import CHANNELS, JsonEngineConfig
 from streams.dead_letter import DeadLetterPolicy
+from streams.observability import Health, Metrics
 from streams.sink import ChannelSink
 from streams.topics import topic_name
 from streams.training import TrainingDeriver
@@ -22,6 +23,7 @@ from streams.validation import Validator
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.1
+LAG_EVERY_SECONDS = 5.0
 DEDUPE_KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
     "training_sample": lambda record: record["sample_id"],
 }
@@ -31,7 +33,7 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"{batching.SCHEME}://{host.strip()}" for host in bootstrap_servers.split(",")]
 
 
-def create_app(config: JsonEngineConfig) -> faust.App:
+def create_app(config: JsonEngineConfig) -> tuple[faust.App, Pipeline]:
     """A Faust app whose consumer group derives from the topic prefix (one group per config)."""
     app = faust.App(
         config.kafka.app_id,
@@ -52,8 +54,9 @@ def create_app(config: JsonEngineConfig) -> faust.App:
         broker_commit_every=10_000,
         stream_wait_empty=False,
     )
-    Pipeline(app, config).install()
-    return app
+    pipeline = Pipeline(app, config)
+    pipeline.install()
+    return app, pipeline
 
 
 class Pipeline:
@@ -67,6 +70,9 @@ class Pipeline:
     def __init__(self, app: faust.App, config: JsonEngineConfig):
         self.app = app
         self.config = config
+        self.metrics = Metrics()
+        self.health = Health()
+        self._lag_at = 0.0
         self.validator = Validator(max_payload_bytes=config.validation.max_payload_bytes)
         self.dead_letters = DeadLetterPolicy(config)
         self.sinks: list[ChannelSink] = []
@@ -137,6 +143,39 @@ class Pipeline:
             await self.app.crash(exc)  # the worker exits non-zero; nothing unwritten is done
             return
         await self.commit()
+        self.health.tick()
+        self.record_metrics(now)
+
+    def record_metrics(self, now: float) -> None:
+        m = self.metrics
+        for sink in self.sinks:
+            c, ch = sink.counters, sink.channel
+            for counter, total in (
+                (m.received, c.received),
+                (m.valid, c.valid),
+                (m.invalid, c.invalid),
+                (m.written, c.written),
+                (m.duplicates, c.duplicates_dropped),
+                (m.batches, c.batches),
+                (m.bytes, c.bytes),
+            ):
+                m.add_total(counter, ch, total)
+            for seconds in sink.flush_durations:
+                m.flush_seconds.labels(ch).observe(seconds)
+            sink.flush_durations.clear()
+        for channel, total in self.dead_letters.counts.items():
+            m.add_total(m.dead_letters, channel, total)
+        if now - self._lag_at >= LAG_EVERY_SECONDS:
+            self._lag_at = now
+            consumer: batching.BatchConsumer = self.app.consumer  # type: ignore[assignment]
+            for sink in self.sinks:
+                for partition, offset in sink.done.items():
+                    try:
+                        high = consumer.highwater(TP(sink.topic, partition))
+                    except Exception:
+                        continue
+                    if high is not None:
+                        m.lag.labels(sink.topic, str(partition)).set(max(0, high - offset))
 
     def committable(self) -> dict[TP, int]:
         """Per partition, the smallest offset all of its topic's handlers have made durable."""
@@ -164,8 +203,10 @@ class Pipeline:
     async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         for sink in self.sinks:
             sink.assign(tp.partition for tp in assigned if tp.topic == sink.topic)
+        self.health.ready = bool(assigned)
 
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        self.health.ready = False
         for topic, handlers in self.handlers.items():
             partitions = [tp.partition for tp in revoked if tp.topic == topic]
             if partitions:

@@ -139,12 +139,22 @@ def topics_list(config: ConfigOption = None) -> None:
 def worker(
     config: ConfigOption = None,
     loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="JSON_ENGINE_LOG_FORMAT",
+            help="json (one object per line) or text.",
+        ),
+    ] = "json",
 ) -> None:
     """Run every enabled agent; workers with the same config share the partitions."""
     from streams.worker import run_worker
 
+    if log_format not in ("json", "text"):
+        raise fail(f"--log-format must be json or text, not {log_format!r}", 2)
     cfg = config_or_exit(config)
-    raise typer.Exit(run_worker(cfg, loglevel))
+    raise typer.Exit(run_worker(cfg, loglevel, log_format))
 
 
 EventType = Annotated[

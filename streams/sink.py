@@ -79,6 +79,7 @@ class ChannelSink:
         self.dead_letters = dead_letters
         self.owns = owns
         self.counters = SinkCounters()
+        self.flush_durations: list[float] = []  # drained into the metrics by the worker
         self._writers: dict[int, PartitionWriter] = {}
         self._next: dict[int, int | None] = {}
         self._pending: dict[int, _Pending] = {}
@@ -194,6 +195,7 @@ class ChannelSink:
         """Make every waiting record durable: dead letters acknowledged first, then lines."""
         if not self._waiting:
             return
+        started = time.perf_counter()
         self.dead_letters.flush()
         for partition in list(self._pending):
             pending = self._pending[partition]
@@ -201,6 +203,7 @@ class ChannelSink:
                 self._write(partition, pending)
             del self._pending[partition]  # written: a retry after a later failure skips it
         self.counters.batches += 1
+        self.flush_durations.append(time.perf_counter() - started)
         self._waiting = 0
         self._first_at = None
 

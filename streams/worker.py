@@ -6,15 +6,24 @@ import faust
 
 from streams.app import create_app
 from streams.config import JsonEngineConfig
+from streams.observability import logging_config, serve
 
 EXIT_FATAL = 3
 
 
-def run_worker(config: JsonEngineConfig, loglevel: str = "info") -> int:
+def run_worker(config: JsonEngineConfig, loglevel: str = "info", log_format: str = "json") -> int:
     """Return the process exit code: 0 after a graceful stop, EXIT_FATAL after a crash."""
     config.output.base_path.mkdir(parents=True, exist_ok=True)
-    app = create_app(config)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    app, pipeline = create_app(config)
+    if config.metrics.port:
+        serve(config.metrics.port, pipeline.metrics, pipeline.health)
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logging_config(log_format, loglevel),
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -34,7 +34,7 @@ def test_internals_used_by_the_drain_loop_exist() -> None:
 
 def test_transport_is_registered_and_used(config: JsonEngineConfig) -> None:
     assert drivers.by_url(f"{batching.SCHEME}://127.0.0.1:9092") is batching.BatchTransport
-    app = create_app(config)
+    app, _ = create_app(config)
     assert isinstance(app.consumer, batching.BatchConsumer)
     assert hasattr(app, "consumer_generation_id")
     for signal in ("on_partitions_assigned", "on_partitions_revoked", "on_before_shutdown"):
