@@ -13,11 +13,15 @@ import faust
 from faust.types import TP
 
 from streams import batching
+from streams.aggregator import Aggregator
 from streams.config import CHANNELS, JsonEngineConfig
 from streams.dead_letter import DeadLetterPolicy
+from streams.derived import DerivingReader
 from streams.observability import Health, Metrics
+from streams.rekey import Rekeyer
+from streams.route import Reader, TopicRoute
 from streams.sink import ChannelSink
-from streams.topics import topic_name
+from streams.topics import rekey_topic, topic_name
 from streams.training import TrainingDeriver
 from streams.validation import Validator
 
@@ -26,6 +30,7 @@ TICK_SECONDS = 0.1
 LAG_EVERY_SECONDS = 5.0
 DEDUPE_KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
     "training_sample": lambda record: record["sample_id"],
+    "aggregated_stats": lambda record: f"{record['engine_id']}|{record['window_start']}",
 }
 
 
@@ -60,11 +65,12 @@ def create_app(config: JsonEngineConfig) -> tuple[faust.App, Pipeline]:
 
 
 class Pipeline:
-    """Wires the handlers into the app: batch routes, a ticker, rebalance and stop hooks.
+    """Wires the readers into the app: topic routes, a ticker, rebalance and stop hooks.
 
-    Handlers of a topic: its channel's sink and, for comparisons, the training deriver.
-    Each reports per partition the next offset it has made durable (`done`); the offset
-    committed to Kafka is the smallest of them, so no reader is ever skipped past.
+    Readers of a topic: its channel's sink and, for executions and comparisons, the
+    aggregator, the re-keyer and the training deriver. Each reports per partition the next
+    offset it has made durable (`done`); the offset committed to Kafka is the smallest of
+    them, so no reader is ever skipped past.
     """
 
     def __init__(self, app: faust.App, config: JsonEngineConfig):
@@ -76,46 +82,63 @@ class Pipeline:
         self.validator = Validator(max_payload_bytes=config.validation.max_payload_bytes)
         self.dead_letters = DeadLetterPolicy(config)
         self.sinks: list[ChannelSink] = []
-        self.derivers: list[TrainingDeriver] = []
-        self.handlers: dict[str, list[ChannelSink | TrainingDeriver]] = {}
+        self.derivers: list[DerivingReader] = []
+        self.aggregator: Aggregator | None = None
+        self.routes: dict[str, TopicRoute] = {}
         self._committed: dict[TP, int] = {}
 
     def install(self) -> None:
         app = self.app
+        config = self.config
         consumer: batching.BatchConsumer = app.consumer  # type: ignore[assignment]
         for channel in CHANNELS:
-            channel_config = self.config.channels.get(channel)
+            channel_config = config.channels.get(channel)
             if channel_config.enabled:
-                name = topic_name(self.config, channel)
+                name = topic_name(config, channel)
                 sink = ChannelSink(
                     channel,
                     name,
                     channel_config,
-                    self.config.output.base_path,
-                    self.validator,
+                    config.output.base_path,
                     self.dead_letters,
                     owns=self._owner_check(consumer, name),
                     dedupe_key=DEDUPE_KEYS.get(channel),
                 )
                 self.sinks.append(sink)
-                self._route(consumer, name, sink)
-        if self.config.training.enabled:
-            deriver = TrainingDeriver(self.config, self.validator)
+                self._route(consumer, name, channel, sink)
+        comparisons = topic_name(config, "comparison_result")
+        if config.training.enabled:
+            deriver = TrainingDeriver(config, self.validator)
             self.derivers.append(deriver)
-            self._route(consumer, topic_name(self.config, "comparison_result"), deriver)
+            self._route(consumer, comparisons, "comparison_result", deriver)
+        if config.aggregation.enabled:
+            rekeyer = Rekeyer(config)
+            self.derivers.append(rekeyer)
+            self._route(consumer, comparisons, "comparison_result", rekeyer)
+            executions = topic_name(config, "engine_execution")
+            self.aggregator = Aggregator(
+                config, self.dead_letters, owns=self._owner_check(consumer, executions)
+            )
+            self._route(
+                consumer,
+                topic_name(config, "engine_execution"),
+                "engine_execution",
+                self.aggregator.executions,
+            )
+            self._route(consumer, rekey_topic(config), None, self.aggregator.comparisons)
         app.task(self.run_ticker)
         app.on_partitions_revoked.connect(self.on_revoked)
         app.on_partitions_assigned.connect(self.on_assigned)
         app.on_before_shutdown.connect(self.on_shutdown)
 
     def _route(
-        self, consumer: batching.BatchConsumer, topic: str, handler: ChannelSink | TrainingDeriver
+        self, consumer: batching.BatchConsumer, topic: str, kind: str | None, reader: Reader
     ) -> None:
-        if topic not in self.handlers:
+        if topic not in self.routes:
             self.app.topics.add(self.app.topic(topic, value_serializer="raw", acks=False))
-            self.handlers[topic] = []
-        self.handlers[topic].append(handler)
-        consumer.add_batch_handler(topic, handler)
+            self.routes[topic] = TopicRoute(topic, kind, self.validator)
+            consumer.add_batch_handler(topic, self.routes[topic])
+        self.routes[topic].readers.append(reader)
 
     @staticmethod
     def _owner_check(consumer: batching.BatchConsumer, topic: str) -> Any:
@@ -139,6 +162,8 @@ class Pipeline:
                 sink.roll_due(now)
             for deriver in self.derivers:
                 deriver.flush()
+            if self.aggregator is not None:
+                self.aggregator.checkpoint()
         except Exception as exc:
             await self.app.crash(exc)  # the worker exits non-zero; nothing unwritten is done
             return
@@ -165,6 +190,9 @@ class Pipeline:
             sink.flush_durations.clear()
         for channel, total in self.dead_letters.counts.items():
             m.add_total(m.dead_letters, channel, total)
+        if self.aggregator is not None:
+            m.add_total(m.windows_emitted, "", self.aggregator.windows_emitted)
+            m.add_total(m.late_events, "", self.aggregator.late_events)
         if now - self._lag_at >= LAG_EVERY_SECONDS:
             self._lag_at = now
             consumer: batching.BatchConsumer = self.app.consumer  # type: ignore[assignment]
@@ -180,8 +208,8 @@ class Pipeline:
     def committable(self) -> dict[TP, int]:
         """Per partition, the smallest offset all of its topic's handlers have made durable."""
         offsets: dict[TP, int] = {}
-        for topic, handlers in self.handlers.items():
-            dones = [h.done for h in handlers]
+        for topic, route in self.routes.items():
+            dones = [reader.done for reader in route.readers]
             for partition in set.intersection(*(set(d) for d in dones)):
                 tp = TP(topic, partition)
                 offset = min(d[partition] for d in dones)
@@ -203,23 +231,27 @@ class Pipeline:
     async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         for sink in self.sinks:
             sink.assign(tp.partition for tp in assigned if tp.topic == sink.topic)
+        if self.aggregator is not None:
+            executions = self.aggregator.exec_topic
+            self.aggregator.assign([tp.partition for tp in assigned if tp.topic == executions])
         self.health.ready = bool(assigned)
 
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         self.health.ready = False
-        for topic, handlers in self.handlers.items():
+        for topic, route in self.routes.items():
             partitions = [tp.partition for tp in revoked if tp.topic == topic]
             if partitions:
-                for handler in handlers:
-                    handler.release(partitions)
+                for reader in route.readers:
+                    reader.release(partitions)
         await self.commit()
         for tp in revoked:
             self._committed.pop(tp, None)
 
     async def on_shutdown(self, sender: Any, **_: Any) -> None:
-        for handler in [*self.derivers, *self.sinks]:
+        closers = [*self.derivers, *([self.aggregator] if self.aggregator else []), *self.sinks]
+        for reader in closers:
             try:
-                handler.close()
+                reader.close()
             except Exception as exc:  # what was not made durable is read again at restart
-                log.error("%s: could not flush at shutdown: %s", handler, exc)
+                log.error("%s: could not flush at shutdown: %s", reader, exc)
         log.info("sinks closed: %s", {s.channel: s.counters.written for s in self.sinks})

@@ -111,6 +111,7 @@ class AggregationConfig(_Strict):
     window_minutes: float = Field(1, gt=0, le=24 * 60)
     grace_seconds: float = Field(30, ge=0)
     idle_seconds: float = Field(60, gt=0)
+    checkpoint_seconds: float = Field(1.0, gt=0, le=3600)
 
 
 class Thresholds(_Strict):

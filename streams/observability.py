@@ -68,11 +68,12 @@ class Metrics:
         self._last: dict[tuple[str, str], int] = {}
 
     def add_total(self, counter: Counter, channel: str, total: int) -> None:
-        """Advance a labelled counter to a running total kept elsewhere."""
+        """Advance a counter (labelled by channel, unless `channel` is empty) to a running
+        total kept elsewhere."""
         key = (counter._name, channel)
         delta = total - self._last.get(key, 0)
         if delta > 0:
-            counter.labels(channel).inc(delta)
+            (counter.labels(channel) if channel else counter).inc(delta)
             self._last[key] = total
 
 

@@ -11,30 +11,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from sinks.part_files import PartitionWriter, finished_files
 from streams.config import ChannelConfig
 from streams.dead_letter import DeadLetterPolicy
-from streams.validation import ValidationError, Validator
+from streams.route import Parsed
+from streams.validation import ValidationError
 
 log = logging.getLogger(__name__)
 
 
 class SinkWriteError(Exception):
     """A part file could not be written (full disk, unwritable directory): stop committing."""
-
-
-class Record(Protocol):
-    """What the consumer hands over: aiokafka's ConsumerRecord has these."""
-
-    offset: int
-    value: bytes | None
 
 
 @dataclass
@@ -66,7 +60,6 @@ class ChannelSink:
         topic: str,
         config: ChannelConfig,
         base_path: Path,
-        validator: Validator,
         dead_letters: DeadLetterPolicy,
         owns: Callable[[int], bool] = lambda _p: True,
         dedupe_key: Callable[[dict[str, Any]], str] | None = None,
@@ -75,7 +68,6 @@ class ChannelSink:
         self.topic = topic
         self.config = config
         self.directory = base_path / config.directory
-        self.validator = validator
         self.dead_letters = dead_letters
         self.owns = owns
         self.counters = SinkCounters()
@@ -91,7 +83,7 @@ class ChannelSink:
 
     # -- input -------------------------------------------------------------------------------
 
-    def on_records(self, partition: int, records: Iterable[Record]) -> None:
+    def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
         """Take one fetched batch of a partition; flush when `buffer_size` records wait."""
         if self.closed or not self.owns(partition):
             return  # not ours (any more): the owner reads them from its proven offset
@@ -100,33 +92,29 @@ class ChannelSink:
         start = self._next[partition]
         pending = self._pending.setdefault(partition, _Pending())
         validate = self.config.validate_
-        kind = self.channel
         counters = self.counters
-        for record in records:
+        for record, parsed, error in items:
             offset = record.offset
             if start is not None and offset < start:
                 counters.duplicates_dropped += 1
                 continue
             counters.received += 1
-            value = record.value
             if pending.first < 0:
                 pending.first = offset
             pending.last = offset
             self._waiting += 1
-            try:
-                if value is None:
-                    raise ValidationError("invalid_json", "record has no value (tombstone)")
-                parsed = self.validator.validate(kind, value) if validate else None
-                line = _as_line(value)
-            except ValidationError as exc:
+            value = record.value
+            if validate and error is not None:
                 counters.invalid += 1
-                self._reject(partition, offset, exc, value)
+                self._reject(partition, offset, error, value)
                 continue
+            if value is None:
+                continue  # a tombstone, with validation off: nothing to write
             counters.valid += 1
             if self.dedupe_key is not None and self._seen_before(partition, value, parsed):
                 counters.duplicates_dropped += 1
                 continue
-            pending.lines.append(line)
+            pending.lines.append(_as_line(value))
         if self._waiting and self._first_at is None:
             self._first_at = time.monotonic()
         if self._waiting >= self.config.buffer_size:

@@ -28,6 +28,24 @@ def pipeline_topics(config: JsonEngineConfig) -> dict[str, str]:
     return {channel: topic_name(config, channel) for channel in CHANNELS}
 
 
+def rekey_topic(config: JsonEngineConfig) -> str:
+    """Comparison observations re-keyed by engine_id (streams/rekey.py)."""
+    return f"{config.kafka.app_id}-comparisons-by-engine"
+
+
+def changelog_topic(config: JsonEngineConfig) -> str:
+    """The aggregator's state (streams/aggregator.py), compacted."""
+    return f"{config.kafka.app_id}-aggregates-changelog"
+
+
+def internal_topics(config: JsonEngineConfig) -> dict[str, dict[str, str]]:
+    """The worker's own topics (they start with the prefix too) and their topic configs."""
+    return {
+        rekey_topic(config): {},
+        changelog_topic(config): {"cleanup.policy": "compact", "segment.ms": "600000"},
+    }
+
+
 @dataclass(frozen=True)
 class TopicInfo:
     name: str
@@ -40,14 +58,20 @@ def admin_client(config: JsonEngineConfig) -> AdminClient:
 
 
 def create_topics(config: JsonEngineConfig, names: list[str] | None = None) -> list[str]:
-    """Create the missing topics; return the names created. Existing ones are left as they are."""
+    """Create the missing topics; return the names created. Existing ones are left as they are.
+
+    Without `names`: the pipeline's topics and the worker's internal ones, all with the
+    configured partitions, so that internal topics are co-partitioned with the inputs.
+    """
     admin = admin_client(config)
-    wanted = names or list(pipeline_topics(config).values())
+    internal = internal_topics(config)
+    wanted = names or [*pipeline_topics(config).values(), *internal]
     new = [
         NewTopic(
             name,
             num_partitions=config.kafka.partitions,
             replication_factor=config.kafka.replication_factor,
+            config=internal.get(name, {}),
         )
         for name in wanted
     ]

@@ -58,7 +58,7 @@ def test_topics_create_twice_is_idempotent(config: JsonEngineConfig, config_file
         timeout=120,
     )
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == 5
+    assert first.stdout.count("created") == 7
     second = subprocess.run(
         [sys.executable, "-m", "streams.cli", "topics", "create", "--config", str(config_file)],
         capture_output=True,
@@ -66,7 +66,7 @@ def test_topics_create_twice_is_idempotent(config: JsonEngineConfig, config_file
         timeout=120,
     )
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("exists") == 5
+    assert second.stdout.count("exists") == 7
     listed = {t.name: t for t in list_topics(config)}
     assert set(expected) <= set(listed)
     assert all(listed[name].partitions == 3 for name in expected)

@@ -1,0 +1,148 @@
+"""Per-engine window state: what one (engine_id, window_start) keeps, bounded in size.
+
+Latencies go into a DDSketch (1% relative accuracy, at most `SKETCH_BINS` bins whatever the
+number of events), so p50/p95/p99 are within 1% of the exact order statistic while count,
+success, min, max and sum stay exact. State serializes to a small JSON-able dict for the
+changelog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ddsketch import LogCollapsingLowestDenseDDSketch
+
+RELATIVE_ACCURACY = 0.01
+SKETCH_BINS = 2048
+
+
+def new_sketch() -> LogCollapsingLowestDenseDDSketch:
+    return LogCollapsingLowestDenseDDSketch(
+        relative_accuracy=RELATIVE_ACCURACY, bin_limit=SKETCH_BINS
+    )
+
+
+def window_start(ts: int, width_ms: int) -> int:
+    """Tumbling windows aligned to the epoch."""
+    return ts - ts % width_ms
+
+
+@dataclass
+class WindowState:
+    count: int = 0
+    success_count: int = 0
+    latency_min: float = float("inf")
+    latency_max: float = float("-inf")
+    latency_sum: float = 0.0
+    sketch: Any = field(default_factory=new_sketch)
+    quality_count: int = 0
+    quality_sum: float = 0.0
+    comparisons: int = 0
+    wins: int = 0
+
+    def add_execution(self, latency_ms: float, success: bool) -> None:
+        self.count += 1
+        self.success_count += success
+        if latency_ms < self.latency_min:
+            self.latency_min = latency_ms
+        if latency_ms > self.latency_max:
+            self.latency_max = latency_ms
+        self.latency_sum += latency_ms
+        self.sketch.add(latency_ms)
+
+    def add_comparison(self, quality: float | None, win: bool) -> None:
+        self.comparisons += 1
+        self.wins += win
+        if quality is not None:
+            self.quality_count += 1
+            self.quality_sum += quality
+
+    def record(self, engine_id: str, start: int, width_ms: int) -> dict[str, Any]:
+        """The aggregated_stats record (Contract → Aggregates).
+
+        A window with comparisons but no executions has count 0 and latency fields 0.
+        """
+        has_latency = self.count > 0
+        q = self.sketch.get_quantile_value
+        return {
+            "schema_version": 1,
+            "engine_id": engine_id,
+            "window_start": start,
+            "window_end": start + width_ms,
+            "count": self.count,
+            "success_count": self.success_count,
+            "success_rate": self.success_count / self.count if has_latency else 0.0,
+            "latency_ms": {
+                "min": self.latency_min if has_latency else 0,
+                "max": self.latency_max if has_latency else 0,
+                "avg": self.latency_sum / self.count if has_latency else 0,
+                "p50": q(0.5) if has_latency else 0,
+                "p95": q(0.95) if has_latency else 0,
+                "p99": q(0.99) if has_latency else 0,
+            },
+            "quality": {
+                "count": self.quality_count,
+                "mean": self.quality_sum / self.quality_count if self.quality_count else None,
+            },
+            "comparisons": {
+                "count": self.comparisons,
+                "wins": self.wins,
+                "win_rate": self.wins / self.comparisons if self.comparisons else 0.0,
+            },
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "success_count": self.success_count,
+            "min": self.latency_min if self.count else None,
+            "max": self.latency_max if self.count else None,
+            "sum": self.latency_sum,
+            "sketch": sketch_to_dict(self.sketch),
+            "quality_count": self.quality_count,
+            "quality_sum": self.quality_sum,
+            "comparisons": self.comparisons,
+            "wins": self.wins,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowState:
+        return cls(
+            count=data["count"],
+            success_count=data["success_count"],
+            latency_min=float("inf") if data["min"] is None else data["min"],
+            latency_max=float("-inf") if data["max"] is None else data["max"],
+            latency_sum=data["sum"],
+            sketch=sketch_from_dict(data["sketch"]),
+            quality_count=data["quality_count"],
+            quality_sum=data["quality_sum"],
+            comparisons=data["comparisons"],
+            wins=data["wins"],
+        )
+
+
+def sketch_to_dict(sketch: LogCollapsingLowestDenseDDSketch) -> dict[str, Any]:
+    """Only non-empty bins of the positive store (latencies are never negative)."""
+    store = sketch._store
+    bins = {str(i + store.offset): c for i, c in enumerate(store.bins) if c}
+    return {
+        "bins": bins,
+        "zero": sketch._zero_count,
+        "count": sketch._count,
+        "sum": sketch._sum,
+        "min": sketch._min if sketch._count else None,
+        "max": sketch._max if sketch._count else None,
+    }
+
+
+def sketch_from_dict(data: dict[str, Any]) -> LogCollapsingLowestDenseDDSketch:
+    sketch = new_sketch()
+    for key, count in data["bins"].items():
+        sketch._store.add(int(key), count)
+    sketch._zero_count = data["zero"]
+    sketch._count = data["count"]
+    sketch._sum = data["sum"]
+    if data["min"] is not None:
+        sketch._min, sketch._max = data["min"], data["max"]
+    return sketch
