@@ -262,7 +262,7 @@ class Aggregator:
             window = state.windows.get(key)
             if window is None:
                 window = state.windows[key] = WindowState()
-            window.add_comparison(obs["quality"], obs["win"])
+            window.add_comparison(obs["quality"], obs["win"], obs.get("counted", True))
             state.dirty.add(key)
             if state.cmp_wm is None or ts > state.cmp_wm:
                 state.cmp_wm = ts

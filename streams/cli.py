@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from streams import local_kafka
+from streams import aggregate_cli, local_kafka
 from streams.config import CHANNELS, EVENT_TYPES, ConfigError, JsonEngineConfig, load_config
 from streams.model_cli import models_app
 
@@ -27,6 +27,8 @@ topics_app = typer.Typer(help="The pipeline's topics.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(models_app, name="models")
+app.command("aggregate")(aggregate_cli.aggregate)
+app.command("report")(aggregate_cli.report)
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)

@@ -43,6 +43,7 @@ KEY_FIELD: Final = {
 DEFAULT_DELIVERY_TIMEOUT_S: Final = 30.0
 _KEPT_ERRORS: Final = 100  # failure texts kept for the DeliveryError message
 _PURGE_WAIT_S: Final = 2.0  # close(): time to serve the reports of purged events
+_POLL_S: Final = 0.02  # poll thread: wait per round (the delay of a report between bursts)
 
 Payload = bytes | bytearray | memoryview | str | dict[str, Any]
 OnDelivery = Callable[[KafkaError | None, Message], None]
@@ -98,6 +99,7 @@ class Publisher:
         delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
         on_error: OnError | None = None,
         producer_config: dict[str, Any] | None = None,
+        success_reports: bool = True,
     ) -> None:
         if not delivery_timeout_s > 0:
             raise ValueError(f"delivery_timeout_s must be positive, not {delivery_timeout_s!r}")
@@ -105,8 +107,11 @@ class Publisher:
         self.validator = Validator(self.config.validation.max_payload_bytes) if validate else None
         self.on_error = on_error
         self.delivery_timeout_s = delivery_timeout_s
-        self.delivered = 0
         self.failed = 0
+        self._delivered = 0  # success reports counted (success_reports), else derived
+        self._sent = 0  # events handed to librdkafka (counted when success_reports is off)
+        self._local_failures = 0  # refused by produce() itself: never sent
+        self._collected = 0  # a hint for the poll thread that collect() polls (no lock)
         self._lock = threading.Lock()  # reports can be served by two threads at once
         self._errors: list[str] = []  # failures not yet raised by flush()
         self._unraised = 0
@@ -115,11 +120,18 @@ class Publisher:
         self._topics = {kind: topic_name(self.config, kind) for kind in KEY_FIELD}
         self._reports = {kind: self._report(kind) for kind in KEY_FIELD}
         settings = producer_settings(self.config, delivery_timeout_s)
+        if not success_reports:
+            settings["delivery.report.only.error"] = True
         settings.update(producer_config or {})
+        self.success_reports = str(settings.get("delivery.report.only.error")).lower() not in (
+            "true",
+            "1",
+        )
         settings.setdefault("error_cb", self._on_client_error)
         settings.setdefault("logger", _LibrdkafkaLog())
         self._producer = Producer(settings)
-        self._closed = False
+        self._closed = False  # refuses events
+        self._released = False  # the producer is closed too
         self._poller_stop = threading.Event()
         self._poller = threading.Thread(
             target=self._poll_loop, daemon=True, name="json-engine-publisher"
@@ -149,8 +161,14 @@ class Publisher:
         producer's local queue is full.
         """
         topic, value, key = self._prepare(kind, payload)
-        report = self._reports[kind] if on_delivery is None else self._report(kind, on_delivery)
+        report = self._reports[kind] if on_delivery is None else self._report_to(kind, on_delivery)
         if self._produce(topic, value, key, report):
+            if self.success_reports:
+                # While events flow, their reports are served here: a callback in the poll
+                # thread would take the GIL from this one for every event, which costs more.
+                self._collected += 1
+                if not self._collected & 7:
+                    self._producer.poll(0)
             return
         deadline = time.monotonic() + self.delivery_timeout_s + 1.0
         while True:
@@ -160,29 +178,30 @@ class Publisher:
             if self._produce(topic, value, key, report):
                 return
             if time.monotonic() > deadline:
-                self._fail_locally(kind, topic, value, key, report, "local queue stayed full")
+                self._fail_locally(topic, value, key, report, self._queue_full())
                 return
 
     # -- encoding ---------------------------------------------------------------------------
 
     def _prepare(self, kind: str, payload: Payload) -> tuple[str, bytes, bytes | None]:
-        """(topic, value, key) of one event; validates it first unless validation is off."""
+        """(topic, value, key) of one event; validates it first unless validation is off.
+
+        Serializes only once: a dict is dumped with orjson and those bytes are what the
+        validator checks (so it checks exactly what consumers will read) and what is sent.
+        """
         if self._closed:
             raise RuntimeError("Publisher is closed")
         topic = self._topics.get(kind)
         if topic is None:
             raise ValueError(f"unknown event type {kind!r}; expected one of {', '.join(KEY_FIELD)}")
-        value, obj = self._encode(kind, payload)
-        key = obj.get(KEY_FIELD[kind]) if type(obj) is dict else None
-        return topic, value, key.encode() if isinstance(key, str) else None
-
-    def _encode(self, kind: str, payload: Payload) -> tuple[bytes, Any]:
-        """The bytes to send and the parsed object (for the key), serializing only once.
-
-        A dict is dumped with orjson and its bytes are what gets validated, so the validator
-        checks exactly what consumers will read.
-        """
         validator = self.validator
+        field = KEY_FIELD[kind]
+        if isinstance(payload, bytes | bytearray | memoryview):
+            value = payload if type(payload) is bytes else bytes(payload)
+            if validator is not None:
+                return topic, value, _key(validator.validate(kind, value), field)
+            key = _scan_key(kind, value)
+            return topic, value, key if key is not None else _key(_peek(value), field)
         if isinstance(payload, dict):
             try:
                 value = orjson.dumps(payload)
@@ -190,12 +209,10 @@ class Publisher:
                 if validator is not None:
                     validator.validate(kind, payload)  # raises the ValidationError saying why
                 raise
-            return value, validator.validate(kind, value) if validator is not None else payload
-        if isinstance(payload, bytes | bytearray | memoryview):
-            value = payload if type(payload) is bytes else bytes(payload)
-            return value, validator.validate(kind, value) if validator is not None else _peek(value)
+            obj = validator.validate(kind, value) if validator is not None else payload
+            return topic, value, _key(obj, field)
         if isinstance(payload, str):
-            # Validate the text before encoding it: the size limit is checked before any copy.
+            # Validated before encoding: the size limit is checked before any copy is made.
             obj = validator.validate(kind, payload) if validator is not None else None
             try:
                 value = payload.encode()
@@ -203,7 +220,7 @@ class Publisher:
                 raise ValidationError(
                     NOT_UTF8, "payload is not valid UTF-8 (lone surrogate)"
                 ) from None
-            return value, obj if validator is not None else _peek(value)
+            return topic, value, _key(obj if validator is not None else _peek(value), field)
         raise TypeError(f"payload must be bytes, str or dict, not {type(payload).__name__}")
 
     # -- producing and delivery reports -----------------------------------------------------
@@ -212,18 +229,45 @@ class Publisher:
         """Enqueue; False when the local queue is full. Other refusals become failed reports."""
         try:
             self._producer.produce(topic, value, key, on_delivery=report)
-            return True
         except BufferError:
             return False
         except KafkaException as exc:  # too large, fatal producer state, ...
-            report(exc.args[0], Message(topic=topic, value=value, key=key, error=exc.args[0]))
+            self._fail_locally(topic, value, key, report, exc.args[0])
             return True
+        if not self.success_reports:
+            self._sent += 1  # one step under the GIL (an int attribute): no lock needed
+        return True
 
     def _fail_locally(
-        self, kind: str, topic: str, value: bytes, key: bytes | None, report: OnDelivery, why: str
+        self, topic: str, value: bytes, key: bytes | None, report: OnDelivery, err: KafkaError
     ) -> None:
-        err = KafkaError(KafkaError._QUEUE_FULL, f"{why} for {self.delivery_timeout_s:g}s")
+        """An event produce() refused: reported like a failed delivery, so it is counted."""
+        with self._lock:
+            self._local_failures += 1
         report(err, Message(topic=topic, value=value, key=key, error=err))
+
+    def _queue_full(self) -> KafkaError:
+        return KafkaError(
+            KafkaError._QUEUE_FULL, f"local queue stayed full for {self.delivery_timeout_s:g}s"
+        )
+
+    @property
+    def delivered(self) -> int:
+        """Events the broker acknowledged so far."""
+        if self.success_reports:
+            return self._delivered
+        # Only failures are reported: whatever was sent, did not fail and is no longer pending.
+        pending = 0 if self._released else len(self._producer)
+        with self._lock:
+            return self._sent - (self.failed - self._local_failures) - pending
+
+    def _report_to(self, kind: str, on_delivery: OnDelivery) -> OnDelivery:
+        if not self.success_reports:
+            raise ValueError(
+                "on_delivery needs a Publisher with success_reports=True: this one is told of"
+                " failures only"
+            )
+        return self._report(kind, on_delivery)
 
     def _report(self, kind: str, then: OnDelivery | None = None) -> OnDelivery:
         topic = self._topics[kind]
@@ -232,7 +276,7 @@ class Publisher:
         def report(err: KafkaError | None, msg: Message) -> None:
             if err is None:
                 with lock:
-                    self.delivered += 1
+                    self._delivered += 1
             else:
                 with lock:
                     self.failed += 1
@@ -256,9 +300,15 @@ class Publisher:
             log.debug("Kafka client error: %s", err.str())
 
     def _poll_loop(self) -> None:
+        """Serve reports whenever collect() does not: between bursts, after the last event."""
+        seen = -1
         while not self._poller_stop.is_set():
+            if self.success_reports and self._collected != seen:  # events are flowing
+                seen = self._collected
+                self._poller_stop.wait(_POLL_S)
+                continue
             try:
-                self._producer.poll(0.1)
+                self._producer.poll(_POLL_S)
             except Exception:  # a callback of ours failed: keep serving the others
                 log.exception("error while serving Kafka delivery reports")
 
@@ -282,17 +332,20 @@ class Publisher:
         if self._closed:
             return
         self._closed = True  # no more events from here on
+        remaining = 0
         try:
             remaining = self._producer.flush(
                 self.delivery_timeout_s if timeout is None else timeout
             )
-            if remaining:
+        finally:  # also when interrupted: never leave events behind unreported
+            if remaining or len(self._producer):
                 self._producer.purge()
-                remaining = self._producer.flush(_PURGE_WAIT_S)
-        finally:
+                remaining = self._producer.flush(_PURGE_WAIT_S)  # serves the purge reports
             self._poller_stop.set()
             self._poller.join()
-            self._producer.close()  # nothing is left in it: returns at once
+            if not remaining:  # Producer.close() would wait for what is left
+                self._producer.close()
+                self._released = True
         self._raise_failures(remaining)
 
     def _raise_failures(self, remaining: int) -> None:
@@ -346,6 +399,43 @@ class _LibrdkafkaLog:
         self._logger.debug(msg, *args)
 
 
+_KEY_TOKENS: Final = {kind: f'"{field}"'.encode() for kind, field in KEY_FIELD.items()}
+
+
+def _scan_key(kind: str, value: bytes) -> bytes | None:
+    """The key of unvalidated JSON bytes found without parsing them (a parse of a typical
+    event costs more than everything else the Publisher does), or None when the bytes do not
+    make it certain and the caller parses them.
+
+    Certain when there is no backslash at all and the key's name occurs once, followed by a
+    colon and a string: without escapes every quote delimits a string, so that occurrence is
+    a key; being the only one, it is the top-level key if the event has one (an event without
+    it is invalid and the worker rejects it whatever its key); and its bytes are the UTF-8 of
+    its value.
+    """
+    token = _KEY_TOKENS[kind]
+    start = value.find(token)
+    if start < 0 or b"\\" in value:
+        return None
+    after = start + len(token)
+    if value.startswith(b':"', after):
+        after += 2
+    elif value.startswith(b': "', after):  # json.dumps' default separators
+        after += 3
+    else:
+        return None
+    end = value.find(b'"', after)
+    if end < 0 or value.find(token, end) >= 0:
+        return None
+    return value[after:end]
+
+
+def _key(obj: Any, field: str) -> bytes | None:
+    """The Kafka key of a parsed event: its key field, if that is a string."""
+    key = obj.get(field) if type(obj) is dict else None
+    return key.encode() if type(key) is str else None
+
+
 def _peek(value: bytes) -> Any:
     """The parsed payload (for its key), or None when an unvalidated payload is not JSON."""
     try:
@@ -371,6 +461,9 @@ class AsyncPublisher:
 
     def __init__(self, config: JsonEngineConfig | None = None, **kwargs: Any) -> None:
         self._publisher = Publisher(config, **kwargs)
+        if not self._publisher.success_reports:
+            self._publisher.close()
+            raise ValueError("AsyncPublisher needs success reports: each await waits for one")
 
     @property
     def publisher(self) -> Publisher:
@@ -400,11 +493,11 @@ class AsyncPublisher:
 
         publisher = self._publisher
         topic, value, key = publisher._prepare(kind, payload)
-        report = publisher._report(kind, on_delivery)
+        report = publisher._report_to(kind, on_delivery)
         deadline = loop.time() + publisher.delivery_timeout_s + 1.0
         while not publisher._produce(topic, value, key, report):
             if loop.time() > deadline:
-                publisher._fail_locally(kind, topic, value, key, report, "local queue stayed full")
+                publisher._fail_locally(topic, value, key, report, publisher._queue_full())
                 break
             await asyncio.sleep(0.01)  # the poll thread makes room
         return await delivered

@@ -51,9 +51,11 @@ class WindowState:
         self.latency_sum += latency_ms
         self.sketch.add(latency_ms)
 
-    def add_comparison(self, quality: float | None, win: bool) -> None:
-        self.comparisons += 1
-        self.wins += win
+    def add_comparison(self, quality: float | None, win: bool, counted: bool = True) -> None:
+        """One candidate entry: a quality observation; the comparison counts once per engine."""
+        if counted:
+            self.comparisons += 1
+            self.wins += win
         if quality is not None:
             self.quality_count += 1
             self.quality_sum += quality

@@ -1,0 +1,279 @@
+"""Per-engine windows on real workers: equal to the pandas recomputation, emitted once and
+only after the grace, late events dead-lettered, idle engines closed, SIGKILL-safe."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer
+
+from sinks.aggregate_batch import aggregate_frames
+from streams.publisher import Publisher
+from streams.topics import create_topics
+from streams.windows import WindowState
+from tests.conftest import ConfigFactory
+from tests.workers import READY, WorkerProcess, lines_of, records, wait_for_lines
+
+T0 = 1_800_000_000_000  # a multiple of the window width
+WIDTH = 3000  # window_minutes 0.05
+AGG = {"window_minutes": 0.05, "grace_seconds": 1, "idle_seconds": 5, "checkpoint_seconds": 0.3}
+FAST = {
+    c: {"auto_flush_seconds": 0.2, "roll_seconds": 0.5}
+    for c in ("aggregated_stats", "engine_execution", "comparison_result", "dead_letter")
+}
+EXACT = ("engine_id", "window_start", "window_end", "count", "success_count", "success_rate")
+
+
+def execution(rng: random.Random, engine: str, ts: int) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "trace_id": f"t-{rng.getrandbits(64):016x}",
+        "task_id": "task",
+        "engine_id": engine,
+        "engine_instance_id": f"{engine}-1",
+        "timestamp": ts,
+        "input": "q",
+        "output": "a",
+        "status": "ok",
+        "metrics": {
+            "latency_ms": round(rng.lognormvariate(3.5, 0.8), 3),
+            "memory_mb": 10.0,
+            "cpu_percent": 5.0,
+            "success": rng.random() < 0.9,
+        },
+    }
+
+
+def comparison(rng: random.Random, engines: list[str], ts: int) -> dict[str, Any]:
+    chosen = rng.sample(engines, min(3, len(engines)))
+    candidates = [{"engine_id": e, "output": f"out-{e}", "metrics": {}} for e in chosen]
+    for c in candidates:
+        if rng.random() < 0.5:
+            c["score"] = round(rng.random(), 3)
+    winner = rng.choice(chosen)
+    return {
+        "comparison_id": f"c-{rng.getrandbits(64):016x}",
+        "query": "q",
+        "candidates": candidates,
+        "winner": {"engine_id": winner, "score": round(rng.random(), 3)},
+        "metrics": {},
+        "timestamp": ts,
+    }
+
+
+def workload(
+    rng: random.Random, windows: range, engines: list[str], per_window: int = 30
+) -> tuple[list[dict], list[dict]]:
+    """Executions and comparisons, out of order by up to 400 ms (less than the grace)."""
+    execs, cmps = [], []
+    for w in windows:
+        for engine in engines:
+            execs += [
+                execution(rng, engine, T0 + w * WIDTH + rng.randrange(WIDTH))
+                for _ in range(per_window)
+            ]
+        cmps += [comparison(rng, engines, T0 + w * WIDTH + rng.randrange(WIDTH)) for _ in range(8)]
+    for events in (execs, cmps):
+        events.sort(key=lambda e: e["timestamp"] + rng.randrange(400))
+    return execs, cmps
+
+
+def publish(cfg: Any, execs: list[dict], cmps: list[dict]) -> None:
+    with Publisher(cfg) as publisher:
+        for e in execs:
+            publisher.collect_engine_execution(e)
+        for c in cmps:
+            publisher.collect_comparison_result(c)
+
+
+def oracle(execs: list[dict], cmps: list[dict]) -> dict[tuple[str, int], dict]:
+    frame = pd.json_normalize(execs) if execs else pd.DataFrame()
+    got = aggregate_frames(frame, pd.json_normalize(cmps) if cmps else pd.DataFrame(), 0.05)
+    return {(r["engine_id"], r["window_start"]): r for r in got}
+
+
+def assert_matches(streamed: dict, expected: dict) -> None:
+    for name in EXACT:
+        assert streamed[name] == expected[name], name
+    s_lat, e_lat = streamed["latency_ms"], expected["latency_ms"]
+    assert (s_lat["min"], s_lat["max"]) == (e_lat["min"], e_lat["max"])
+    assert math.isclose(s_lat["avg"], e_lat["avg"], rel_tol=1e-9)
+    for q in ("p50", "p95", "p99"):
+        assert abs(s_lat[q] - e_lat[q]) <= 0.01 * e_lat[q] + 1e-9, q
+    assert streamed["comparisons"] == expected["comparisons"]
+    assert streamed["quality"]["count"] == expected["quality"]["count"]
+    if expected["quality"]["mean"] is None:
+        assert streamed["quality"]["mean"] is None
+    else:
+        assert math.isclose(streamed["quality"]["mean"], expected["quality"]["mean"], rel_tol=1e-9)
+
+
+def by_key(lines: list[bytes]) -> dict[tuple[str, int], dict]:
+    result: dict[tuple[str, int], dict] = {}
+    for r in records(lines):
+        key = (r["engine_id"], r["window_start"])
+        assert key not in result, f"{key} written twice"
+        result[key] = r
+    return result
+
+
+def topic_keys(cfg: Any) -> list[tuple[str, int]]:
+    """Every record of the aggregated-stats topic, to check each window is emitted once."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cfg.kafka.bootstrap_servers,
+            "group.id": f"{cfg.kafka.topic_prefix}check",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([cfg.kafka.topic_prefix + "aggregated-stats"])
+    keys, idle = [], 0
+    while idle < 6:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            idle += 1
+            continue
+        idle = 0
+        r = orjson.loads(msg.value())
+        keys.append((r["engine_id"], r["window_start"]))
+    consumer.close()
+    return keys
+
+
+def test_window_state_round_trip_and_bounded_size() -> None:
+    rng = random.Random(3)
+    state = WindowState()
+    values = [rng.lognormvariate(3, 1.5) for _ in range(50_000)]
+    for v in values:
+        state.add_execution(v, True)
+    state.add_comparison(0.5, True)
+    state.add_comparison(None, False)
+    restored = WindowState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+    assert restored.record("e", 0, WIDTH) == state.record("e", 0, WIDTH)
+    assert len(orjson.dumps(state.to_dict())) <= 64 * 1024
+    for q in (0.5, 0.95, 0.99):
+        exact = float(np.quantile(values, q, method="lower"))
+        assert abs(restored.sketch.get_quantile_value(q) - exact) <= 0.01 * exact
+    record = restored.record("e", 0, WIDTH)
+    assert record["quality"] == {"count": 1, "mean": 0.5}
+    assert record["comparisons"] == {"count": 2, "wins": 1, "win_rate": 0.5}
+
+
+def test_windows_equal_the_recomputation_once_after_grace_with_late_and_idle(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    path, cfg = make_config(
+        {
+            "kafka": {"partitions": 1},
+            "aggregation": AGG,
+            "channels": FAST,
+            "training": {"enabled": False},
+        }
+    )
+    create_topics(cfg)
+    worker = WorkerProcess(path, tmp_path).start()
+    rng = random.Random(21)
+    active = ["e0", "e1", "e2", "e3"]
+    # e4 sends only in windows 0-1, then stops: its last window must still close.
+    early_execs, early_cmps = workload(rng, range(2), [*active, "e4"])
+    later_execs, later_cmps = workload(rng, range(2, 6), active)
+    execs, cmps = early_execs + later_execs, early_cmps + later_cmps
+    publish(cfg, execs, cmps)  # stream time now just under T0 + 18000: windows 0-4 close
+    closed = {(e, w) for w in range(5) for e in (active if w >= 2 else [*active, "e4"])}
+    lines = wait_for_lines(cfg, "aggregated_stats", len(closed), timeout=60)
+    assert {(r["engine_id"], (r["window_start"] - T0) // WIDTH) for r in records(lines)} == closed
+
+    # Late: window 1 closed long ago. One millisecond short of window 5's end + grace.
+    late = [execution(rng, "e1", T0 + WIDTH + 10), execution(rng, "e4", T0 + WIDTH + 20)]
+    edge = execution(rng, "e0", T0 + 6 * WIDTH + 999)
+    publish(cfg, [*late, edge], [])
+    rejected = records(wait_for_lines(cfg, "dead_letter", 2, timeout=30))
+    assert sorted(orjson.loads(r["payload"])["trace_id"] for r in rejected) == sorted(
+        e["trace_id"] for e in late
+    )
+    assert {r["reason"] for r in rejected} == {"late"}
+    time.sleep(2)
+    assert len(lines_of(cfg, "aggregated_stats")) == len(closed)  # window 5 still open
+
+    last = [execution(rng, "e0", T0 + 6 * WIDTH + 1000)]
+    publish(cfg, last, [comparison(rng, active, T0 + 6 * WIDTH + 1000)])
+    expected_keys = closed | {(e, 5) for e in active}
+    lines = wait_for_lines(cfg, "aggregated_stats", len(expected_keys), timeout=30)
+    streamed = by_key(lines)
+    assert {(e, (w - T0) // WIDTH) for e, w in streamed} == expected_keys
+    expected = oracle(execs, cmps)  # the late events are in no window
+    for key, record in streamed.items():
+        assert_matches(record, expected[key])
+    assert worker.terminate() == 0
+    keys = topic_keys(cfg)
+    assert len(keys) == len(set(keys)) == len(expected_keys)  # each window emitted once
+
+
+@pytest.mark.slow
+def test_sigkill_mid_window_gives_one_record_per_window_with_the_same_values(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    path, cfg = make_config(
+        {
+            "kafka": {"partitions": 1},
+            "aggregation": AGG,
+            "channels": FAST,
+            "training": {"enabled": False},
+        }
+    )
+    create_topics(cfg)
+    rng = random.Random(8)
+    engines = ["e0", "e1", "e2"]
+    execs, cmps = workload(rng, range(12), engines, per_window=60)
+    worker = WorkerProcess(path, tmp_path).start()
+
+    chunks = [execs[i : i + 180] for i in range(0, len(execs), 180)]
+    cmp_chunks: list[list[dict]] = [[] for _ in chunks]
+    for c in cmps:  # each comparison goes out with the executions of its time
+        index = next(
+            (i for i, chunk in enumerate(chunks) if chunk[-1]["timestamp"] >= c["timestamp"]),
+            len(chunks) - 1,
+        )
+        cmp_chunks[index].append(c)
+
+    def feed() -> None:
+        for chunk, cmp_chunk in zip(chunks, cmp_chunks, strict=True):
+            publish(cfg, chunk, cmp_chunk)
+            time.sleep(0.25)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        for kill in range(4):
+            time.sleep(rng.uniform(1.0, 2.5))
+            worker.kill()
+            worker.start(wait_ready=kill % 2 == 1)
+        feeder.join()
+        publish(
+            cfg,
+            [execution(rng, "e0", T0 + 14 * WIDTH)],
+            [comparison(rng, engines, T0 + 14 * WIDTH)],
+        )
+        wait_for_lines(cfg, "aggregated_stats", 12 * len(engines), timeout=120)
+        worker.wait_for(READY)
+        assert worker.terminate() == 0
+    finally:
+        worker.kill()
+    streamed = by_key(lines_of(cfg, "aggregated_stats"))
+    expected = oracle(execs, cmps)
+    assert {k for k in streamed if (k[1] - T0) // WIDTH < 12} == {
+        k for k in expected if (k[1] - T0) // WIDTH < 12
+    }
+    for key, record in streamed.items():
+        if (key[1] - T0) // WIDTH < 12:
+            assert_matches(record, expected[key])
