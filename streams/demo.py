@@ -15,7 +15,9 @@ import yaml
 from confluent_kafka import Producer
 from rich.console import Console
 
-from sinks.reader import channel_dir, iter_lines
+from sinks.atomic import atomic_write
+from sinks.reader import channel_dir, iter_lines, read_records
+from sinks.report import render_html
 from streams import events, local_kafka
 from streams.config import CHANNELS, JsonEngineConfig, load_config
 from streams.publisher import Publisher
@@ -30,37 +32,50 @@ INVALID_PAYLOADS = [
 ]
 
 
+WINDOW_MINUTES = 0.1  # 6 s windows, so that a short demo closes several of them
+GRACE_SECONDS = 1.0
+WORKERS = 2
+
+
 def write_config(path: Path, bootstrap: str, prefix: str, output: Path) -> None:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "json_engine": {
-                    "kafka": {
-                        "bootstrap_servers": bootstrap,
-                        "topic_prefix": prefix,
-                        "partitions": 6,
-                    },
-                    "output": {"base_path": str(output)},
-                    "channels": {
-                        c: {"auto_flush_seconds": 0.5, "roll_seconds": 2.0} for c in CHANNELS
-                    },
-                }
-            }
-        )
-    )
+    config = {
+        "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": prefix, "partitions": 6},
+        "output": {"base_path": str(output)},
+        "channels": {c: {"auto_flush_seconds": 0.5, "roll_seconds": 2.0} for c in CHANNELS},
+        "aggregation": {
+            "window_minutes": WINDOW_MINUTES,
+            "grace_seconds": GRACE_SECONDS,
+            "idle_seconds": 5,
+            "checkpoint_seconds": 0.5,
+        },
+    }
+    path.write_text(yaml.safe_dump({"json_engine": config}))
 
 
-def publish_events(cfg: JsonEngineConfig, count: int, seed: int = 7) -> dict[str, int]:
-    """Valid events of all three types through the Publisher, invalid ones through a raw client."""
+def expected_windows(executions: list[dict]) -> int:
+    """(engine, window) pairs whose window ends, plus grace, before the last event."""
+    width = int(WINDOW_MINUTES * 60_000)
+    last = max(e["timestamp"] for e in executions)
+    starts = {(e["engine_id"], e["timestamp"] - e["timestamp"] % width) for e in executions}
+    return sum(1 for _, start in starts if start + width + GRACE_SECONDS * 1000 <= last)
+
+
+def publish_events(
+    cfg: JsonEngineConfig, count: int, seed: int = 7
+) -> tuple[dict[str, int], list[dict]]:
+    """Valid events of all three types through the Publisher, invalid ones through a raw client;
+    event times spread over 30 s of the recent past, so that aggregate windows close."""
     rng = random.Random(seed)
     now = int(time.time() * 1000)
+    step = max(1, 30_000 // count)
     sent = {"engine_execution": 0, "comparison_result": 0, "training_sample": 0}
+    executions = []
     with Publisher(cfg) as publisher:
         for i in range(count):
-            ts = now - (count - i) * 10
-            publisher.collect_engine_execution(
-                events.engine_execution(rng, ENGINES[i % len(ENGINES)], ts)
-            )
+            ts = now - (count - i) * step
+            execution = events.engine_execution(rng, ENGINES[i % len(ENGINES)], ts)
+            executions.append(execution)
+            publisher.collect_engine_execution(execution)
             sent["engine_execution"] += 1
             if i % 5 == 0:
                 publisher.collect_comparison_result(events.comparison_result(rng, ENGINES, ts))
@@ -73,7 +88,7 @@ def publish_events(cfg: JsonEngineConfig, count: int, seed: int = 7) -> dict[str
         raw.produce(topic_name(cfg, "engine_execution"), payload)
     raw.flush(30)
     sent["invalid"] = len(INVALID_PAYLOADS)
-    return sent
+    return sent, executions
 
 
 def count_lines(cfg: JsonEngineConfig) -> dict[str, int]:
@@ -99,48 +114,62 @@ def run_demo(port: int, events_count: int, output_root: Path, console: Console) 
     cfg = load_config(config_path)
     create_topics(cfg)
     console.print(f"broker {bootstrap}, topics {prefix}*, output {output}")
-    with open(output / "worker.log", "wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streams.cli",
-                "worker",
-                "--config",
-                str(config_path),
-                "-l",
-                "warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    workers = []
+    for n in range(WORKERS):  # one consumer group: they share the partitions
+        with open(output / f"worker-{n}.log", "wb") as log:
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "streams.cli",
+                        "worker",
+                        "--config",
+                        str(config_path),
+                        "-l",
+                        "warn",
+                        "--log-format",
+                        "text",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
-        sent = publish_events(cfg, events_count)
+        sent, executions = publish_events(cfg, events_count)
         console.print(f"published {sent}")
         expected = {
             "engine_execution": sent["engine_execution"],
             "comparison_result": sent["comparison_result"],
+            # one per qualifying comparison, plus the samples published directly
             "training_sample": sent["training_sample"],
             "dead_letter": sent["invalid"],
+            "aggregated_stats": expected_windows(executions),
         }
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and worker.poll() is None:
+        while time.monotonic() < deadline and all(w.poll() is None for w in workers):
             counts = count_lines(cfg)
             if all(counts[c] >= n for c, n in expected.items()):
                 break
             time.sleep(0.5)
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-        code = worker.wait(60)
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        codes = [worker.wait(60) for worker in workers]
     counts = count_lines(cfg)
-    console.print(f"\nworker exited with {code}; lines per channel:")
+    code = max(codes, key=abs)
+    console.print(f"\nworkers exited with {codes}; lines per channel:")
     for channel in CHANNELS:
         where = channel_dir(cfg.output.base_path, cfg.channels.get(channel).filename)
         console.print(f"  {channel:<18} {counts[channel]:>7}  {where}/")
     missing = {c: n - counts[c] for c, n in expected.items() if counts[c] < n}
     if missing or code != 0:
-        console.print(f"[red]demo incomplete: missing {missing}; see {output / 'worker.log'}[/]")
+        console.print(f"[red]demo incomplete: missing {missing}; see {output}/worker-*.log[/]")
         return 1
+    report = output / "report.html"
+    stats = read_records(channel_dir(output, cfg.channels.aggregated_stats.filename))
+    atomic_write(report, render_html(stats, "json-engine demo").encode())
+    console.print(f"report: {report}")
     console.print(f"try: json-engine cat dead_letter --config {config_path}")
     return 0

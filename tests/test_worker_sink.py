@@ -29,10 +29,12 @@ def hidden_files(base: Path) -> list[Path]:
 def test_every_channel_once_and_invalid_events_become_dead_letters(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    path, cfg = make_config({
-        "validation": {"max_payload_bytes": 65536, "max_dead_letter_payload_bytes": 1024},
-        "training": {"enabled": False},  # only what was published: tests/test_training.py
-    })
+    path, cfg = make_config(
+        {
+            "validation": {"max_payload_bytes": 65536, "max_dead_letter_payload_bytes": 1024},
+            "training": {"enabled": False},  # only what was published: tests/test_training.py
+        }
+    )
     create_topics(cfg)
     worker = WorkerProcess(path, tmp_path).start()
     rng = random.Random(3)
