@@ -4,10 +4,14 @@ Faust's windowed tables close windows on wall-clock time and do not hand the clo
 `on_window_close`, so the state here is our own, per partition, folded batch by batch:
 
 - inputs: the execution topic and the re-keyed comparison observations (streams/rekey.py),
-  co-partitioned by engine_id; each input has a watermark (its largest event time);
-- a window closes when `window_end + grace` is behind the smaller of the two watermarks; an
-  input without records for `idle_seconds` stops holding windows open; an event for a
-  window that already closed is late: counted and dead-lettered with reason `late`;
+  co-partitioned by engine_id. Each has a watermark, its largest event time; the re-keyed
+  input merges the comparison topic's partitions, which progress at their own pace, so it
+  keeps one watermark per source partition (as Flink does per source split);
+- a window closes when `window_end + grace` is at or behind the smallest of these
+  watermarks; one without records for `idle_seconds` stops holding windows open (when all
+  are idle, the largest counts); an event for a window that already closed is late:
+  counted and dead-lettered with reason `late`. A partition that receives nothing at all
+  keeps its last windows open until records arrive again;
 - every `checkpoint_seconds` a partition's changed windows, its watermarks, input offsets and
   the windows it closed are written to the compacted changelog topic
   `<prefix>worker-aggregates-changelog` in one Kafka transaction (transactional.id per
@@ -52,14 +56,15 @@ class PartitionState:
     windows: dict[tuple[str, int], WindowState] = field(default_factory=dict)
     dirty: set[tuple[str, int]] = field(default_factory=set)
     exec_wm: int | None = None
-    cmp_wm: int | None = None
+    cmp_wm: dict[str, int] = field(default_factory=dict)  # source partition → watermark
     closed_wm: int | None = None  # windows ending (plus grace) at or before this are closed
     exec_next: int | None = None  # next offset of the execution topic partition
     rekey_next: int | None = None
     rekey_seen: dict[str, list[int]] = field(default_factory=dict)  # src partition → [off, i]
     closing: list[dict[str, Any]] = field(default_factory=list)  # closed, not yet published
     exec_seen_at: float = field(default_factory=time.monotonic)
-    cmp_seen_at: float = field(default_factory=time.monotonic)
+    cmp_seen_at: float = field(default_factory=time.monotonic)  # before any source is known
+    cmp_src_seen_at: dict[str, float] = field(default_factory=dict)
     changed: bool = False
 
     def meta(self) -> dict[str, Any]:
@@ -264,8 +269,10 @@ class Aggregator:
                 window = state.windows[key] = WindowState()
             window.add_comparison(obs["quality"], obs["win"], obs.get("counted", True))
             state.dirty.add(key)
-            if state.cmp_wm is None or ts > state.cmp_wm:
-                state.cmp_wm = ts
+            source = str(src_partition)
+            if ts > state.cmp_wm.get(source, -1):
+                state.cmp_wm[source] = ts
+            state.cmp_src_seen_at[source] = time.monotonic()
         state.cmp_seen_at = time.monotonic()
 
     def _state(self, partition: int) -> PartitionState:
@@ -292,15 +299,16 @@ class Aggregator:
         return now - self._checkpoint_at >= self.checkpoint_seconds
 
     def _watermark(self, state: PartitionState, now: float) -> int | None:
-        """The smaller of the inputs' watermarks, leaving out inputs idle for idle_seconds."""
-        active = [
-            wm
-            for wm, seen in ((state.exec_wm, state.exec_seen_at), (state.cmp_wm, state.cmp_seen_at))
-            if now - seen < self.idle_seconds
-        ]
+        """The smallest watermark, leaving out those idle for idle_seconds; None: wait."""
+        marks: list[tuple[int | None, float]] = [(state.exec_wm, state.exec_seen_at)]
+        if state.cmp_wm:
+            marks += [(wm, state.cmp_src_seen_at.get(src, now)) for src, wm in state.cmp_wm.items()]
+        else:  # no comparison yet: the input still holds windows until it is idle
+            marks.append((None, state.cmp_seen_at))
+        active = [wm for wm, seen in marks if now - seen < self.idle_seconds]
         if active:
             return None if None in active else min(active)  # type: ignore[type-var]
-        known = [wm for wm in (state.exec_wm, state.cmp_wm) if wm is not None]
+        known = [wm for wm, _ in marks if wm is not None]
         return max(known) if known else None
 
     def checkpoint(self, force: bool = False) -> None:

@@ -54,8 +54,8 @@ def create_app(config: JsonEngineConfig) -> tuple[faust.App, Pipeline]:
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=10_000,
         consumer_max_fetch_size=4 * 1024 * 1024,
-        broker_session_timeout=30,
-        broker_heartbeat_interval=3,
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
         broker_commit_every=10_000,
         stream_wait_empty=False,
     )
@@ -248,6 +248,11 @@ class Pipeline:
             self._committed.pop(tp, None)
 
     async def on_shutdown(self, sender: Any, **_: Any) -> None:
+        if self.app.crashed:
+            # The consumer has left the group with the crash: the partitions may be another
+            # worker's already, so nothing more is written; the new owner reads it again.
+            log.error("not flushing after a crash: %s", self.app.crash_reason)
+            return
         closers = [*self.derivers, *([self.aggregator] if self.aggregator else []), *self.sinks]
         for reader in closers:
             try:
