@@ -1,0 +1,222 @@
+"""`python -m bench`: the pipeline measured beside its anchors, in one run (issue 7).
+
+Starts its own broker (127.0.0.1:19392, temporary data directory) unless
+`KAFKA_BOOTSTRAP_SERVERS` is set, publishes a seeded workload once to a fresh topic, then runs
+each contender `--repeat` times, one at a time, repetitions interleaved so that load from
+elsewhere hits every contender alike. Prints a table; writes `bench/results/<time>.json`,
+`bench/results/latest.md` and, for a full run, `bench/RESULTS.md`.
+
+    python -m bench                      # everything, 200k events, 3 repetitions
+    python -m bench --smoke              # tiny, once, only what needs no extra download
+    python -m bench --only json-engine-1w,confluent-parse --events 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import extras, report
+from bench.broker import DEFAULT_PORT, broker
+from bench.contenders import Contender, Context, registry
+from bench.measure import Run, RunError
+from bench.workload import PARTITIONS, Workload, publish
+
+HERE = Path(__file__).resolve().parent
+EXTRAS = ("validation", "publisher")
+SMOKE_EVENTS = 3000
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    names = [c.name for c in registry()] + list(EXTRAS)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--events", type=int, default=None, help="events (default 200000)")
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions (default 3)")
+    parser.add_argument("--smoke", action="store_true", help="tiny N, once, no extra downloads")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(names)}")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of its own broker")
+    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per repetition")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
+    args = parser.parse_args(argv)
+    args.only = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = set(args.only) - set(names)
+    if unknown:
+        parser.error(f"unknown --only name(s) {sorted(unknown)}; known: {', '.join(names)}")
+    if args.events is None:
+        args.events = SMOKE_EVENTS if args.smoke else 200_000
+    if args.repeat is None:
+        args.repeat = 1 if args.smoke else 3
+    if args.events < 100 or args.repeat < 1:
+        parser.error("--events must be >= 100 and --repeat >= 1")
+    if args.timeout is None:
+        args.timeout = 90 + args.events / 1000  # the slowest (naive Faust) does ~5-10k/s
+    return args
+
+
+def selected(args: argparse.Namespace) -> tuple[list[Contender], list[str]]:
+    contenders = [c for c in registry() if not args.smoke or c.smoke]
+    extra_names = [] if args.smoke else list(EXTRAS)
+    if args.only:
+        contenders = [c for c in contenders if c.name in args.only]
+        extra_names = [e for e in EXTRAS if e in args.only]
+    return contenders, extra_names
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_contenders(ctx: Context, contenders: list[Contender], repeat: int) -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {c.name: [] for c in contenders}
+    for rep in range(repeat):
+        for c in contenders:
+            started = time.monotonic()
+            try:
+                run = c.run(ctx, rep)
+            except RunError as exc:
+                run = Run(events=ctx.workload.events, error=str(exc))
+            except Exception as exc:  # one broken contender must not hide the others' numbers
+                run = Run(events=ctx.workload.events, error=f"{exc!r}\n{traceback.format_exc()}")
+            runs[c.name].append(run)
+            took = time.monotonic() - started
+            if run.error:
+                say(f"  [{rep + 1}/{repeat}] {c.label:<40} FAILED ({took:.0f} s): {run.error}")
+            else:
+                say(
+                    f"  [{rep + 1}/{repeat}] {c.label:<40} {run.rate:>10,.0f} ev/s"
+                    f"{'' if run.steady else '*'}  start-up {run.startup_s:5.1f} s"
+                    f"  ({took:.0f} s)"
+                )
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    contenders, extra_names = selected(args)
+    work_dir = Path(tempfile.mkdtemp(prefix="json-engine-bench-"))
+    started = time.monotonic()
+    record: dict[str, Any] = {}
+    try:
+        with broker(args.port) as (bootstrap, own):
+            say(f"broker {bootstrap} ({'started for this run' if own else 'given'})")
+            skipped: dict[str, str] = {}
+            ready: list[Contender] = []
+            for c in contenders:
+                try:
+                    c.prepare(
+                        Context(_placeholder(bootstrap), work_dir, args.timeout, not args.smoke)
+                    )
+                    ready.append(c)
+                except Exception as exc:
+                    skipped[c.name] = f"skipped: could not prepare: {exc}"
+                    say(f"  {c.label}: {skipped[c.name]}")
+            say(f"publishing {args.events:,} events…")
+            workload = publish(bootstrap, args.events, args.seed)
+            say(
+                f"  {workload.topic}: {workload.events:,} events, ~{workload.avg_bytes:.0f} B,"
+                f" {workload.publish_seconds:.1f} s; per partition {workload.partition_counts}"
+            )
+            ctx = Context(workload, work_dir, args.timeout)
+            runs = run_contenders(ctx, ready, args.repeat)
+            for name, reason in skipped.items():
+                runs[name] = [Run(events=args.events, error=reason)]
+            extra_results = run_extras(extra_names, bootstrap, args)
+            _delete_topics(workload)
+            record = build_record(args, contenders, runs, extra_results, workload, bootstrap)
+    finally:
+        if args.keep:
+            say(f"scratch directory kept: {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    publish_page = HERE / "RESULTS.md" if not args.smoke and not args.only else None
+    path = report.write(record, args.results_dir, publish_page)
+    say("")
+    say(report.text_table(record["contenders"]))
+    for goal in record["goals"]:
+        mark = {True: "yes", False: "NO", None: "-"}[goal["met"]]
+        say(f"  goal: {goal['goal']}: {goal['value']} [{mark}]")
+    say(f"\nwritten: {path}" + (f", {publish_page}" if publish_page else ""))
+    say(f"total {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _placeholder(bootstrap: str) -> Workload:
+    return Workload(bootstrap, "", "", 0, 0, 0, 0.0)
+
+
+def run_extras(names: list[str], bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        say(f"running bench.{name}…")
+        try:
+            if name == "validation":
+                table, rows = extras.validation(min(args.events, 20_000), args.repeat)
+            else:
+                table, rows = extras.publisher(bootstrap, args.events, args.repeat)
+            out[name] = table
+            out[f"{name}_rows"] = rows
+        except Exception as exc:
+            out[name] = f"failed: {exc}"
+            say(f"  bench.{name} failed: {exc}")
+    return out
+
+
+def build_record(
+    args: argparse.Namespace,
+    contenders: list[Contender],
+    runs: dict[str, list[Run]],
+    extra_results: dict[str, Any],
+    workload: Workload,
+    bootstrap: str,
+) -> dict[str, Any]:
+    rows = [report.summarize(c.name, c.label, c.what, runs[c.name]) for c in contenders]
+    ceiling = report.add_ratios(rows)
+    from bench.contenders.quix import installed_version
+
+    return {
+        "environment": report.environment({"quixstreams": installed_version()}),
+        "config": {
+            "events": workload.events,
+            "avg_bytes": workload.avg_bytes,
+            "partitions": PARTITIONS,
+            "seed": workload.seed,
+            "repeat": args.repeat,
+            "smoke": args.smoke,
+            "broker": bootstrap,
+            "topic": workload.topic,
+            "publish_seconds": workload.publish_seconds,
+            "partition_counts": workload.partition_counts,
+        },
+        "ceiling": ceiling,
+        "contenders": rows,
+        "goals": report.goals(rows),
+        "extras": extra_results,
+    }
+
+
+def _delete_topics(workload: Workload) -> None:
+    """Leave a given broker as it was (its own broker goes away with its data anyway)."""
+    from streams.topics import admin_client, list_topics
+
+    cfg = workload.config()
+    try:
+        names = [t.name for t in list_topics(cfg)]
+        admin = admin_client(cfg)  # kept alive until every deletion answered
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result(30)
+    except Exception as exc:
+        say(f"  (could not delete the bench topics: {exc})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

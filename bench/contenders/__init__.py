@@ -1,0 +1,75 @@
+"""The contenders: each reads the whole workload topic from a fresh consumer group.
+
+A contender prepares once (downloads, installs: not timed) and then runs one repetition at
+a time, never two at once. `REGISTRY` lists them in table order; `SMOKE` are those that need
+nothing beyond the project's own dependencies and the Kafka jars the broker already uses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.measure import Run
+from bench.workload import Workload
+
+
+@dataclass
+class Context:
+    """What every repetition gets: the workload, a scratch directory, limits."""
+
+    workload: Workload
+    work_dir: Path
+    timeout_s: float
+    downloads: bool = True  # False in --smoke: prepare() may only use what is there
+
+    def run_dir(self, name: str, rep: int) -> Path:
+        path = self.work_dir / f"{name}-r{rep}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def group(self, name: str, rep: int) -> str:
+        """A consumer group nobody has used: every repetition reads from the start."""
+        return f"{self.workload.prefix}{name}-r{rep}-{uuid.uuid4().hex[:6]}"
+
+
+class Contender:
+    """One line of the table; subclasses set the class attributes and implement `run`."""
+
+    name: str  # for --only
+    label: str  # for the table
+    what: str  # one sentence for the report: what it does per event
+    smoke: bool = False  # runs in --smoke (needs no download beyond the broker's jars)
+
+    def prepare(self, ctx: Context) -> None:
+        """Fetch or install what the contender needs (not timed); raise to skip it."""
+
+    def run(self, ctx: Context, rep: int) -> Run:
+        raise NotImplementedError
+
+
+def registry() -> list[Contender]:
+    """Every contender in table order (imports are deferred: Quix or Connect may be absent)."""
+    from bench.contenders.confluent import ConfluentParse, ConfluentRaw
+    from bench.contenders.consumer_perf import ConsumerPerf
+    from bench.contenders.faust_naive import FaustNaive
+    from bench.contenders.json_engine import JsonEngineSink
+    from bench.contenders.kafka_connect import KafkaConnectFile
+    from bench.contenders.quix import QuixStreams
+
+    return [
+        ConsumerPerf(),
+        ConfluentRaw(),
+        ConfluentParse(),
+        JsonEngineSink(workers=1),
+        JsonEngineSink(workers=2),
+        # HOOK (aggregation, issue 7): add here, once the streaming aggregator lands,
+        #   JsonEngineSink(workers=1, aggregation=True)  -> "json-engine worker, aggregation on"
+        # and an in-process contender "aggregation fold rate vs naive" (fold the same batches
+        # into the windowed sketches vs. keep every latency and sort at window close; report
+        # events/s and state bytes per engine-window). See bench/contenders/json_engine.py.
+        FaustNaive(),
+        KafkaConnectFile(),
+        QuixStreams(),
+    ]

@@ -1,0 +1,81 @@
+"""A plain confluent-kafka consumer loop: the Python ceiling and the same-work reference.
+
+- `--mode raw`: consume(10000) batches, append the values as lines, fsync once at the end;
+  no parsing. What a Python process can move from Kafka to a file at best.
+- `--mode parse`: the same batches, each value parsed and validated with json-engine's
+  Validator (what the sink does per event), one write + fsync per batch, then an async offset
+  commit: the least a durable, validating sink does, without any framework.
+
+    python -m bench.loops.confluent_loop --bootstrap B --topic T --group G --events N --out F
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+BATCH = 10_000
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--mode", choices=("raw", "parse"), default="raw")
+    args = parser.parse_args(argv)
+
+    validate = None
+    if args.mode == "parse":
+        from streams.validation import ValidationError, Validator
+
+        check = Validator().validate
+
+        def validate(values: list[bytes]) -> list[bytes]:
+            good = []
+            for value in values:
+                try:
+                    check("engine_execution", value)
+                except ValidationError:
+                    continue
+                good.append(value)
+            return good
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": args.group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([args.topic])
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    seen = 0
+    try:
+        while seen < args.events:
+            messages = consumer.consume(BATCH, 1.0)
+            values = [m.value() for m in messages if m.error() is None]
+            if not values:
+                continue
+            seen += len(values)
+            if validate is not None:
+                values = validate(values)
+            os.write(fd, b"\n".join(values) + b"\n")
+            if validate is not None:
+                os.fsync(fd)
+                consumer.commit(asynchronous=True)
+        os.fsync(fd)
+        Path(f"{args.out}.done").write_text(str(seen))
+    finally:
+        os.close(fd)
+        consumer.close()
+
+
+if __name__ == "__main__":
+    main()
