@@ -48,6 +48,9 @@ KEY_FIELD: Final = {
 DEFAULT_DELIVERY_TIMEOUT_S: Final = 30.0
 _KEPT_ERRORS: Final = 100  # failure texts kept for the DeliveryError message
 _PURGE_WAIT_S: Final = 2.0  # close(): time to serve the reports of purged events
+# librdkafka checks for expired events about once a second: waiting this much longer than
+# delivery_timeout_s lets flush() end with every event either delivered or reported failed.
+_EXPIRY_SLACK_S: Final = 2.0
 _POLL_S: Final = 0.02  # poll thread: wait per round (the delay of a report between bursts)
 
 Payload = bytes | bytearray | memoryview | str | dict[str, Any]
@@ -338,14 +341,18 @@ class Publisher:
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every delivery report; raise DeliveryError if any event was not delivered.
 
-        Waits at most `timeout` seconds (default `delivery_timeout_s`); each failure is raised
+        Waits at most `timeout` seconds, by default until every event was delivered or has
+        expired (`delivery_timeout_s`, plus librdkafka's expiry check). Each failure is raised
         once, by the first flush() that sees it.
         """
         if self._closed:  # close() flushed already
             self._raise_failures(0)
             return
-        remaining = self._producer.flush(self.delivery_timeout_s if timeout is None else timeout)
+        remaining = self._producer.flush(self._wait(timeout))
         self._raise_failures(remaining)
+
+    def _wait(self, timeout: float | None) -> float:
+        return self.delivery_timeout_s + _EXPIRY_SLACK_S if timeout is None else timeout
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then release the producer. Events still unacknowledged after the flush are
@@ -355,9 +362,7 @@ class Publisher:
         self._closed = True  # no more events from here on
         remaining = 0
         try:
-            remaining = self._producer.flush(
-                self.delivery_timeout_s if timeout is None else timeout
-            )
+            remaining = self._producer.flush(self._wait(timeout))
         finally:  # also when interrupted: never leave events behind unreported
             if remaining or len(self._producer):
                 self._producer.purge()
