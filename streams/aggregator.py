@@ -89,6 +89,8 @@ class PartitionState:
             "closing",
         ):
             setattr(self, name, meta[name])
+        # Restored sources count as seen now: idle only after idle_seconds without records.
+        self.cmp_src_seen_at = dict.fromkeys(self.cmp_wm, time.monotonic())
 
 
 class Aggregator:
@@ -302,7 +304,8 @@ class Aggregator:
         """The smallest watermark, leaving out those idle for idle_seconds; None: wait."""
         marks: list[tuple[int | None, float]] = [(state.exec_wm, state.exec_seen_at)]
         if state.cmp_wm:
-            marks += [(wm, state.cmp_src_seen_at.get(src, now)) for src, wm in state.cmp_wm.items()]
+            seen_at = state.cmp_src_seen_at
+            marks += [(wm, seen_at.get(src, state.cmp_seen_at)) for src, wm in state.cmp_wm.items()]
         else:  # no comparison yet: the input still holds windows until it is idle
             marks.append((None, state.cmp_seen_at))
         active = [wm for wm, seen in marks if now - seen < self.idle_seconds]

@@ -277,3 +277,26 @@ def test_sigkill_mid_window_gives_one_record_per_window_with_the_same_values(
     for key, record in streamed.items():
         if (key[1] - T0) // WIDTH < 12:
             assert_matches(record, expected[key])
+
+
+def test_watermark_is_the_smallest_active_one_and_idle_inputs_stop_holding() -> None:
+    from streams.aggregator import Aggregator, PartitionState
+    from streams.config import JsonEngineConfig
+    from streams.dead_letter import DeadLetterPolicy
+
+    cfg = JsonEngineConfig()  # idle_seconds 60
+    agg = Aggregator(cfg, DeadLetterPolicy(cfg))
+    now = time.monotonic()
+    waiting = PartitionState(exec_wm=100, exec_seen_at=now, cmp_seen_at=now)
+    assert agg._watermark(waiting, now) is None  # no comparison yet: wait for that input
+    assert agg._watermark(waiting, now + 61) == 100  # unless it stays idle
+    state = PartitionState(
+        exec_wm=100,
+        cmp_wm={"0": 50, "1": 80},
+        exec_seen_at=now,
+        cmp_src_seen_at={"0": now - 61, "1": now},
+    )
+    assert agg._watermark(state, now) == 80  # source 0 is idle: it holds nothing
+    state.cmp_src_seen_at["0"] = now
+    assert agg._watermark(state, now) == 50
+    assert agg._watermark(state, now + 61) == 100  # all idle: the largest counts
