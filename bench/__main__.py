@@ -27,6 +27,7 @@ from bench.broker import DEFAULT_PORT, broker
 from bench.contenders import Contender, Context, registry
 from bench.measure import Run, RunError
 from bench.workload import PARTITIONS, Workload, publish
+from streams.local_kafka import LocalKafkaError
 
 HERE = Path(__file__).resolve().parent
 EXTRAS = ("validation", "publisher")
@@ -113,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             ready: list[Contender] = []
             for c in contenders:
                 try:
-                    c.prepare(
-                        Context(_placeholder(bootstrap), work_dir, args.timeout, not args.smoke)
-                    )
+                    c.prepare(downloads=not args.smoke)
                     ready.append(c)
                 except Exception as exc:
                     skipped[c.name] = f"skipped: could not prepare: {exc}"
@@ -133,12 +132,17 @@ def main(argv: list[str] | None = None) -> int:
             extra_results = run_extras(extra_names, bootstrap, args)
             _delete_topics(workload)
             record = build_record(args, contenders, runs, extra_results, workload, bootstrap)
+    except LocalKafkaError as exc:
+        say(f"cannot start the benchmark's broker (or set KAFKA_BOOTSTRAP_SERVERS): {exc}")
+        return 2
     finally:
         if args.keep:
             say(f"scratch directory kept: {work_dir}")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
-    publish_page = HERE / "RESULTS.md" if not args.smoke and not args.only else None
+    # The committed page shows only runs of everything with >= 3 repetitions.
+    whole = not args.smoke and not args.only and args.repeat >= 3
+    publish_page = HERE / "RESULTS.md" if whole else None
     path = report.write(record, args.results_dir, publish_page)
     say("")
     say(report.text_table(record["contenders"]))
@@ -148,10 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     say(f"\nwritten: {path}" + (f", {publish_page}" if publish_page else ""))
     say(f"total {time.monotonic() - started:.0f} s")
     return 0
-
-
-def _placeholder(bootstrap: str) -> Workload:
-    return Workload(bootstrap, "", "", 0, 0, 0, 0.0)
 
 
 def run_extras(names: list[str], bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:

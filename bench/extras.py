@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import Any
 
-_ROW = re.compile(r"^(?P<name>\S.*?)\s{2,}(?P<rate>[\d,]+)\s+(?P<mb>[\d.]+)\s+(?P<x>[\d.]+)x$")
+_CELLS = re.compile(r"\s{2,}")
 
 
 def validation(events: int, repeat: int, seed: int = 1) -> tuple[str, list[dict[str, Any]]]:
@@ -66,31 +66,35 @@ def publisher(bootstrap: str, events: int, repeat: int) -> tuple[str, list[dict[
     )
     if proc.returncode != 0:
         raise RuntimeError(f"bench.publisher exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-    rows = []
-    for line in proc.stdout.splitlines():
-        m = _ROW.match(line.strip())
-        if m:
-            rows.append(
-                {
-                    "variant": m["name"],
-                    "events_per_s": float(m["rate"].replace(",", "")),
-                    "mb_per_s": float(m["mb"]),
-                    "x_raw": float(m["x"]),
-                }
-            )
-    if not rows:
-        raise RuntimeError(f"no table in bench.publisher's output:\n{proc.stdout[-2000:]}")
-    footer = [line for line in proc.stdout.splitlines() if line.startswith("x raw")]
+    header, rows, notes = _closing_table(proc.stdout)
     lines = [
         f"{events:,} seeded events per run, best of {repeat}, acknowledged by the broker "
         "(acks=all).",
         "",
-        "| variant | events/s | MB/s | x raw |",
-        "|---|---:|---:|---:|",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
     ]
-    lines += [
-        f"| {r['variant']} | {r['events_per_s']:,.0f} | {r['mb_per_s']:.1f} | {r['x_raw']:.2f} |"
-        for r in rows
-    ]
-    lines += ["", *footer]
+    lines += ["| " + " | ".join(row.values()) + " |" for row in rows]
+    lines += ["", *notes]
     return "\n".join(lines), rows
+
+
+def _closing_table(text: str) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    """The last table of a bench's output: header (columns split on 2+ spaces), a dashed
+    rule, rows of as many cells, then the notes."""
+    lines = text.splitlines()
+    rules = [i for i, line in enumerate(lines) if line.startswith("---") and i > 0]
+    if not rules:
+        raise RuntimeError(f"no table in the output:\n{text[-2000:]}")
+    rule = rules[-1]
+    header = _CELLS.split(lines[rule - 1].strip())
+    rows, i = [], rule + 1
+    while i < len(lines) and lines[i].strip():
+        cells = _CELLS.split(lines[i].strip())
+        if len(cells) != len(header):
+            break  # the notes under the table
+        rows.append(dict(zip(header, cells, strict=True)))
+        i += 1
+    if not rows:
+        raise RuntimeError(f"an empty table in the output:\n{text[-2000:]}")
+    return header, rows, [line for line in lines[i:] if line.strip()]

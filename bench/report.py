@@ -134,7 +134,7 @@ def environment(extra_versions: dict[str, str | None]) -> dict[str, Any]:
         "kafka": local_kafka.KAFKA_VERSION,
         "faust-streaming": _version("faust-streaming"),
         "aiokafka": _version("aiokafka"),
-        "confluent-kafka": confluent_kafka.version()[0],
+        "confluent-kafka": _version("confluent-kafka"),
         "librdkafka": confluent_kafka.libversion()[0],
         "orjson": _version("orjson"),
         "fastjsonschema": _version("fastjsonschema"),

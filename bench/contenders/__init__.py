@@ -22,7 +22,6 @@ class Context:
     workload: Workload
     work_dir: Path
     timeout_s: float
-    downloads: bool = True  # False in --smoke: prepare() may only use what is there
 
     def run_dir(self, name: str, rep: int) -> Path:
         path = self.work_dir / f"{name}-r{rep}"
@@ -42,8 +41,9 @@ class Contender:
     what: str  # one sentence for the report: what it does per event
     smoke: bool = False  # runs in --smoke (needs no download beyond the broker's jars)
 
-    def prepare(self, ctx: Context) -> None:
-        """Fetch or install what the contender needs (not timed); raise to skip it."""
+    def prepare(self, downloads: bool) -> None:
+        """Fetch or install what the contender needs (not timed); raise to skip it.
+        `downloads` is False in --smoke: use only what is there."""
 
     def run(self, ctx: Context, rep: int) -> Run:
         raise NotImplementedError

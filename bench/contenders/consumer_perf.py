@@ -41,11 +41,11 @@ class ConsumerPerf(Contender):
     what = "Kafka's Java consumer counting records (kafka-consumer-perf-test); writes nothing"
     smoke = True
 
-    def prepare(self, ctx: Context) -> None:
+    def prepare(self, downloads: bool) -> None:
         libs = local_kafka.cache_dir() / "libs"
         if not (libs / ".complete").exists():
             # Only when the broker came from elsewhere; the jars are the broker's own.
-            if not ctx.downloads:
+            if not downloads:
                 raise RuntimeError(f"Kafka's jars are not in {libs} (no download in --smoke)")
             local_kafka.provision()
 
@@ -78,9 +78,11 @@ class ConsumerPerf(Contender):
             ),
             run_dir / "log.txt",
         )
-        code = child.wait(ctx.timeout_s)
+        try:
+            code = child.wait(ctx.timeout_s)
+        finally:
+            child.stop(5)  # a no-op once it exited by itself
         if code is None:
-            child.stop(5)
             raise RunError(f"timeout after {ctx.timeout_s:.0f} s:\n{child.tail()}")
         if code != 0:
             raise RunError(f"ConsumerPerformance exited {code}:\n{child.tail()}")

@@ -49,7 +49,7 @@ class KafkaConnectFile(Contender):
     def __init__(self) -> None:
         self.libs: Path | None = None
 
-    def prepare(self, ctx: Context) -> None:
+    def prepare(self, downloads: bool) -> None:
         self.libs = resolve(f"connect-{KAFKA_VERSION}", ARTIFACTS)
 
     def run(self, ctx: Context, rep: int) -> Run:

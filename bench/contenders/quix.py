@@ -60,7 +60,7 @@ class QuixStreams(Contender):
     def __init__(self) -> None:
         self.python: Path | None = None
 
-    def prepare(self, ctx: Context) -> None:
+    def prepare(self, downloads: bool) -> None:
         self.python = ensure_venv()
 
     def run(self, ctx: Context, rep: int) -> Run:
