@@ -135,7 +135,7 @@ class Aggregator:
         """Fence any zombie owner, then rebuild the partition's state from its changelog."""
         producer = Producer(
             {
-                "bootstrap.servers": self.config.kafka.bootstrap_servers,
+                **self.config.kafka.client_config(),
                 "transactional.id": f"{self.changelog}-p{partition}",
                 "enable.idempotence": True,
                 "acks": "all",
@@ -149,7 +149,7 @@ class Aggregator:
         state = PartitionState()
         consumer = Consumer(
             {
-                "bootstrap.servers": self.config.kafka.bootstrap_servers,
+                **self.config.kafka.client_config(),
                 "group.id": f"{self.changelog}-restore",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import tempfile
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from faust.types import TP
 
 from streams import batching
 from streams.aggregator import Aggregator
-from streams.config import CHANNELS, JsonEngineConfig
+from streams.config import CHANNELS, JsonEngineConfig, KafkaConfig
 from streams.dead_letter import DeadLetterPolicy
 from streams.derived import DerivingReader
 from streams.observability import Health, Metrics
@@ -38,11 +39,35 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"{batching.SCHEME}://{host.strip()}" for host in bootstrap_servers.split(",")]
 
 
+def broker_credentials(kafka: KafkaConfig) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The same security settings as `KafkaConfig.client_config`, for Faust's aiokafka."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    context = None
+    if kafka.security_protocol.endswith("SSL"):
+        context = ssl.create_default_context(
+            cafile=str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None
+        )
+        if kafka.ssl_certificate_location:
+            context.load_cert_chain(
+                str(kafka.ssl_certificate_location), str(kafka.ssl_key_location or "") or None
+            )
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)
+
+
 def create_app(config: JsonEngineConfig) -> tuple[faust.App, Pipeline]:
     """A Faust app whose consumer group derives from the topic prefix (one group per config)."""
     app = faust.App(
         config.kafka.app_id,
         broker=broker_urls(config.kafka.bootstrap_servers),
+        broker_credentials=broker_credentials(config.kafka),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",

@@ -70,7 +70,7 @@ class DeadLetterPolicy:
         self.topic = topic_name(config, "dead_letter")
         self.counts: dict[str, int] = {}
         self._producer = producer
-        self._bootstrap = config.kafka.bootstrap_servers
+        self._client_config = config.kafka.client_config()
         self._pending: list[bytes] = []
 
     def reject(
@@ -129,7 +129,7 @@ class DeadLetterPolicy:
         if self._producer is None:
             self._producer = Producer(
                 {
-                    "bootstrap.servers": self._bootstrap,
+                    **self._client_config,
                     "enable.idempotence": True,
                     "acks": "all",
                     "compression.type": "zstd",

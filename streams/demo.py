@@ -83,7 +83,7 @@ def publish_events(
             if i % 10 == 0:
                 publisher.collect_training_sample(events.training_sample(rng, ts))
                 sent["training_sample"] += 1
-    raw = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    raw = Producer(cfg.kafka.client_config())
     for payload in INVALID_PAYLOADS:  # any Kafka client may produce, so the worker validates
         raw.produce(topic_name(cfg, "engine_execution"), payload)
     raw.flush(30)

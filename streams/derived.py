@@ -35,7 +35,7 @@ class DerivingReader:
         self.topic = topic
         self._producer = producer or Producer(
             {
-                "bootstrap.servers": config.kafka.bootstrap_servers,
+                **config.kafka.client_config(),
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,

@@ -79,7 +79,7 @@ def producer_settings(
     """
     timeout_ms = max(1, round(delivery_timeout_s * 1000))
     return {
-        "bootstrap.servers": config.kafka.bootstrap_servers,
+        **config.kafka.client_config(),
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
@@ -184,14 +184,13 @@ class Publisher:
             self._fail_locally(topic, value, key, report, exc.args[0])
             return
         # Counters without a lock: `+=` on an int attribute is one step under the GIL.
-        if self.success_reports:
-            # While events flow, their reports are served here (see the module docstring).
-            self._collected += 1
-            if not self._collected & 7:
-                producer.poll(0)
-                self._polled_at = time.monotonic()
-        else:
+        if not self.success_reports:
             self._sent += 1
+        # While events flow, their reports are served here (see the module docstring).
+        self._collected += 1
+        if not self._collected & 7:
+            producer.poll(0)
+            self._polled_at = time.monotonic()
 
     def _produce_when_room(
         self, topic: str, value: bytes, key: bytes | None, report: OnDelivery

@@ -54,7 +54,7 @@ class TopicInfo:
 
 
 def admin_client(config: JsonEngineConfig) -> AdminClient:
-    return AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+    return AdminClient(config.kafka.client_config())
 
 
 def create_topics(config: JsonEngineConfig, names: list[str] | None = None) -> list[str]:

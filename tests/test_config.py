@@ -119,3 +119,29 @@ def test_cli_exits_2_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "buffer_size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_security_settings_reach_every_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust import SASLCredentials
+
+    from streams.app import broker_credentials
+
+    monkeypatch.setenv("JSON_ENGINE__KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    with pytest.raises(ConfigError, match="needs sasl_mechanism"):
+        load_config()
+    monkeypatch.setenv("JSON_ENGINE__KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("JSON_ENGINE__KAFKA__SASL_USERNAME", "u")
+    monkeypatch.setenv("JSON_ENGINE__KAFKA__SASL_PASSWORD", "p")
+    kafka = load_config().kafka
+    assert kafka.client_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "sasl_plaintext",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "u",
+        "sasl.password": "p",
+    }
+    credentials = broker_credentials(kafka)
+    assert isinstance(credentials, SASLCredentials)
+    assert credentials.username == "u" and str(credentials.mechanism.value) == "SCRAM-SHA-512"
+    monkeypatch.setenv("JSON_ENGINE__KAFKA__SECURITY_PROTOCOL", "PLAINTEXT")
+    assert broker_credentials(load_config().kafka) is None
