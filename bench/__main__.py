@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per repetition")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir (logs)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write py-spy flame graphs of the json-engine workers to this directory",
+    )
     args = parser.parse_args(argv)
     args.only = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = set(args.only) - set(names)
@@ -125,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {workload.topic}: {workload.events:,} events, ~{workload.avg_bytes:.0f} B,"
                 f" {workload.publish_seconds:.1f} s; per partition {workload.partition_counts}"
             )
-            ctx = Context(workload, work_dir, args.timeout)
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+            ctx = Context(workload, work_dir, args.timeout, args.profile)
             runs = run_contenders(ctx, ready, args.repeat)
             for name, reason in skipped.items():
                 runs[name] = [Run(events=args.events, error=reason)]
@@ -145,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     publish_page = HERE / "RESULTS.md" if whole else None
     path = report.write(record, args.results_dir, publish_page)
     say("")
+    if args.smoke:
+        say("smoke run: a tiny workload, the figures below mean nothing")
     say(report.text_table(record["contenders"]))
     for goal in record["goals"]:
         mark = {True: "yes", False: "NO", None: "-"}[goal["met"]]

@@ -22,6 +22,7 @@ class Context:
     workload: Workload
     work_dir: Path
     timeout_s: float
+    profile_dir: Path | None = None  # --profile: py-spy flame graphs of json-engine workers
 
     def run_dir(self, name: str, rep: int) -> Path:
         path = self.work_dir / f"{name}-r{rep}"

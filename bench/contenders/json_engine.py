@@ -37,6 +37,7 @@ from bench.measure import (
     stop_all,
     watch,
 )
+from bench.profile import Profiler
 from sinks.reader import iter_lines
 
 METRIC = b'json_engine_events_written_total{channel="engine_execution"}'
@@ -137,7 +138,8 @@ class JsonEngineSink(Contender):
             for k, v in os.environ.items()
             if not k.startswith("JSON_ENGINE_") and k != "KAFKA_BOOTSTRAP_SERVERS"
         }
-        children = []
+        children: list[Child] = []
+        profilers: list[Profiler] = []
         try:
             for i, port in enumerate(ports):
                 children.append(
@@ -159,6 +161,9 @@ class JsonEngineSink(Contender):
                         cwd=run_dir,
                     )
                 )
+                if ctx.profile_dir is not None:
+                    out = ctx.profile_dir / f"{self.name}-r{rep}-w{i}.svg"
+                    profilers.append(Profiler(children[-1].pid, out))
             directory = base / "events"
             obs = watch(
                 children,
@@ -171,6 +176,8 @@ class JsonEngineSink(Contender):
             while finished_events(directory) < w.events and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
+            for profiler in profilers:
+                profiler.stop()
             stop_all(children)
         codes = [c.returncode for c in children]
         if any(codes):
