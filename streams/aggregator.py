@@ -36,7 +36,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from streams.config import JsonEngineConfig
 from streams.dead_letter import DeadLetterPolicy
 from streams.route import Parsed
-from streams.topics import changelog_topic, rekey_topic, topic_name
+from streams.topics import PARTITIONER, changelog_topic, rekey_topic, topic_name
 from streams.validation import ValidationError
 from streams.windows import WindowState, window_start
 
@@ -141,6 +141,7 @@ class Aggregator:
                 "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
+                "partitioner": PARTITIONER,
                 "transaction.timeout.ms": 30_000,
             }
         )

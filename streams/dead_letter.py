@@ -18,7 +18,7 @@ import orjson
 from confluent_kafka import KafkaException, Producer
 
 from streams.config import JsonEngineConfig
-from streams.topics import topic_name
+from streams.topics import PARTITIONER, topic_name
 from streams.validation import ValidationError
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ class DeadLetterPolicy:
                     "enable.idempotence": True,
                     "acks": "all",
                     "compression.type": "zstd",
+                    "partitioner": PARTITIONER,
                     "linger.ms": 5,
                     "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000) - 5000,
                 }

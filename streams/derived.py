@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, Producer
 
 from streams.config import JsonEngineConfig
 from streams.route import Parsed
+from streams.topics import PARTITIONER
 
 DELIVERY_TIMEOUT_S = 60.0
 
@@ -40,6 +41,7 @@ class DerivingReader:
                 "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
+                "partitioner": PARTITIONER,
                 "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000) - 5000,
                 **producer_config,
             }

@@ -36,7 +36,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.config import JsonEngineConfig, load_config
-from streams.topics import topic_name
+from streams.topics import PARTITIONER, topic_name
 from streams.validation import NOT_UTF8, ValidationError, Validator
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,7 @@ def producer_settings(
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
-        # Java-compatible key hashing, as the worker's re-keyer uses: an engine's executions
-        # and its re-keyed comparisons land in the same partition (streams/rekey.py).
-        "partitioner": "murmur2_random",
+        "partitioner": PARTITIONER,  # the same key hashing as every json-engine producer
         "linger.ms": 5,
         "batch.size": 1_000_000,
         "message.max.bytes": max(1_048_576, config.validation.max_payload_bytes + 4096),

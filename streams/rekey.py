@@ -20,8 +20,6 @@ from streams.derived import DerivingReader
 from streams.route import Parsed
 from streams.topics import rekey_topic
 
-PARTITIONER = "murmur2_random"
-
 
 def observations(
     comparison: dict[str, Any], record_timestamp: int | None, partition: int, offset: int
@@ -52,7 +50,7 @@ class Rekeyer(DerivingReader):
     """Reader of the comparison topic that feeds the aggregator's second input."""
 
     def __init__(self, config: JsonEngineConfig, producer: Producer | None = None):
-        super().__init__(config, rekey_topic(config), producer, partitioner=PARTITIONER)
+        super().__init__(config, rekey_topic(config), producer)
 
     def derive(self, partition: int, item: Parsed) -> list[tuple[bytes, bytes]]:
         if item.value is None:

@@ -17,6 +17,10 @@ TOPIC_SUFFIX = {
     "dead_letter": "dead-letter",
 }
 ADMIN_TIMEOUT_S = 30.0
+# Every producer of json-engine hashes keys like Kafka's Java clients (and aiokafka): the
+# same key lands in the same partition whoever publishes it, which the per-partition
+# idempotence of the sinks and the co-partitioning of the aggregator rely on.
+PARTITIONER = "murmur2_random"
 
 
 def topic_name(config: JsonEngineConfig, channel: str) -> str:
