@@ -229,17 +229,13 @@ class Aggregator:
             if event is None:
                 continue  # invalid: the sink dead-letters it
             ts = event["timestamp"]
-            ws = window_start(ts, self.width_ms)
-            if self._late(state, ws):
-                self._reject_late(partition, record, "engine_execution", self.exec_topic, ws)
-                continue
-            key = (event["engine_id"], ws)
-            window = state.windows.get(key)
+            window = self._window(
+                state, partition, record, "engine_execution", event["engine_id"], ts
+            )
             if window is None:
-                window = state.windows[key] = WindowState()
+                continue
             metrics = event["metrics"]
             window.add_execution(metrics["latency_ms"], metrics["success"])
-            state.dirty.add(key)
             if state.exec_wm is None or ts > state.exec_wm:
                 state.exec_wm = ts
         state.exec_seen_at = time.monotonic()
@@ -262,16 +258,12 @@ class Aggregator:
                 continue  # a replay of the re-keyer
             state.rekey_seen[str(src_partition)] = [src_offset, index]
             ts = obs["ts"]
-            ws = window_start(ts, self.width_ms)
-            if self._late(state, ws):
-                self._reject_late(partition, record, "comparison_result", self.rekey_topic, ws)
-                continue
-            key = (obs["engine_id"], ws)
-            window = state.windows.get(key)
+            window = self._window(
+                state, partition, record, "comparison_result", obs["engine_id"], ts
+            )
             if window is None:
-                window = state.windows[key] = WindowState()
+                continue
             window.add_comparison(obs["quality"], obs["win"], obs.get("counted", True))
-            state.dirty.add(key)
             source = str(src_partition)
             if ts > state.cmp_wm.get(source, -1):
                 state.cmp_wm[source] = ts
@@ -283,8 +275,27 @@ class Aggregator:
             self._recover(partition)
         return self.states[partition]
 
-    def _late(self, state: PartitionState, ws: int) -> bool:
-        return state.closed_wm is not None and ws + self.width_ms + self.grace_ms <= state.closed_wm
+    def _window(
+        self,
+        state: PartitionState,
+        partition: int,
+        record: Any,
+        channel: str,
+        engine_id: str,
+        ts: int,
+    ) -> WindowState | None:
+        """The open window an event at `ts` belongs to; None (and a dead letter) if late."""
+        ws = window_start(ts, self.width_ms)
+        if state.closed_wm is not None and ws + self.width_ms + self.grace_ms <= state.closed_wm:
+            topic = self.exec_topic if channel == "engine_execution" else self.rekey_topic
+            self._reject_late(partition, record, channel, topic, ws)
+            return None
+        key = (engine_id, ws)
+        state.dirty.add(key)
+        window = state.windows.get(key)
+        if window is None:
+            window = state.windows[key] = WindowState()
+        return window
 
     def _reject_late(self, partition: int, record: Any, channel: str, topic: str, ws: int) -> None:
         self.late_events += 1

@@ -95,6 +95,21 @@ def publish(cfg: Any, execs: list[dict], cmps: list[dict]) -> None:
             publisher.collect_comparison_result(c)
 
 
+def in_time_order(
+    execs: list[dict], cmps: list[dict], size: int
+) -> list[tuple[list[dict], list[dict]]]:
+    """Chunks of executions, each with the comparisons of its time, as a live feed sends them."""
+    chunks = [execs[i : i + size] for i in range(0, len(execs), size)]
+    cmp_chunks: list[list[dict]] = [[] for _ in chunks]
+    for c in cmps:
+        index = next(
+            (i for i, chunk in enumerate(chunks) if chunk[-1]["timestamp"] >= c["timestamp"]),
+            len(chunks) - 1,
+        )
+        cmp_chunks[index].append(c)
+    return list(zip(chunks, cmp_chunks, strict=True))
+
+
 def oracle(execs: list[dict], cmps: list[dict]) -> dict[tuple[str, int], dict]:
     frame = pd.json_normalize(execs) if execs else pd.DataFrame()
     got = aggregate_frames(frame, pd.json_normalize(cmps) if cmps else pd.DataFrame(), 0.05)
@@ -237,17 +252,8 @@ def test_sigkill_mid_window_gives_one_record_per_window_with_the_same_values(
     execs, cmps = workload(rng, range(12), engines, per_window=60)
     worker = WorkerProcess(path, tmp_path).start()
 
-    chunks = [execs[i : i + 180] for i in range(0, len(execs), 180)]
-    cmp_chunks: list[list[dict]] = [[] for _ in chunks]
-    for c in cmps:  # each comparison goes out with the executions of its time
-        index = next(
-            (i for i, chunk in enumerate(chunks) if chunk[-1]["timestamp"] >= c["timestamp"]),
-            len(chunks) - 1,
-        )
-        cmp_chunks[index].append(c)
-
     def feed() -> None:
-        for chunk, cmp_chunk in zip(chunks, cmp_chunks, strict=True):
+        for chunk, cmp_chunk in in_time_order(execs, cmps, 180):
             publish(cfg, chunk, cmp_chunk)
             time.sleep(0.25)
 

@@ -24,7 +24,9 @@ from tests.test_aggregator import (
     by_key,
     comparison,
     execution,
+    in_time_order,
     oracle,
+    publish,
     workload,
 )
 from tests.workers import WorkerProcess, lines_of, wait_for_lines
@@ -41,22 +43,10 @@ def test_workers_join_die_and_leave_without_loss_or_duplicate(
     rng = random.Random(99)
     engines = [f"e{i}" for i in range(8)]
     execs, cmps = workload(rng, range(10), engines, per_window=40)
-    chunks = [execs[i : i + 400] for i in range(0, len(execs), 400)]
-    cmp_chunks: list[list[dict]] = [[] for _ in chunks]
-    for c in cmps:
-        index = next(
-            (i for i, chunk in enumerate(chunks) if chunk[-1]["timestamp"] >= c["timestamp"]),
-            len(chunks) - 1,
-        )
-        cmp_chunks[index].append(c)
 
     def feed() -> None:
-        for chunk, cmp_chunk in zip(chunks, cmp_chunks, strict=True):
-            with Publisher(cfg) as publisher:
-                for e in chunk:
-                    publisher.collect_engine_execution(e)
-                for c in cmp_chunk:
-                    publisher.collect_comparison_result(c)
+        for chunk, cmp_chunk in in_time_order(execs, cmps, 400):
+            publish(cfg, chunk, cmp_chunk)
             time.sleep(1.5)
 
     first = WorkerProcess(path, tmp_path, "w1").start()
