@@ -14,6 +14,7 @@ elsewhere hits every contender alike. Prints a table; writes `bench/results/<tim
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from typing import Any
 from bench import extras, report
 from bench.broker import DEFAULT_PORT, broker
 from bench.contenders import Contender, Context, registry
+from bench.contenders.quix import installed_version
 from bench.measure import Run, RunError
 from bench.workload import PARTITIONS, Workload, publish
 from streams.local_kafka import LocalKafkaError
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     contenders, extra_names = selected(args)
     work_dir = Path(tempfile.mkdtemp(prefix="json-engine-bench-"))
     started = time.monotonic()
+    load_at_start = os.getloadavg()
     record: dict[str, Any] = {}
     try:
         with broker(args.port) as (bootstrap, own):
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             extra_results = run_extras(extra_names, bootstrap, args)
             _delete_topics(workload)
             record = build_record(args, contenders, runs, extra_results, workload, bootstrap)
+            env = report.environment({"quixstreams": installed_version()}, load_at_start)
+            record = {"environment": env, **record}
     except LocalKafkaError as exc:
         say(f"cannot start the benchmark's broker (or set KAFKA_BOOTSTRAP_SERVERS): {exc}")
         return 2
@@ -191,10 +196,7 @@ def build_record(
 ) -> dict[str, Any]:
     rows = [report.summarize(c.name, c.label, c.what, runs[c.name]) for c in contenders]
     ceiling = report.add_ratios(rows)
-    from bench.contenders.quix import installed_version
-
     return {
-        "environment": report.environment({"quixstreams": installed_version()}),
         "config": {
             "events": workload.events,
             "avg_bytes": workload.avg_bytes,

@@ -111,7 +111,9 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def environment(extra_versions: dict[str, str | None]) -> dict[str, Any]:
+def environment(
+    extra_versions: dict[str, str | None], load_at_start: tuple[float, float, float]
+) -> dict[str, Any]:
     """Date, machine and versions, for the reader to judge what the numbers mean."""
     mem_kb = 0
     model = platform.processor() or platform.machine()
@@ -147,7 +149,8 @@ def environment(extra_versions: dict[str, str | None]) -> dict[str, Any]:
             "cores": os.cpu_count(),
             "memory_gib": round(mem_kb / 1024 / 1024, 1),
             "cpu": model,
-            "load_avg_at_start": os.getloadavg(),
+            "load_avg_at_start": load_at_start,
+            "load_avg_at_end": os.getloadavg(),
             "platform": platform.platform(),
         },
         "versions": versions,
@@ -156,6 +159,10 @@ def environment(extra_versions: dict[str, str | None]) -> dict[str, Any]:
 
 
 # -- output -------------------------------------------------------------------------------
+
+
+def _loads(values: list[float]) -> str:
+    return "/".join(f"{x:.1f}" for x in values)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -216,9 +223,9 @@ def markdown(record: dict[str, Any]) -> str:
         " (a second worker can only take over whole partitions).",
         "",
         f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
-        f"load average at start {', '.join(f'{x:.1f}' for x in machine['load_avg_at_start'])}"
-        " (the broker and the contender share the cores; a loaded machine makes every figure "
-        "noisy).",
+        f"load average (1, 5, 15 min) {_loads(machine['load_avg_at_start'])} at the start, "
+        f"{_loads(machine['load_avg_at_end'])} at the end: the broker and the contender share "
+        "the cores with whatever else runs, and a loaded machine makes every figure noisy.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".",
         "",
