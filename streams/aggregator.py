@@ -63,7 +63,7 @@ class PartitionState:
     rekey_seen: dict[str, list[int]] = field(default_factory=dict)  # src partition → [off, i]
     closing: list[dict[str, Any]] = field(default_factory=list)  # closed, not yet published
     exec_seen_at: float = field(default_factory=time.monotonic)
-    cmp_seen_at: float = field(default_factory=time.monotonic)  # before any source is known
+    cmp_seen_at: float = field(default_factory=time.monotonic)  # for sources not seen yet
     cmp_src_seen_at: dict[str, float] = field(default_factory=dict)
     changed: bool = False
 
@@ -114,6 +114,7 @@ class Aggregator:
         self.rekey_topic = rekey_topic(config)
         self.changelog = changelog_topic(config)
         self.output_topic = topic_name(config, "aggregated_stats")
+        self.comparison_sources = [str(p) for p in range(config.kafka.partitions)]
         self.states: dict[int, PartitionState] = {}
         self._producers: dict[int, Producer] = {}
         self._checkpoint_at = time.monotonic()
@@ -313,13 +314,17 @@ class Aggregator:
         return now - self._checkpoint_at >= self.checkpoint_seconds
 
     def _watermark(self, state: PartitionState, now: float) -> int | None:
-        """The smallest watermark, leaving out those idle for idle_seconds; None: wait."""
+        """The smallest watermark, leaving out those idle for idle_seconds; None: wait.
+
+        Every partition of the comparison topic is a source, also before its first record:
+        one that has sent nothing yet holds windows open until it has been idle that long.
+        """
         marks: list[tuple[int | None, float]] = [(state.exec_wm, state.exec_seen_at)]
-        if state.cmp_wm:
-            seen_at = state.cmp_src_seen_at
-            marks += [(wm, seen_at.get(src, state.cmp_seen_at)) for src, wm in state.cmp_wm.items()]
-        else:  # no comparison yet: the input still holds windows until it is idle
-            marks.append((None, state.cmp_seen_at))
+        seen_at = state.cmp_src_seen_at
+        marks += [
+            (state.cmp_wm.get(src), seen_at.get(src, state.cmp_seen_at))
+            for src in {*state.cmp_wm, *self.comparison_sources}
+        ]
         active = [wm for wm, seen in marks if now - seen < self.idle_seconds]
         if active:
             return None if None in active else min(active)  # type: ignore[type-var]

@@ -54,17 +54,20 @@ class BatchConsumer(aiokafka_driver.Consumer):
                 await self.sleep(0)
                 if not records or self.should_stop:
                     continue
-                if not self.flow_active:
-                    # As Faust's getmany: records fetched while the flow is stopped (a
-                    # rebalance) are read again from the committed offsets later.
-                    await self.perform_seek()
+                if not self.flow_active:  # a rebalance began after the fetch
+                    await self._rewind(records)
                     continue
                 generation = self.app.consumer_generation_id
-                for tp, batch in records.items():
-                    if active is not None and tp not in active:
-                        continue
+                pending = list(records.items())
+                while pending:
+                    tp, batch = pending[0]
                     if generation != self.app.consumer_generation_id or not self.flow_active:
+                        await self._rewind(dict(pending))
                         break
+                    pending.pop(0)
+                    if active is not None and tp not in active:
+                        await self._rewind({tp: batch})
+                        continue
                     handlers = self.batch_handlers.get(tp.topic)
                     if handlers is not None:
                         try:
@@ -87,6 +90,20 @@ class BatchConsumer(aiokafka_driver.Consumer):
         except Exception as exc:
             self.log.exception("Drain messages raised: %r", exc)
             raise
+
+    async def _rewind(self, records: dict[TP, Sequence[Any]]) -> None:
+        """Fetched but not handed over: seek back so they are read again, not skipped.
+
+        (Faust's getmany seeks to the committed offsets instead, which leaves a partition
+        without a committed offset past the records it dropped.) A partition that is no
+        longer ours cannot be sought; its new owner reads from what is durable.
+        """
+        for tp, batch in records.items():
+            if batch:
+                try:
+                    await self.seek(tp, batch[0].offset)
+                except Exception as exc:
+                    self.log.info("not rewinding %r: %r", tp, exc)
 
     async def _deliver_one_by_one(self, tp: TP, batch: Sequence[Any]) -> None:
         """Faust's own per-message path (read offsets, callback, flow suspension)."""

@@ -45,7 +45,7 @@ def write_config(path: Path, bootstrap: str, prefix: str, output: Path) -> None:
         "aggregation": {
             "window_minutes": WINDOW_MINUTES,
             "grace_seconds": GRACE_SECONDS,
-            "idle_seconds": 5,
+            "idle_seconds": 15,
             "checkpoint_seconds": 0.5,
         },
     }
@@ -127,7 +127,7 @@ def run_demo(port: int, events_count: int, output_root: Path, console: Console) 
                         "--config",
                         str(config_path),
                         "-l",
-                        "warn",
+                        os.environ.get("JSON_ENGINE_DEMO_LOGLEVEL", "warn"),
                         "--log-format",
                         "text",
                     ],
