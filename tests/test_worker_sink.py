@@ -100,13 +100,17 @@ def test_flush_by_size_then_graceful_stop(make_config: ConfigFactory, tmp_path: 
     )
     create_topics(cfg)
     worker = WorkerProcess(path, tmp_path).start()
+    # A batch is flushed once buffer_size records wait (whole fetches: it may hold more);
+    # fewer than buffer_size stay waiting, far from auto_flush_seconds.
     produce(cfg, "engine-execution", [orjson.dumps(e) for e in executions(250)])
-    assert len(wait_for_lines(cfg, "engine_execution", 250, timeout=30)) == 250
+    visible = len(wait_for_lines(cfg, "engine_execution", 151, timeout=30))
+    assert 151 <= visible <= 250
     produce(cfg, "engine-execution", [orjson.dumps(e) for e in executions(10, seed=2)])
-    time.sleep(4)  # fewer than buffer_size and far from auto_flush_seconds: still waiting
-    assert len(lines_of(cfg, "engine_execution")) == 250
+    time.sleep(4)
+    visible = len(lines_of(cfg, "engine_execution"))
+    assert 260 - visible < 100
     assert worker.terminate() == 0
-    assert len(lines_of(cfg, "engine_execution")) == 260
+    assert len(lines_of(cfg, "engine_execution")) == 260  # the graceful stop flushed the rest
 
 
 def test_flush_by_time_and_disabled_channel(make_config: ConfigFactory, tmp_path: Path) -> None:
