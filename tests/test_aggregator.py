@@ -291,11 +291,16 @@ def test_watermark_is_the_smallest_active_one_and_idle_inputs_stop_holding() -> 
     from streams.dead_letter import DeadLetterPolicy
 
     cfg = JsonEngineConfig()  # idle_seconds 60
+    cfg.kafka.partitions = 2  # comparison sources "0" and "1"
     agg = Aggregator(cfg, DeadLetterPolicy(cfg))
     now = time.monotonic()
     waiting = PartitionState(exec_wm=100, exec_seen_at=now, cmp_seen_at=now)
     assert agg._watermark(waiting, now) is None  # no comparison yet: wait for that input
     assert agg._watermark(waiting, now + 61) == 100  # unless it stays idle
+    one_known = PartitionState(
+        exec_wm=100, cmp_wm={"0": 90}, exec_seen_at=now, cmp_seen_at=now, cmp_src_seen_at={"0": now}
+    )
+    assert agg._watermark(one_known, now) is None  # source 1 has sent nothing yet: wait
     state = PartitionState(
         exec_wm=100,
         cmp_wm={"0": 50, "1": 80},
