@@ -50,15 +50,17 @@ class DerivingReader:
         self.done: dict[int, int] = {}
         self._failures: list[str] = []
 
-    def derive(self, partition: int, item: Parsed) -> list[tuple[bytes, bytes]]:
-        """(key, value) records derived from one consumed record."""
+    def derive(
+        self, partition: int, record: Any, value: dict[str, Any] | None
+    ) -> list[tuple[bytes, bytes]]:
+        """(key, value) records derived from one consumed record (`value` None: invalid)."""
         raise NotImplementedError
 
     def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
-        for item in items:
-            for key, value in self.derive(partition, item):
-                self._produce(key, value)
-            self._sent[partition] = item.record.offset + 1
+        for record, value, _error in items:
+            for key, derived in self.derive(partition, record, value):
+                self._produce(key, derived)
+            self._sent[partition] = record.offset + 1
 
     def _produce(self, key: bytes, value: bytes) -> None:
         while True:

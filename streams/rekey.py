@@ -17,7 +17,6 @@ from confluent_kafka import Producer
 
 from streams.config import JsonEngineConfig
 from streams.derived import DerivingReader
-from streams.route import Parsed
 from streams.topics import rekey_topic
 
 
@@ -52,12 +51,12 @@ class Rekeyer(DerivingReader):
     def __init__(self, config: JsonEngineConfig, producer: Producer | None = None):
         super().__init__(config, rekey_topic(config), producer)
 
-    def derive(self, partition: int, item: Parsed) -> list[tuple[bytes, bytes]]:
-        if item.value is None:
+    def derive(
+        self, partition: int, record: Any, value: dict[str, Any] | None
+    ) -> list[tuple[bytes, bytes]]:
+        if value is None:
             return []
         return [
             (obs["engine_id"].encode(), orjson.dumps(obs))
-            for obs in observations(
-                item.value, item.record.timestamp, partition, item.record.offset
-            )
+            for obs in observations(value, record.timestamp, partition, record.offset)
         ]

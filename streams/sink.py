@@ -114,7 +114,7 @@ class ChannelSink:
             if self.dedupe_key is not None and self._seen_before(partition, value, parsed):
                 counters.duplicates_dropped += 1
                 continue
-            pending.lines.append(_as_line(value))
+            pending.lines.append(value)
         if self._waiting and self._first_at is None:
             self._first_at = time.monotonic()
         if self._waiting >= self.config.buffer_size:
@@ -196,7 +196,7 @@ class ChannelSink:
         self._first_at = None
 
     def _write(self, partition: int, pending: _Pending) -> None:
-        data = b"\n".join(pending.lines) + b"\n" if pending.lines else b""
+        data = _jsonl(pending.lines)
         try:
             self._writers[partition].append(data, pending.first, pending.last)
         except OSError as exc:
@@ -246,8 +246,12 @@ class ChannelSink:
         return {p: n for p, n in self._next.items() if n is not None}
 
 
-def _as_line(value: bytes) -> bytes:
-    """The original bytes; a raw line break (only whitespace in JSON) would split the line."""
-    if b"\n" in value or b"\r" in value:
-        return value.replace(b"\r", b" ").replace(b"\n", b" ")
-    return value
+def _jsonl(values: list[bytes]) -> bytes:
+    """One line per value, as published; a raw line break inside a value (only whitespace in
+    JSON) becomes a space, so it cannot split a line. Checked once per batch, not per value."""
+    if not values:
+        return b""
+    data = b"\n".join(values) + b"\n"
+    if data.count(b"\n") == len(values) and b"\r" not in data:
+        return data
+    return b"".join(v.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n" for v in values)

@@ -19,7 +19,6 @@ from confluent_kafka import Producer
 
 from streams.config import JsonEngineConfig, Thresholds
 from streams.derived import DerivingReader
-from streams.route import Parsed
 from streams.topics import topic_name
 from streams.validation import ValidationError, Validator
 
@@ -75,10 +74,12 @@ class TrainingDeriver(DerivingReader):
         self.thresholds = config.training.thresholds
         self.validator = validator
 
-    def derive(self, partition: int, item: Parsed) -> list[tuple[bytes, bytes]]:
-        if item.value is None:
+    def derive(
+        self, partition: int, record: Any, value: dict[str, Any] | None
+    ) -> list[tuple[bytes, bytes]]:
+        if value is None:
             return []  # the comparison sink dead-letters it
-        sample = derive_sample(item.value, self.thresholds, item.record.timestamp)
+        sample = derive_sample(value, self.thresholds, record.timestamp)
         if sample is None:
             return []
         try:

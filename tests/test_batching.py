@@ -32,10 +32,22 @@ def test_internals_used_by_the_drain_loop_exist() -> None:
     assert batching.BatchTransport.Consumer is batching.BatchConsumer
 
 
+def test_short_fetch_wait_reaches_aiokafka() -> None:
+    import aiokafka
+
+    assert "fetch_max_wait_ms=1500" in inspect.getsource(
+        aiokafka_driver.AIOKafkaConsumerThread._create_worker_consumer
+    ), "Faust's hard-coded fetch wait moved: re-check BatchConsumerThread"
+    start = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start
+
+
 def test_transport_is_registered_and_used(config: JsonEngineConfig) -> None:
     assert drivers.by_url(f"{batching.SCHEME}://127.0.0.1:9092") is batching.BatchTransport
     app, _ = create_app(config)
     assert isinstance(app.consumer, batching.BatchConsumer)
+    thread = app.consumer._new_consumer_thread()
+    assert isinstance(thread, batching.BatchConsumerThread)
     assert hasattr(app, "consumer_generation_id")
     for signal in ("on_partitions_assigned", "on_partitions_revoked", "on_before_shutdown"):
         assert hasattr(app, signal), signal

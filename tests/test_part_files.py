@@ -76,3 +76,11 @@ def test_readers_order_by_partition_then_offset_and_ignore_hidden(tmp_path: Path
     frame = read_dataframe(tmp_path)
     assert list(frame.columns) == ["p", "o"] and len(frame) == 4
     assert read_dataframe(tmp_path / "missing").empty
+
+
+def test_a_line_break_inside_a_value_cannot_split_a_line() -> None:
+    from streams.sink import _jsonl
+
+    assert _jsonl([b'{"a":1}', b'{"b":2}']) == b'{"a":1}\n{"b":2}\n'
+    assert _jsonl([b'{"a":\n1}', b'{\r\n"b":2}']) == b'{"a": 1}\n{  "b":2}\n'
+    assert _jsonl([]) == b""
