@@ -65,11 +65,8 @@ def registry() -> list[Contender]:
         ConfluentParse(),
         JsonEngineSink(workers=1),
         JsonEngineSink(workers=2),
-        # HOOK (aggregation, issue 7): add here, once the streaming aggregator lands,
-        #   JsonEngineSink(workers=1, aggregation=True)  -> "json-engine worker, aggregation on"
-        # and an in-process contender "aggregation fold rate vs naive" (fold the same batches
-        # into the windowed sketches vs. keep every latency and sort at window close; report
-        # events/s and state bytes per engine-window). See bench/contenders/json_engine.py.
+        JsonEngineSink(workers=1, aggregation=True),
+        # The aggregation's fold rate beside the naive way: python -m bench.aggregation
         FaustNaive(),
         KafkaConnectFile(),
         QuixStreams(),
