@@ -25,24 +25,26 @@ SLF4J_VERSION = "2.0.16"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 
+KAFKA_ARTIFACTS = [
+    f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}",
+    f"org.apache.kafka:kafka-tools:{KAFKA_VERSION}",
+    f"org.slf4j:slf4j-api:{SLF4J_VERSION}",
+    f"org.apache.logging.log4j:log4j-slf4j2-impl:{LOG4J_VERSION}",
+    f"org.apache.logging.log4j:log4j-core:{LOG4J_VERSION}",
+]
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
-  <groupId>local.json-engine</groupId><artifactId>kafka-dist</artifactId><version>1</version>
+  <groupId>local.json-engine</groupId><artifactId>jars</artifactId><version>1</version>
   <packaging>pom</packaging>
   <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
-      <version>{kafka}</version></dependency>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
-      <version>{kafka}</version></dependency>
-    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId>
-      <version>{slf4j}</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j2-impl</artifactId><version>{log4j}</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId>
-      <version>{log4j}</version></dependency>
+{dependencies}
   </dependencies>
 </project>
 """
+_DEPENDENCY = (
+    "    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+    "<version>{v}</version></dependency>"
+)
 
 _LOG4J2 = """Configuration:
   Appenders:
@@ -80,7 +82,15 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def provision() -> Path:
     """Resolve Kafka's jars into the cache once; return the directory of jars."""
-    libs = cache_dir() / "libs"
+    return resolve_jars(cache_dir() / "libs", KAFKA_ARTIFACTS)
+
+
+def resolve_jars(libs: Path, artifacts: list[str]) -> Path:
+    """`group:artifact:version` jars and their runtime dependencies from Maven Central, once.
+
+    A generated pom and `mvn dependency:copy-dependencies` fill a temporary directory that is
+    renamed to `libs` only when complete, so an interrupted download is never taken as done.
+    """
     if (libs / ".complete").exists():
         return libs
     for tool in ("java", "mvn"):
@@ -93,36 +103,39 @@ def provision() -> Path:
             )
     libs.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".provision-", dir=libs.parent))
-    pom = work / "pom.xml"
-    pom.write_text(_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION, slf4j=SLF4J_VERSION))
-    log = work / "mvn.log"
-    with log.open("wb") as out:
-        rc = subprocess.call(
-            [
-                "mvn",
-                "-B",
-                "-q",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={work / 'libs'}",
-                "-DincludeScope=runtime",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    try:
+        dependencies = "\n".join(
+            _DEPENDENCY.format(g=g, a=a, v=v) for g, a, v in (x.split(":") for x in artifacts)
         )
-    if rc != 0:
-        tail = _tail(log)
+        pom = work / "pom.xml"
+        pom.write_text(_POM.format(dependencies=dependencies))
+        log = work / "mvn.log"
+        with log.open("wb") as out:
+            rc = subprocess.call(
+                [
+                    "mvn",
+                    "-B",
+                    "-q",
+                    "-f",
+                    str(pom),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={work / 'libs'}",
+                    "-DincludeScope=runtime",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if rc != 0:
+            raise LocalKafkaError(
+                f"could not resolve {', '.join(artifacts)} from Maven Central (mvn exit {rc}); "
+                f"is the repository reachable? Last lines of the Maven log:\n{_tail(log)}"
+            )
+        (work / "libs" / ".complete").write_text("\n".join(artifacts))
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(libs)
+        os.replace(work / "libs", libs)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
-        raise LocalKafkaError(
-            f"could not resolve Apache Kafka {KAFKA_VERSION} from Maven Central (mvn exit "
-            f"{rc}); is the repository reachable? Last lines of the Maven log:\n{tail}"
-        )
-    (work / "libs" / ".complete").write_text(KAFKA_VERSION)
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(libs)
-    os.replace(work / "libs", libs)
-    shutil.rmtree(work, ignore_errors=True)
     return libs
 
 
