@@ -30,6 +30,13 @@ FAST = {
     c: {"auto_flush_seconds": 0.2, "roll_seconds": 0.5}
     for c in ("aggregated_stats", "engine_execution", "comparison_result", "dead_letter")
 }
+# One partition: every engine shares its stream time, so the windows close predictably.
+ONE_PARTITION = {
+    "kafka": {"partitions": 1},
+    "aggregation": AGG,
+    "channels": FAST,
+    "training": {"enabled": False},
+}
 EXACT = ("engine_id", "window_start", "window_end", "count", "success_count", "success_rate")
 
 
@@ -187,14 +194,7 @@ def test_window_state_round_trip_and_bounded_size() -> None:
 def test_windows_equal_the_recomputation_once_after_grace_with_late_and_idle(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    path, cfg = make_config(
-        {
-            "kafka": {"partitions": 1},
-            "aggregation": AGG,
-            "channels": FAST,
-            "training": {"enabled": False},
-        }
-    )
+    path, cfg = make_config(ONE_PARTITION)
     create_topics(cfg)
     worker = WorkerProcess(path, tmp_path).start()
     rng = random.Random(21)
@@ -238,14 +238,7 @@ def test_windows_equal_the_recomputation_once_after_grace_with_late_and_idle(
 def test_sigkill_mid_window_gives_one_record_per_window_with_the_same_values(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    path, cfg = make_config(
-        {
-            "kafka": {"partitions": 1},
-            "aggregation": AGG,
-            "channels": FAST,
-            "training": {"enabled": False},
-        }
-    )
+    path, cfg = make_config(ONE_PARTITION)
     create_topics(cfg)
     rng = random.Random(8)
     engines = ["e0", "e1", "e2"]

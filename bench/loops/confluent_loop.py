@@ -17,18 +17,15 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 
+from bench.loops import loop_args
+
 BATCH = 10_000
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--events", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=("raw", "parse"), default="raw")
-    args = parser.parse_args(argv)
+    args = loop_args(__doc__, argv, parser)
 
     validate = None
     if args.mode == "parse":

@@ -12,13 +12,13 @@ on PYTHONPATH for the Validator.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 from quixstreams import Application
 from quixstreams.sinks import BatchingSink, SinkBatch
 
+from bench.loops import loop_args
 from streams.validation import ValidationError, Validator
 
 
@@ -42,13 +42,7 @@ class LinesSink(BatchingSink):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--events", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args = loop_args(__doc__, argv)
 
     check = Validator().validate
 
