@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -15,19 +14,15 @@ from sinks.part_files import finished_name
 from streams import events
 from streams.config import JsonEngineConfig
 from streams.topics import create_topics, topic_name
+from tests import workers
 from tests.conftest import ConfigFactory
 
 TS = 1_764_300_000_000
 
 
 def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    """Bytes in and out: `cat` prints the lines exactly as they were published."""
+    return workers.cli(*args, stdin=stdin, text=False)
 
 
 def valid_lines(kind: str, count: int, seed: int = 1) -> list[bytes]:

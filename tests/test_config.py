@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from streams.config import ConfigError, load_config
+from tests.workers import cli
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -110,12 +109,7 @@ def test_bad_env_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cli_exits_2_without_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, "json_engine:\n  channels: {engine_execution: {buffer_size: -1}}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "topics", "list", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = cli("topics", "list", "--config", str(path))
     assert result.returncode == 2
     assert "buffer_size" in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from streams import local_kafka
+from tests.workers import cli
 
 PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT_2", "19192"))
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
 
 
 def java_pids_under(path: Path) -> list[int]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -11,6 +9,7 @@ from confluent_kafka import Consumer, Producer
 
 from streams.config import JsonEngineConfig
 from streams.topics import create_topics, list_topics, pipeline_topics
+from tests.workers import cli
 
 
 def test_produce_consume_round_trip(config: JsonEngineConfig) -> None:
@@ -51,20 +50,10 @@ def test_topics_create_twice_is_idempotent(config: JsonEngineConfig, config_file
             "dead-letter",
         )
     ]
-    first = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "topics", "create", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    first = cli("topics", "create", "--config", str(config_file))
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("created") == 7
-    second = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "topics", "create", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    second = cli("topics", "create", "--config", str(config_file))
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("exists") == 7
     listed = {t.name: t for t in list_topics(config)}

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from streams.topics import create_topics
 from streams.training import derive_sample, sample_id, tier_of
 from streams.validation import ValidationError, Validator
 from tests.conftest import ConfigFactory
-from tests.workers import READY, WorkerProcess, lines_of, produce, records, wait_for_lines
+from tests.workers import READY, WorkerProcess, cli, lines_of, produce, records, wait_for_lines
 
 T = Thresholds()
 
@@ -120,23 +118,7 @@ def test_export_formats_on_known_input(make_config: ConfigFactory, tmp_path: Pat
 
     def export(*args: str) -> pd.DataFrame:
         out = tmp_path / "export.jsonl"
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "streams.cli",
-                "export",
-                str(base),
-                "--config",
-                str(path),
-                "--out",
-                str(out),
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = cli("export", str(base), "--config", str(path), "--out", str(out), *args)
         assert result.returncode == 0, result.stderr
         return pd.read_json(out, lines=True) if out.stat().st_size else pd.DataFrame()
 
@@ -157,12 +139,7 @@ def test_export_formats_on_known_input(make_config: ConfigFactory, tmp_path: Pat
         {"prompt": "What is 2+2?", "chosen": "four", "rejected": "five"}
     ]
     assert len(export("--format", "dpo")) == 2
-    bad = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "export", str(base), "--format", "xml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = cli("export", str(base), "--format", "xml")
     assert bad.returncode == 2
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Producer
@@ -86,6 +87,20 @@ class WorkerProcess:
     def wait(self, timeout: float = 60) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
+
+
+def cli(
+    *args: str, stdin: bytes | str | None = None, text: bool = True, timeout: float = 240
+) -> subprocess.CompletedProcess[Any]:
+    """`json-engine ARGS…` in a child process, as a user runs it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=text,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def produce(
