@@ -164,15 +164,21 @@ class Cluster:
     def controller_port(self, i: int) -> int:
         return self.port + self.nodes + i
 
+    def recorded_pid(self, i: int) -> int | None:
+        """The PID `up` recorded for node i, if any."""
+        try:
+            return int(self.pid_file(i).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def running(self, i: int) -> bool:
+        pid = self.recorded_pid(i)
+        return pid is not None and _alive(pid)
+
     def pids(self) -> list[int]:
         """PIDs recorded by `up` whose process still runs."""
-        found = []
-        for i in range(self.nodes):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(self.pid_file(i).read_text())
-                if _alive(pid):
-                    found.append(pid)
-        return found
+        pids = (self.recorded_pid(i) for i in range(self.nodes))
+        return [pid for pid in pids if pid is not None and _alive(pid)]
 
     def properties(self, i: int) -> str:
         voters = ",".join(f"{n + 1}@127.0.0.1:{self.controller_port(n)}" for n in range(self.nodes))
@@ -351,7 +357,7 @@ def _wait_ready(cluster: Cluster) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if len(cluster.pids()) < cluster.nodes:
-            dead = next(i for i in range(cluster.nodes) if not _node_alive(cluster, i))
+            dead = next(i for i in range(cluster.nodes) if not cluster.running(i))
             log = _tail(cluster.log_file(dead))
             down(cluster)
             raise LocalKafkaError(
@@ -369,20 +375,12 @@ def _wait_ready(cluster: Cluster) -> None:
     )
 
 
-def _node_alive(cluster: Cluster, i: int) -> bool:
-    try:
-        return _alive(int(cluster.pid_file(i).read_text()))
-    except (OSError, ValueError):
-        return False
-
-
 def down(cluster: Cluster) -> list[int]:
     """Stop the processes this cluster recorded, by PID; wait until they exit."""
     stopped = []
     for i in range(cluster.nodes):
-        try:
-            pid = int(cluster.pid_file(i).read_text())
-        except (OSError, ValueError):
+        pid = cluster.recorded_pid(i)
+        if pid is None:
             continue
         if _alive(pid):
             _stop(pid)
