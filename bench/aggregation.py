@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from streams import events
-from streams.windows import WindowState, window_start
+from streams.aggregates.windows import WindowState, window_start
 
 WIDTH_MS = 60_000
 ENGINES = [f"engine-{i}" for i in range(8)]

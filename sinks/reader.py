@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from sinks.part_files import finished_files
+from sinks.files.part_files import finished_files
 
 
 def channel_dir(base_path: str | Path, filename: str) -> Path:

@@ -68,14 +68,32 @@ def kafka_up(
     port: PortOption = 9092,
     data_dir: DataDirOption = None,
     nodes: NodesOption = 1,
+    sasl_port: Annotated[
+        int | None,
+        typer.Option(
+            "--sasl-port",
+            min=1,
+            max=65535,
+            help="Also a SASL_SSL (SCRAM-SHA-256) listener on this port; its client settings "
+            "go to DATA_DIR/security.json.",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Provision (once, cached) and start Kafka; print the bootstrap address."""
     try:
-        cluster = local_kafka.up(port, data_dir, nodes)
+        cluster = local_kafka.up(port, data_dir, nodes, sasl_port)
     except local_kafka.LocalKafkaError as exc:
         raise fail(str(exc)) from None
     out.print(cluster.bootstrap, highlight=False)
+    if cluster.sasl_bootstrap is not None:
+        err.print(
+            f"SASL_SSL ({local_kafka.SASL_MECHANISM}, user {local_kafka.SASL_USERNAME}) on "
+            f"{cluster.sasl_bootstrap}; CA certificate {cluster.sasl_dir / 'ca.pem'}; client "
+            f"settings (a config for --config) in {cluster.security_file}",
+            highlight=False,
+            markup=False,
+        )
 
 
 @kafka_app.command("down")
@@ -151,7 +169,7 @@ def worker(
     ] = "json",
 ) -> None:
     """Run every enabled agent; workers with the same config share the partitions."""
-    from streams.worker import run_worker
+    from streams.worker.process import run_worker
 
     if log_format not in ("json", "text"):
         raise fail(f"--log-format must be json or text, not {log_format!r}", 2)

@@ -3,12 +3,20 @@
 Kafka's jars and their runtime dependencies come from Maven Central through `mvn`, once,
 into a cache directory; a start then only formats storage and launches the JVM.
 Each node runs broker and controller; `nodes=3` gives a three-node quorum.
+
+`sasl_port` adds a second client listener, SASL_SSL with SCRAM-SHA-256, beside the PLAINTEXT
+one (which the controllers and the brokers keep using among themselves): a CA and a broker
+certificate made with the JDK's keytool, one user whose password is generated once, and
+`security.json` in the data directory with the client settings (see `sasl_settings`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -16,7 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
@@ -24,6 +32,9 @@ LOG4J_VERSION = "2.24.3"
 SLF4J_VERSION = "2.0.16"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
+SASL_MECHANISM = "SCRAM-SHA-256"
+SASL_USERNAME = "json-engine"
+CERT_VALIDITY_DAYS = 3650
 
 KAFKA_ARTIFACTS = [
     f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}",
@@ -142,11 +153,14 @@ def resolve_jars(libs: Path, artifacts: list[str]) -> Path:
 @dataclass(frozen=True)
 class Cluster:
     """Where a local cluster lives: node i serves clients on port+i, its controller on
-    port+nodes+i; each node keeps data, log and PID under data_dir/node-i."""
+    port+nodes+i, SASL_SSL clients on sasl_port+i if sasl_port is set; each node keeps data,
+    log and PID under data_dir/node-i; the certificates and the password are under
+    data_dir/sasl."""
 
     port: int
     data_dir: Path
     nodes: int = 1
+    sasl_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -163,6 +177,25 @@ class Cluster:
 
     def controller_port(self, i: int) -> int:
         return self.port + self.nodes + i
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        if self.sasl_port is None:
+            return None
+        return ",".join(f"127.0.0.1:{self.sasl_port + i}" for i in range(self.nodes))
+
+    @property
+    def sasl_dir(self) -> Path:
+        return self.data_dir / "sasl"
+
+    @property
+    def security_file(self) -> Path:
+        return self.data_dir / "security.json"
+
+    def ports(self) -> list[int]:
+        """Every port the cluster listens on."""
+        sasl = [] if self.sasl_port is None else [self.sasl_port + i for i in range(self.nodes)]
+        return [*(self.port + i for i in range(2 * self.nodes)), *sasl]
 
     def recorded_pid(self, i: int) -> int | None:
         """The PID `up` recorded for node i, if any."""
@@ -183,17 +216,24 @@ class Cluster:
     def properties(self, i: int) -> str:
         voters = ",".join(f"{n + 1}@127.0.0.1:{self.controller_port(n)}" for n in range(self.nodes))
         replication = min(3, self.nodes)
+        advertised = f"PLAINTEXT://127.0.0.1:{self.port + i}"
+        listeners = f"{advertised},CONTROLLER://127.0.0.1:{self.controller_port(i)}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if self.sasl_port is not None:
+            listeners += f",SASL_SSL://127.0.0.1:{self.sasl_port + i}"
+            advertised += f",SASL_SSL://127.0.0.1:{self.sasl_port + i}"
+            protocols += ",SASL_SSL:SASL_SSL"
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 f"node.id={i + 1}",
                 f"controller.quorum.voters={voters}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port + i},"
-                f"CONTROLLER://127.0.0.1:{self.controller_port(i)}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port + i}",
+                f"listeners={listeners}",
+                f"advertised.listeners={advertised}",
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"listener.security.protocol.map={protocols}",
                 "inter.broker.listener.name=PLAINTEXT",
+                *self._sasl_properties(),
                 f"log.dirs={self.node_dir(i) / 'data'}",
                 f"offsets.topic.replication.factor={replication}",
                 f"transaction.state.log.replication.factor={replication}",
@@ -211,6 +251,24 @@ class Cluster:
                 "",
             ]
         )
+
+    def _sasl_properties(self) -> list[str]:
+        """The SASL_SSL listener's settings; its keystore must exist (`_ensure_tls`)."""
+        if self.sasl_port is None:
+            return []
+        store_password = (self.sasl_dir / "store.password").read_text().strip()
+        prefix = "listener.name.sasl_ssl."
+        return [
+            f"sasl.enabled.mechanisms={SASL_MECHANISM}",
+            f"{prefix}sasl.enabled.mechanisms={SASL_MECHANISM}",
+            f"{prefix}{SASL_MECHANISM.lower()}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}ssl.keystore.type=PKCS12",
+            f"{prefix}ssl.keystore.location={self.sasl_dir / 'broker.p12'}",
+            f"{prefix}ssl.keystore.password={store_password}",
+            f"{prefix}ssl.key.password={store_password}",
+            f"{prefix}ssl.client.auth=none",
+        ]
 
 
 def _alive(pid: int) -> bool:
@@ -267,12 +325,22 @@ def _java_command(libs: Path, heap_mb: int, *args: str) -> list[str]:
     ]
 
 
-def _format(cluster: Cluster, libs: Path, i: int, cluster_id: str, log4j: Path) -> None:
+def _format(cluster: Cluster, libs: Path, i: int, cluster_id: str, log4j: Path) -> bool:
+    """Write the node's properties; format its storage unless done before. True if formatted.
+
+    With a SASL listener, the user's SCRAM credential goes into the storage's first metadata
+    records (`--add-scram`), so it exists before any client connects.
+    """
     node = cluster.node_dir(i)
     props = node / "server.properties"
+    props.touch(mode=0o600)  # it holds the keystore's password when SASL is on
     props.write_text(cluster.properties(i))
     if (node / "data" / "meta.properties").exists():
-        return
+        return False
+    scram = []
+    if cluster.sasl_port is not None:
+        password = _sasl_password(cluster)
+        scram = ["--add-scram", f"{SASL_MECHANISM}=[name={SASL_USERNAME},password={password}]"]
     result = subprocess.run(
         _java_command(
             libs,
@@ -284,6 +352,7 @@ def _format(cluster: Cluster, libs: Path, i: int, cluster_id: str, log4j: Path) 
             cluster_id,
             "-c",
             str(props),
+            *scram,
         ),
         capture_output=True,
         text=True,
@@ -293,19 +362,109 @@ def _format(cluster: Cluster, libs: Path, i: int, cluster_id: str, log4j: Path) 
             f"formatting Kafka storage in {node} failed (exit {result.returncode}):\n"
             f"{(result.stdout + result.stderr).strip()[-2000:]}"
         )
+    return True
 
 
-def up(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> Cluster:
-    """Start the cluster unless it already answers; return when it serves metadata."""
-    cluster = Cluster(port, Path(data_dir or default_data_dir(port)).resolve(), nodes)
+def _private_file(path: Path, text: str) -> None:
+    """Write a secret readable by its owner only (created so, never widened in between)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _sasl_password(cluster: Cluster) -> str:
+    """The SASL user's password: generated once per data directory, then reused."""
+    path = cluster.sasl_dir / "password"
+    if not path.exists():
+        cluster.sasl_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_file(path, secrets.token_hex(16) + "\n")
+    return path.read_text().strip()
+
+
+# How the CA and the broker's certificate are made, in order; `{days}` is their validity.
+_KEYTOOL_STEPS = (
+    "-genkeypair -alias ca -keyalg RSA -keysize 2048 -validity {days}"
+    " -dname 'CN=json-engine local Kafka CA' -ext bc:c -ext KU:c=keyCertSign,cRLSign"
+    " -keystore ca.p12 -storetype PKCS12",
+    "-exportcert -rfc -alias ca -keystore ca.p12 -file ca.pem",
+    "-genkeypair -alias broker -keyalg RSA -keysize 2048 -validity {days} -dname CN=localhost"
+    " -keystore broker.p12 -storetype PKCS12",
+    "-certreq -alias broker -keystore broker.p12 -file broker.csr",
+    "-gencert -alias ca -keystore ca.p12 -infile broker.csr -outfile broker.pem -rfc"
+    " -validity {days} -ext SAN=IP:127.0.0.1,DNS:localhost"
+    " -ext KU=digitalSignature,keyEncipherment -ext EKU=serverAuth",
+    "-importcert -noprompt -alias ca -file ca.pem -keystore broker.p12",
+    "-importcert -alias broker -file broker.pem -keystore broker.p12",
+    "-importcert -noprompt -alias ca -file ca.pem -keystore truststore.p12 -storetype PKCS12",
+)
+
+
+def _ensure_tls(cluster: Cluster) -> None:
+    """A CA, and a broker certificate it signs for 127.0.0.1 and localhost, made once.
+
+    ca.pem is the CA in PEM for librdkafka's `ssl.ca.location`; broker.p12 is the broker's
+    keystore (key, certificate, CA); truststore.p12 holds the CA for Java clients. Their
+    password is in store.password. Made in a temporary directory, moved in when complete.
+    """
+    if (cluster.sasl_dir / "broker.p12").exists():
+        return
+    if shutil.which("keytool") is None:
+        raise LocalKafkaError(
+            "`keytool` is not on PATH: the SASL_SSL listener's certificate is made with the "
+            "JDK's keytool (Debian: apt-get install openjdk-17-jre-headless)."
+        )
+    cluster.sasl_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".tls-", dir=cluster.sasl_dir))
+    try:
+        _private_file(work / "store.password", secrets.token_hex(16) + "\n")
+        for step in _KEYTOOL_STEPS:
+            args = shlex.split(step.format(days=CERT_VALIDITY_DAYS))
+            result = subprocess.run(
+                ["keytool", *args, "-storepass:file", "store.password"],
+                cwd=work,
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                raise LocalKafkaError(
+                    f"keytool {args[0]} failed in {work} (exit {result.returncode}):\n"
+                    f"{(result.stdout + result.stderr).strip()[-2000:]}"
+                )
+        # broker.p12 last: its presence is what says the set is complete.
+        for name in ("store.password", "ca.p12", "ca.pem", "broker.pem", "truststore.p12"):
+            os.replace(work / name, cluster.sasl_dir / name)
+        os.replace(work / "broker.p12", cluster.sasl_dir / "broker.p12")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def up(
+    port: int = 9092,
+    data_dir: Path | None = None,
+    nodes: int = 1,
+    sasl_port: int | None = None,
+) -> Cluster:
+    """Start the cluster unless it already answers; return when it serves metadata.
+
+    With `sasl_port`, a cluster that runs without that SASL_SSL listener is restarted with it;
+    without, a running cluster is taken as it is.
+    """
+    cluster = Cluster(port, Path(data_dir or default_data_dir(port)).resolve(), nodes, sasl_port)
+    if sasl_port is not None:
+        plain = set(range(port, port + 2 * nodes))
+        if plain & set(range(sasl_port, sasl_port + nodes)):
+            raise LocalKafkaError(
+                f"--sasl-port {sasl_port} overlaps the PLAINTEXT and controller ports "
+                f"{port}-{port + 2 * nodes - 1}; choose another."
+            )
     running = cluster.pids()
     if len(running) == nodes and answers(cluster.bootstrap):
-        return cluster
+        configured = _configured_sasl_port(cluster)
+        if sasl_port is None or configured == sasl_port:
+            return replace(cluster, sasl_port=configured)
     if running:
         down(cluster)
-    busy = [
-        p for i in range(nodes) for p in (port + i, cluster.controller_port(i)) if _port_taken(p)
-    ]
+    busy = [p for p in cluster.ports() if _port_taken(p)]
     if busy:
         raise LocalKafkaError(
             f"cannot start Kafka on 127.0.0.1: port(s) {busy} are taken by another process. "
@@ -313,6 +472,10 @@ def up(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> Cluste
         )
     libs = provision()
     cluster.data_dir.mkdir(parents=True, exist_ok=True)
+    if sasl_port is None:
+        cluster.security_file.unlink(missing_ok=True)
+    else:
+        _ensure_tls(cluster)
     log4j = cluster.data_dir / "log4j2.yaml"
     log4j.write_text(_LOG4J2)
     id_file = cluster.data_dir / "cluster.id"
@@ -320,9 +483,10 @@ def up(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> Cluste
         id_file.write_text(_cluster_id())
     cluster_id = id_file.read_text().strip()
     heap = 512 if nodes == 1 else 384
+    formatted = []
     for i in range(nodes):
         cluster.node_dir(i).mkdir(parents=True, exist_ok=True)
-        _format(cluster, libs, i, cluster_id, log4j)
+        formatted.append(_format(cluster, libs, i, cluster_id, log4j))
     for i in range(nodes):
         with cluster.log_file(i).open("ab") as log:
             proc = subprocess.Popen(
@@ -340,7 +504,98 @@ def up(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> Cluste
             )
         cluster.pid_file(i).write_text(str(proc.pid))
     _wait_ready(cluster)
+    if sasl_port is not None:
+        if not all(formatted):  # storage made before SASL: no credential from --add-scram
+            _upsert_scram(cluster)
+        _private_file(
+            cluster.security_file,
+            json.dumps({"json_engine": {"kafka": _sasl_config(cluster)}}, indent=2) + "\n",
+        )
+        _wait_sasl_ready(cluster)
     return cluster
+
+
+def _configured_sasl_port(cluster: Cluster) -> int | None:
+    """The SASL_SSL port in node 0's server.properties as last written, if any."""
+    try:
+        text = (cluster.node_dir(0) / "server.properties").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("advertised.listeners="):
+            for listener in line.split("=", 1)[1].split(","):
+                if listener.startswith("SASL_SSL://"):
+                    return int(listener.rsplit(":", 1)[1])
+    return None
+
+
+def _sasl_config(cluster: Cluster) -> dict[str, str]:
+    """The `kafka` section of a json-engine config for the SASL_SSL listener."""
+    assert cluster.sasl_bootstrap is not None
+    return {
+        "bootstrap_servers": cluster.sasl_bootstrap,
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": SASL_MECHANISM,
+        "sasl_username": SASL_USERNAME,
+        "sasl_password": _sasl_password(cluster),
+        "ssl_ca_location": str(cluster.sasl_dir / "ca.pem"),
+    }
+
+
+def sasl_settings(data_dir: Path) -> dict[str, str]:
+    """The KafkaConfig settings (bootstrap_servers, security_protocol, sasl_*, ssl_ca_location)
+    of the SASL_SSL listener that `up(..., sasl_port=…)` started from `data_dir`."""
+    path = Path(data_dir).resolve() / "security.json"
+    try:
+        return json.loads(path.read_text())["json_engine"]["kafka"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise LocalKafkaError(
+            f"no SASL_SSL settings in {path} ({exc}): start the broker with "
+            f"`json-engine kafka up --sasl-port PORT --data-dir {data_dir}`"
+        ) from None
+
+
+def _upsert_scram(cluster: Cluster) -> None:
+    """Create (or reset) the user's SCRAM credential through the PLAINTEXT listener."""
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "log_level": 0})
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192)
+    upsert = UserScramCredentialUpsertion(SASL_USERNAME, info, _sasl_password(cluster).encode())
+    try:
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(30)
+    except Exception as exc:
+        down(cluster)
+        raise LocalKafkaError(f"could not create the SASL user {SASL_USERNAME}: {exc}") from None
+
+
+def _wait_sasl_ready(cluster: Cluster) -> None:
+    """Until a client with the settings of security.json gets metadata over SASL_SSL."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.config import KafkaConfig
+
+    errors: list[str] = []
+    settings = KafkaConfig(**_sasl_config(cluster)).client_config()
+    admin = AdminClient({**settings, "log_level": 0, "error_cb": lambda e: errors.append(e.str())})
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if len(admin.list_topics(timeout=2.0).brokers) >= cluster.nodes:
+                return
+        time.sleep(0.5)
+    down(cluster)
+    raise LocalKafkaError(
+        f"Kafka's SASL_SSL listener on {cluster.sasl_bootstrap} did not accept the "
+        f"credentials of {cluster.security_file} within {START_TIMEOUT_S:.0f} s; stopped it. "
+        f"Last client error: {errors[-1] if errors else '(none)'}"
+    )
 
 
 def _cluster_id() -> str:
@@ -420,6 +675,9 @@ def status(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> tu
             if pids
             else ("not started from this data directory")
         )
+        sasl = _configured_sasl_port(cluster) if pids else None
+        if sasl is not None and cluster.security_file.exists():
+            owner += f"; SASL_SSL on 127.0.0.1:{sasl}, client settings in {cluster.security_file}"
         return True, f"Kafka answers on {cluster.bootstrap} ({owner})"
     if pids:
         return False, f"Kafka process {pids} runs but does not answer on {cluster.bootstrap}"

@@ -314,8 +314,13 @@ class Publisher:
         return report
 
     def _on_client_error(self, err: KafkaError) -> None:
-        """librdkafka's client-level errors: kept to explain failures; fatal ones stop us."""
-        self._last_error = err
+        """librdkafka's client-level errors: kept to explain failures; fatal ones stop us.
+
+        "1/1 brokers are down" follows each failed connection and says less than the error
+        that ended it (refused, TLS, "SASL authentication error: Authentication failed …"),
+        so it never replaces one: the reason stays the one `DeliveryError` names."""
+        if err.code() != KafkaError._ALL_BROKERS_DOWN or self._last_error is None:
+            self._last_error = err
         if err.fatal():
             self._fatal = err
             log.error("Kafka producer failed fatally: %s", err.str())

@@ -19,7 +19,7 @@ TOPIC_SUFFIX = {
 ADMIN_TIMEOUT_S = 30.0
 # Every producer of json-engine hashes keys like Kafka's Java clients (and aiokafka): the
 # same key lands in the same partition whoever publishes it, which the per-partition
-# idempotence of the sinks and the co-partitioning of the aggregator rely on.
+# idempotence of the sinks relies on (the aggregates do not depend on it).
 PARTITIONER = "murmur2_random"
 
 
@@ -32,22 +32,29 @@ def pipeline_topics(config: JsonEngineConfig) -> dict[str, str]:
     return {channel: topic_name(config, channel) for channel in CHANNELS}
 
 
-def rekey_topic(config: JsonEngineConfig) -> str:
-    """Comparison observations re-keyed by engine_id (streams/rekey.py)."""
-    return f"{config.kafka.app_id}-comparisons-by-engine"
+def aggregates_partials_topic(config: JsonEngineConfig) -> str:
+    """Per-partition partials and stream-time marks, keyed by engine_id (the merge's input)."""
+    return f"{config.kafka.app_id}-aggregates-partials"
 
 
-def changelog_topic(config: JsonEngineConfig) -> str:
-    """The aggregator's state (streams/aggregator.py), compacted."""
-    return f"{config.kafka.app_id}-aggregates-changelog"
+def aggregates_state_topic(config: JsonEngineConfig) -> str:
+    """The aggregation's state (streams/aggregates/changelog.py), compacted: one partition per
+    input partition of each stage, so three times the configured partitions."""
+    return f"{config.kafka.app_id}-aggregates-state"
 
 
 def internal_topics(config: JsonEngineConfig) -> dict[str, dict[str, str]]:
     """The worker's own topics (they start with the prefix too) and their topic configs."""
     return {
-        rekey_topic(config): {},
-        changelog_topic(config): {"cleanup.policy": "compact", "segment.ms": "600000"},
+        aggregates_partials_topic(config): {},
+        aggregates_state_topic(config): {"cleanup.policy": "compact", "segment.ms": "600000"},
     }
+
+
+def topic_partitions(config: JsonEngineConfig, name: str) -> int:
+    if name == aggregates_state_topic(config):
+        return 3 * config.kafka.partitions
+    return config.kafka.partitions
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,9 @@ def admin_client(config: JsonEngineConfig) -> AdminClient:
     return AdminClient(config.kafka.client_config())
 
 
-def create_topics(config: JsonEngineConfig, names: list[str] | None = None) -> list[str]:
+def create_topics(
+    config: JsonEngineConfig, names: list[str] | None = None, timeout: float = ADMIN_TIMEOUT_S
+) -> list[str]:
     """Create the missing topics; return the names created. Existing ones are left as they are.
 
     Without `names`: the pipeline's topics and the worker's internal ones, all with the
@@ -73,16 +82,16 @@ def create_topics(config: JsonEngineConfig, names: list[str] | None = None) -> l
     new = [
         NewTopic(
             name,
-            num_partitions=config.kafka.partitions,
+            num_partitions=topic_partitions(config, name),
             replication_factor=config.kafka.replication_factor,
             config=internal.get(name, {}),
         )
         for name in wanted
     ]
     created = []
-    for name, future in admin.create_topics(new, request_timeout=ADMIN_TIMEOUT_S).items():
+    for name, future in admin.create_topics(new, request_timeout=timeout).items():
         try:
-            future.result(timeout=ADMIN_TIMEOUT_S)
+            future.result(timeout=timeout)
             created.append(name)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:

@@ -1,11 +1,10 @@
 """Training samples derived from comparisons (Contract → Training samples).
 
-Exactly once end to end by idempotence (streams/derived.py), not transactions: a sample's
-id is a UUIDv5 of its comparison_id, it is keyed by that id (so every copy lands in one
-partition), and the training-sample sink writes each sample_id once. The deriver reports a
-comparison offset as done only after the broker acknowledged its sample, and the worker
-commits the smallest offset that every reader of the comparison topic has made durable; a
-replay after SIGKILL re-derives the same ids, which the sink drops.
+Exactly once end to end by transaction (streams/worker/derived.py): a sample is published in
+the checkpoint transaction that commits its comparison's offset, so a replay after a crash
+never shows a second copy to the read-committed sink. Its id is a UUIDv5 of the comparison_id
+and it is keyed by that id, so a copy published by anyone else lands in the same partition,
+where the training-sample sink writes each sample_id once.
 """
 
 from __future__ import annotations
@@ -15,12 +14,12 @@ import uuid
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
 
 from streams.config import JsonEngineConfig, Thresholds
-from streams.derived import DerivingReader
 from streams.topics import topic_name
 from streams.validation import ValidationError, Validator
+from streams.worker.derived import DerivingReader
+from streams.worker.route import record_time
 
 log = logging.getLogger(__name__)
 SAMPLE_NAMESPACE = uuid.UUID("5b0c4d0e-2f43-4a8e-9a57-4d1d3c6a1e01")
@@ -67,10 +66,8 @@ def derive_sample(
 class TrainingDeriver(DerivingReader):
     """Reader of the comparison topic: derives, validates and publishes samples."""
 
-    def __init__(
-        self, config: JsonEngineConfig, validator: Validator, producer: Producer | None = None
-    ):
-        super().__init__(config, topic_name(config, "training_sample"), producer)
+    def __init__(self, config: JsonEngineConfig, validator: Validator):
+        super().__init__(topic_name(config, "training_sample"))
         self.thresholds = config.training.thresholds
         self.validator = validator
 
@@ -79,7 +76,7 @@ class TrainingDeriver(DerivingReader):
     ) -> list[tuple[bytes, bytes]]:
         if value is None:
             return []  # the comparison sink dead-letters it
-        sample = derive_sample(value, self.thresholds, record.timestamp)
+        sample = derive_sample(value, self.thresholds, record_time(record))
         if sample is None:
             return []
         try:

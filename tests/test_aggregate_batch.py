@@ -32,7 +32,7 @@ from sinks.aggregate_batch import (
     untimed_comparisons,
     window_ms,
 )
-from sinks.part_files import finished_name
+from sinks.files.part_files import finished_name
 from sinks.reader import read_dataframe
 from sinks.report import leaderboard, render_html
 from streams import events

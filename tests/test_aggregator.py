@@ -19,7 +19,7 @@ from confluent_kafka import Consumer
 from sinks.aggregate_batch import aggregate_frames
 from streams.publisher import Publisher
 from streams.topics import create_topics
-from streams.windows import WindowState
+from streams.aggregates.windows import WindowState
 from tests.conftest import ConfigFactory
 from tests.workers import READY, WorkerProcess, lines_of, records, wait_for_lines
 

@@ -116,10 +116,6 @@ def test_cli_exits_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_security_settings_reach_every_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    from faust import SASLCredentials
-
-    from streams.app import broker_credentials
-
     monkeypatch.setenv("JSON_ENGINE__KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     with pytest.raises(ConfigError, match="needs sasl_mechanism"):
         load_config()
@@ -134,8 +130,3 @@ def test_security_settings_reach_every_client(monkeypatch: pytest.MonkeyPatch) -
         "sasl.username": "u",
         "sasl.password": "p",
     }
-    credentials = broker_credentials(kafka)
-    assert isinstance(credentials, SASLCredentials)
-    assert credentials.username == "u" and str(credentials.mechanism.value) == "SCRAM-SHA-512"
-    monkeypatch.setenv("JSON_ENGINE__KAFKA__SECURITY_PROTOCOL", "PLAINTEXT")
-    assert broker_credentials(load_config().kafka) is None

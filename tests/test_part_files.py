@@ -1,11 +1,18 @@
-"""Part files without Kafka: checkpoint names, torn tails, recovery, rolling, readers."""
+"""Part files without Kafka: epochs, checkpoints, roll-forward by copy, zombies, readers."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from sinks.part_files import PartitionWriter, finished_files, finished_name
+import pytest
+
+from sinks.files.part_files import (
+    IN_PROGRESS_DIR,
+    PartitionWriter,
+    finished_files,
+    finished_name,
+)
 from sinks.reader import iter_lines, read_dataframe, read_records
 
 
@@ -17,59 +24,129 @@ def visible(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
 
 
-def test_batches_checkpoint_then_finish(tmp_path: Path) -> None:
-    writer = PartitionWriter(tmp_path, 2, roll_bytes=1 << 20, roll_seconds=60)
-    assert writer.recover() is None
-    writer.append(lines('{"a":1}', '{"a":2}'), 10, 11)
-    writer.append(lines('{"a":3}'), 12, 14)  # offset 13 was a dead letter: covered, no line
+def writer(directory: Path, partition: int = 2, epoch: int = 1, **kw: float) -> PartitionWriter:
+    w = PartitionWriter(
+        directory,
+        partition,
+        epoch,
+        roll_bytes=int(kw.get("roll_bytes", 1 << 20)),
+        roll_seconds=kw.get("roll_seconds", 60),
+    )
+    return w
+
+
+def test_lines_count_only_once_committed_then_finish(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.recover(None)
+    w.append(lines('{"a":1}', '{"a":2}'), 10, 11)
+    w.append(lines('{"a":3}'), 12, 14)  # offset 13 was a dead letter: covered, no line
     assert visible(tmp_path) == []  # in progress is hidden
-    hidden = [p.name for p in tmp_path.iterdir()]
-    assert hidden == [".p002-000000000010-000000000014-24.inprogress"]
-    writer.finish()
+    checkpoint = w.checkpoint()
+    assert checkpoint is not None and (checkpoint.size, checkpoint.last) == (24, 14)
+    assert checkpoint.first == 10
+    with pytest.raises(RuntimeError, match="uncommitted"):
+        w.finish()
+    w.committed()
+    w.finish()
     assert visible(tmp_path) == [finished_name(2, 10, 14)]
     assert list(iter_lines(tmp_path)) == [b'{"a":1}', b'{"a":2}', b'{"a":3}']
+    assert os.listdir(tmp_path / IN_PROGRESS_DIR) == []
 
 
-def test_roll_by_size_and_age(tmp_path: Path) -> None:
-    writer = PartitionWriter(tmp_path, 0, roll_bytes=16, roll_seconds=5)
-    writer.recover()
-    writer.append(lines('{"a":1}'), 0, 0)  # 8 bytes
+def test_roll_by_size_and_age_after_commit(tmp_path: Path) -> None:
+    w = writer(tmp_path, 0, roll_bytes=16, roll_seconds=5)
+    w.recover(None)
+    w.append(lines('{"a":1}'), 0, 0)  # 8 bytes
+    w.committed()
     assert visible(tmp_path) == []
-    writer.append(lines('{"a":2}'), 1, 1)  # 16 bytes: rolls
+    w.append(lines('{"a":2}'), 1, 1)  # 16 bytes: rolls once committed
+    assert visible(tmp_path) == []
+    w.committed()
     assert visible(tmp_path) == [finished_name(0, 0, 1)]
-    writer.append(lines('{"a":3}'), 2, 2)
-    assert not writer.due(writer._opened_at + 4.9)
-    assert writer.due(writer._opened_at + 5)
+    w.append(lines('{"a":3}'), 2, 2)
+    assert not w.due(w._opened_at + 10)  # uncommitted bytes never roll
+    w.committed()
+    assert not w.due(w._opened_at + 4.9)
+    assert w.due(w._opened_at + 5)
 
 
-def test_recovery_truncates_torn_tail_and_resumes(tmp_path: Path) -> None:
-    writer = PartitionWriter(tmp_path, 1, roll_bytes=1 << 20, roll_seconds=60)
-    writer.recover()
-    writer.append(lines('{"a":1}'), 0, 0)
-    # A crash in the middle of the next batch: bytes written, checkpoint name not yet updated.
-    os.write(writer._fd, b'{"a":2}\n{"a"')  # type: ignore[arg-type]
-    # Another partition's leftovers are not this writer's business.
-    (tmp_path / ".p007-000000000000.new").write_bytes(b"x")
-    fresh = PartitionWriter(tmp_path, 1, roll_bytes=1 << 20, roll_seconds=60)
-    assert fresh.recover() == 1
+def test_new_owner_rolls_forward_only_the_committed_bytes(tmp_path: Path) -> None:
+    old = writer(tmp_path, 1, epoch=3)
+    old.recover(None)
+    old.append(lines('{"a":1}'), 0, 0)
+    committed = old.checkpoint()
+    old.committed()
+    old.append(lines('{"a":2}'), 1, 1)  # written, never committed (the worker froze here)
+    new = writer(tmp_path, 1, epoch=4)
+    new.recover(committed)
     assert visible(tmp_path) == [finished_name(1, 0, 0)]
     assert list(iter_lines(tmp_path)) == [b'{"a":1}']
-    assert (tmp_path / ".p007-000000000000.new").exists()
+    assert os.listdir(tmp_path / IN_PROGRESS_DIR) == []
 
 
-def test_recovery_drops_never_checkpointed_file(tmp_path: Path) -> None:
-    (tmp_path / ".p004-000000000050.new").write_bytes(b'{"half"')
+def test_a_zombie_descriptor_never_reaches_a_finished_file(tmp_path: Path) -> None:
+    zombie = writer(tmp_path, 5, epoch=1)
+    zombie.recover(None)
+    zombie.append(lines('{"z":1}'), 0, 0)
+    committed = zombie.checkpoint()
+    zombie.committed()
+    writer(tmp_path, 5, epoch=2).recover(committed)  # the partition moved while it was frozen
+    zombie.append(lines('{"z":2}'), 1, 1)  # it wakes and writes on: an unlinked inode
+    zombie.committed()  # (its commit would be refused; even so) its finish cannot publish
+    zombie.finish()
+    assert list(iter_lines(tmp_path)) == [b'{"z":1}']
+    assert visible(tmp_path) == [finished_name(5, 0, 0)]
+
+
+def test_recovery_deletes_older_epochs_and_never_touches_newer(tmp_path: Path) -> None:
+    spool = tmp_path / IN_PROGRESS_DIR
+    spool.mkdir()
+    (spool / "p003-0000000001-000000000000.part").write_bytes(b'{"old"')
+    (spool / "p003-0000000009-000000000050.part").write_bytes(b'{"newer owner"')
+    (spool / "p004-0000000001-000000000000.part").write_bytes(b'{"other partition"')
+    writer(tmp_path, 3, epoch=5).recover(None)
+    assert sorted(os.listdir(spool)) == [
+        "p003-0000000009-000000000050.part",
+        "p004-0000000001-000000000000.part",
+    ]
+
+
+def test_a_committed_file_already_finished_is_left_alone(tmp_path: Path) -> None:
+    w = writer(tmp_path, 0, epoch=1)
+    w.recover(None)
+    w.append(lines('{"a":1}'), 7, 7)
+    committed = w.checkpoint()
+    w.committed()
+    w.finish()
+    writer(tmp_path, 0, epoch=2).recover(committed)
+    assert visible(tmp_path) == [finished_name(0, 7, 7)]
+
+
+def test_a_missing_committed_file_is_an_error(tmp_path: Path) -> None:
+    w = writer(tmp_path, 0, epoch=1)
+    w.recover(None)
+    w.append(lines('{"a":1}'), 0, 0)
+    committed = w.checkpoint()
+    os.unlink(tmp_path / IN_PROGRESS_DIR / committed.file)  # type: ignore[union-attr]
+    with pytest.raises(OSError, match="missing"):
+        writer(tmp_path, 0, epoch=2).recover(committed)
+
+
+def test_legacy_part_files_are_finished_on_upgrade(tmp_path: Path) -> None:
+    (tmp_path / ".p004-000000000050-000000000051-8.inprogress").write_bytes(b'{"a":5}\n{"torn')
+    (tmp_path / ".p004-000000000052.new").write_bytes(b'{"half"')
     (tmp_path / finished_name(4, 0, 49)).write_bytes(lines('{"a":1}'))
-    writer = PartitionWriter(tmp_path, 4, roll_bytes=1 << 20, roll_seconds=60)
-    assert writer.recover() == 50
-    assert sorted(p.name for p in tmp_path.iterdir()) == [finished_name(4, 0, 49)]
+    assert writer(tmp_path, 4).recover_legacy() == 52
+    assert sorted(os.listdir(tmp_path)) == [finished_name(4, 0, 49), finished_name(4, 50, 51)]
+    assert list(iter_lines(tmp_path)) == [b'{"a":1}', b'{"a":5}']
 
 
 def test_readers_order_by_partition_then_offset_and_ignore_hidden(tmp_path: Path) -> None:
     (tmp_path / finished_name(1, 5, 9)).write_bytes(lines('{"p":1,"o":5}'))
     (tmp_path / finished_name(0, 10, 19)).write_bytes(lines('{"p":0,"o":10}'))
     (tmp_path / finished_name(0, 0, 9)).write_bytes(lines('{"p":0,"o":0}', '{"p":0,"o":1}'))
-    (tmp_path / ".p000-000000000020-000000000021-8.inprogress").write_bytes(lines('{"x":1}'))
+    (tmp_path / IN_PROGRESS_DIR).mkdir()
+    (tmp_path / IN_PROGRESS_DIR / "p000-0000000001-000000000020.part").write_bytes(b'{"x":1}\n')
     (tmp_path / "notes.txt").write_text("not a part file")
     assert [f.first for f in finished_files(tmp_path)] == [0, 10, 5]
     assert [(r["p"], r["o"]) for r in read_records(tmp_path)] == [(0, 0), (0, 1), (0, 10), (1, 5)]
@@ -79,7 +156,7 @@ def test_readers_order_by_partition_then_offset_and_ignore_hidden(tmp_path: Path
 
 
 def test_a_line_break_inside_a_value_cannot_split_a_line() -> None:
-    from streams.sink import _jsonl
+    from streams.worker.sink import _jsonl
 
     assert _jsonl([b'{"a":1}', b'{"b":2}']) == b'{"a":1}\n{"b":2}\n'
     assert _jsonl([b'{"a":\n1}', b'{\r\n"b":2}']) == b'{"a": 1}\n{  "b":2}\n'

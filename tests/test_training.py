@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from sinks.export import dpo_rows
-from sinks.part_files import finished_name
+from sinks.files.part_files import finished_name
 from streams import events
 from streams.config import Thresholds
 from streams.publisher import Publisher

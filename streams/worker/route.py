@@ -13,7 +13,7 @@ import orjson
 
 from streams.validation import ValidationError, Validator
 
-# A consumed record (aiokafka's ConsumerRecord: offset, value, key, timestamp) and what
+# A consumed record (confluent-kafka's Message: offset(), value(), key(), timestamp()) and what
 # validation made of it: the parsed value or the error, not both. A plain tuple: one is built
 # per record, and a NamedTuple cost ~1 µs more each (bench/RESULTS.md).
 Parsed = tuple[Any, dict[str, Any] | None, ValidationError | None]
@@ -21,6 +21,12 @@ Parsed = tuple[Any, dict[str, Any] | None, ValidationError | None]
 
 class Reader(Protocol):
     def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None: ...
+
+
+def record_time(record: Any) -> int | None:
+    """The Kafka record timestamp in epoch ms, if the record has one."""
+    kind, ts = record.timestamp()
+    return ts if kind else None
 
 
 class TopicRoute:
@@ -38,7 +44,7 @@ class TopicRoute:
             reader.on_parsed(partition, items)
 
     def _parse(self, record: Any) -> Parsed:
-        value = record.value
+        value = record.value()
         if value is None:
             return (record, None, ValidationError("invalid_json", "record has no value"))
         try:

@@ -60,6 +60,21 @@ class WindowState:
             self.quality_count += 1
             self.quality_sum += quality
 
+    def merge(self, other: WindowState) -> None:
+        """Add another partition's partial of the same window: every field merges exactly
+        (DDSketch bins add up), so the order partials arrive in does not matter."""
+        self.count += other.count
+        self.success_count += other.success_count
+        self.latency_min = min(self.latency_min, other.latency_min)
+        self.latency_max = max(self.latency_max, other.latency_max)
+        self.latency_sum += other.latency_sum
+        if other.count:
+            self.sketch.merge(other.sketch)
+        self.quality_count += other.quality_count
+        self.quality_sum += other.quality_sum
+        self.comparisons += other.comparisons
+        self.wins += other.wins
+
     def record(self, engine_id: str, start: int, width_ms: int) -> dict[str, Any]:
         """The aggregated_stats record (Contract → Aggregates).
 

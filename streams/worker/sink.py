@@ -1,10 +1,11 @@
-"""A channel's sink: validates batches of records and makes them durable lines, exactly once.
+"""A channel's sink: validated batches of one topic become lines in part files.
 
-This is the one place that decides what is done. A record counts as done only when its line
-is fsynced inside a checkpointed part file (or its dead letter is acknowledged by the broker),
-and the next offset to read is what the files prove (`PartitionWriter.recover`), not what
-Kafka has committed: Kafka commits are only a hint that saves re-reading. Records below the
-proven offset are dropped, so a replay after SIGKILL or a rebalance writes nothing twice.
+The sink writes and fsyncs; it does not decide what is done. A line counts once the
+checkpoint that names its file and size is committed with the consumer offsets in one Kafka
+transaction (streams/worker/checkpoint.py); until then it sits in the writer's own hidden
+file. A new owner of a partition rolls forward exactly what the committed checkpoint names
+(sinks/files/part_files.py), so a replay never writes a line twice and a zombie's writes
+never become visible.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 
 import orjson
 
-from sinks.part_files import PartitionWriter, finished_files
+from sinks.files.part_files import Checkpoint, PartitionWriter, finished_files
 from streams.config import ChannelConfig
-from streams.dead_letter import DeadLetterPolicy
-from streams.route import Parsed
 from streams.validation import ValidationError
+from streams.worker.dead_letter import DeadLetterPolicy
+from streams.worker.route import Parsed
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ class ChannelSink:
         config: ChannelConfig,
         base_path: Path,
         dead_letters: DeadLetterPolicy,
-        owns: Callable[[int], bool] = lambda _p: True,
         dedupe_key: Callable[[dict[str, Any]], str] | None = None,
     ):
         self.channel = channel
@@ -69,41 +69,92 @@ class ChannelSink:
         self.config = config
         self.directory = base_path / config.directory
         self.dead_letters = dead_letters
-        self.owns = owns
         self.counters = SinkCounters()
         self.flush_durations: list[float] = []  # drained into the metrics by the worker
         self._writers: dict[int, PartitionWriter] = {}
-        self._next: dict[int, int | None] = {}
         self._pending: dict[int, _Pending] = {}
         self._waiting = 0
         self._first_at: float | None = None
         self.dedupe_key = dedupe_key
         self._seen: dict[int, set[str]] = {}
-        self.closed = False
+
+    # -- partitions --------------------------------------------------------------------------
+
+    def assign(self, partition: int, epoch: int, checkpoint: Checkpoint | None) -> None:
+        """The partition is ours in `epoch`: roll forward its committed file, drop older ones."""
+        writer = PartitionWriter(
+            self.directory, partition, epoch, self.config.roll_bytes, self.config.roll_seconds
+        )
+        try:
+            writer.recover(checkpoint)
+        except OSError as exc:
+            raise SinkWriteError(
+                f"{self.channel}: cannot recover part files of partition {partition} in "
+                f"{self.directory} (do all workers share output.base_path?): {exc}"
+            ) from exc
+        self._writers[partition] = writer
+        if self.dedupe_key is not None:
+            self._load_seen(partition)
+        log.info("%s: partition %d recovered (owner epoch %d)", self.channel, partition, epoch)
+
+    def legacy_recover(self, partition: int) -> int | None:
+        """Finish part files of the layout before fenced checkpoints (an upgrade); return the
+        next offset they prove, if they hold any of the partition."""
+        writer = PartitionWriter(self.directory, partition, 0, 0, 0)
+        try:
+            return writer.recover_legacy()
+        except OSError as exc:
+            raise SinkWriteError(f"{self.channel}: cannot finish older part files: {exc}") from exc
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """After the last checkpoint of partitions that move: finish their files, forget them."""
+        for partition in partitions:
+            writer = self._writers.pop(partition, None)
+            if writer is not None:
+                try:
+                    writer.finish()
+                except (OSError, RuntimeError) as exc:  # the next owner rolls it forward
+                    log.warning("%s: partition %d not finished: %s", self.channel, partition, exc)
+                    writer.abandon()
+            self._forget(partition)
+
+    def lose(self, partitions: Iterable[int]) -> None:
+        """Partitions taken away without a checkpoint: keep nothing, publish nothing."""
+        for partition in partitions:
+            writer = self._writers.pop(partition, None)
+            if writer is not None:
+                writer.abandon()
+            self._forget(partition)
+
+    def _forget(self, partition: int) -> None:
+        pending = self._pending.pop(partition, None)
+        if pending is not None:
+            self._waiting -= len(pending.lines)
+        self._seen.pop(partition, None)
+        if not self._pending:
+            self._waiting, self._first_at = 0, None
+
+    @property
+    def partitions(self) -> list[int]:
+        return list(self._writers)
 
     # -- input -------------------------------------------------------------------------------
 
     def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
-        """Take one fetched batch of a partition; flush when `buffer_size` records wait."""
-        if self.closed or not self.owns(partition):
-            return  # not ours (any more): the owner reads them from its proven offset
+        """Take one fetched batch of a partition."""
         if partition not in self._writers:
-            self._recover(partition)
-        start = self._next[partition]
+            return  # not assigned here (a record fetched before a revocation)
         pending = self._pending.setdefault(partition, _Pending())
         validate = self.config.validate_
         counters = self.counters
         for record, parsed, error in items:
-            offset = record.offset
-            if start is not None and offset < start:
-                counters.duplicates_dropped += 1
-                continue
+            offset = record.offset()
             counters.received += 1
             if pending.first < 0:
                 pending.first = offset
             pending.last = offset
             self._waiting += 1
-            value = record.value
+            value = record.value()
             if validate and error is not None:
                 counters.invalid += 1
                 self._reject(partition, offset, error, value)
@@ -117,8 +168,6 @@ class ChannelSink:
             pending.lines.append(value)
         if self._waiting and self._first_at is None:
             self._first_at = time.monotonic()
-        if self._waiting >= self.config.buffer_size:
-            self.flush()
 
     def _seen_before(self, partition: int, value: bytes, parsed: dict[str, Any] | None) -> bool:
         """Idempotence by record id (sample_id…): a second copy is covered but not written."""
@@ -153,43 +202,23 @@ class ChannelSink:
             return
         self.dead_letters.reject(self.channel, self.topic, partition, offset, exc, value)
 
-    def _recover(self, partition: int) -> None:
-        writer = PartitionWriter(
-            self.directory, partition, self.config.roll_bytes, self.config.roll_seconds
-        )
-        try:
-            self._next[partition] = writer.recover()
-        except OSError as exc:
-            raise SinkWriteError(
-                f"{self.channel}: cannot recover part files of partition {partition} in "
-                f"{self.directory}: {exc}"
-            ) from exc
-        self._writers[partition] = writer
-        if self.dedupe_key is not None:
-            self._load_seen(partition)
-        log.info(
-            "%s: partition %d resumes at offset %s (from files)",
-            self.channel,
-            partition,
-            self._next[partition],
-        )
-
     # -- output ------------------------------------------------------------------------------
 
     def due(self, now: float) -> bool:
-        return self._first_at is not None and now - self._first_at >= self.config.auto_flush_seconds
+        """A checkpoint is due: `buffer_size` records wait, or the oldest for too long."""
+        return self._waiting >= self.config.buffer_size or (
+            self._first_at is not None and now - self._first_at >= self.config.auto_flush_seconds
+        )
 
     def flush(self) -> None:
-        """Make every waiting record durable: dead letters acknowledged first, then lines."""
+        """Write and fsync every waiting line; what counts is decided by the commit after."""
         if not self._waiting:
             return
         started = time.perf_counter()
-        self.dead_letters.flush()
-        for partition in list(self._pending):
-            pending = self._pending[partition]
-            if pending.first >= 0:
+        for partition, pending in self._pending.items():
+            if pending.lines:
                 self._write(partition, pending)
-            del self._pending[partition]  # written: a retry after a later failure skips it
+        self._pending.clear()
         self.counters.batches += 1
         self.flush_durations.append(time.perf_counter() - started)
         self._waiting = 0
@@ -200,50 +229,26 @@ class ChannelSink:
         try:
             self._writers[partition].append(data, pending.first, pending.last)
         except OSError as exc:
-            self._writers[partition].abandon()
             raise SinkWriteError(
                 f"{self.channel}: writing {len(data)} bytes for partition {partition} to "
-                f"{self.directory} failed: {exc}; nothing past offset "
-                f"{(self._next[partition] or 0) - 1} is marked done"
+                f"{self.directory} failed: {exc}; nothing after the last checkpoint counts"
             ) from exc
-        self._next[partition] = pending.last + 1
         self.counters.written += len(pending.lines)
         self.counters.bytes += len(data)
+
+    def checkpoints(self) -> dict[int, Checkpoint | None]:
+        """partition → its open file as the next commit records it."""
+        return {p: w.checkpoint() for p, w in self._writers.items()}
+
+    def committed(self) -> None:
+        """The checkpoint was committed: files may roll now."""
+        for writer in self._writers.values():
+            writer.committed()
 
     def roll_due(self, now: float) -> None:
         for writer in self._writers.values():
             if writer.due(now):
                 writer.finish()
-
-    def assign(self, partitions: Iterable[int]) -> None:
-        """Partitions now ours: finish what a previous owner left, even if no record comes."""
-        for partition in partitions:
-            if partition not in self._writers:
-                self._recover(partition)
-
-    def release(self, partitions: Iterable[int]) -> None:
-        """Before partitions move to another worker: flush, finish their files, forget them."""
-        try:
-            self.flush()
-        finally:  # a failed partition's writer is abandoned; the others' files are whole
-            for partition in partitions:
-                writer = self._writers.pop(partition, None)
-                if writer is not None:
-                    writer.finish()
-                self._next.pop(partition, None)
-                self._seen.pop(partition, None)
-
-    def close(self) -> None:
-        """Graceful stop: everything waiting is written and every file finished."""
-        if self.closed:
-            return
-        self.release(list(self._writers))
-        self.closed = True
-
-    @property
-    def done(self) -> dict[int, int]:
-        """partition → next offset to read, as the files prove it."""
-        return {p: n for p, n in self._next.items() if n is not None}
 
 
 def _jsonl(values: list[bytes]) -> bytes:

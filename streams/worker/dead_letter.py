@@ -2,8 +2,8 @@
 
 `validation.on_invalid`:
 - `dead_letter` publishes a dead_letter record (original payload, where it came from, why)
-  to the dead-letter topic and waits for the broker's acknowledgement before the caller may
-  treat the source offset as done: a dead letter is never lost silently;
+  to the dead-letter topic in the same Kafka transaction that commits the source offset
+  (streams/worker/checkpoint.py): a dead letter is never lost, and never published twice;
 - `skip` logs and counts;
 - `fail` raises `InvalidRecordError`, which stops the worker with a non-zero exit.
 """
@@ -12,25 +12,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaException, Producer
 
 from streams.config import JsonEngineConfig
-from streams.topics import PARTITIONER, topic_name
+from streams.topics import topic_name
 from streams.validation import ValidationError
+from streams.worker.outbox import Outgoing
 
 log = logging.getLogger(__name__)
-DELIVERY_TIMEOUT_S = 60.0
 
 
 class InvalidRecordError(Exception):
     """An invalid record under `on_invalid: fail`."""
-
-
-class DeadLetterError(Exception):
-    """Dead letters could not be delivered; the source offsets must not be marked done."""
 
 
 def dead_letter_record(
@@ -62,15 +58,13 @@ def dead_letter_record(
 
 
 class DeadLetterPolicy:
-    """Applies `on_invalid` to invalid records, in batches, with delivery confirmed."""
+    """Applies `on_invalid` to invalid records; dead letters wait for the next checkpoint."""
 
-    def __init__(self, config: JsonEngineConfig, producer: Producer | None = None):
+    def __init__(self, config: JsonEngineConfig):
         self.mode = config.validation.on_invalid
         self.limit = config.validation.max_dead_letter_payload_bytes
         self.topic = topic_name(config, "dead_letter")
         self.counts: dict[str, int] = {}
-        self._producer = producer
-        self._client_config = config.kafka.client_config()
         self._pending: list[bytes] = []
 
     def reject(
@@ -93,49 +87,12 @@ class DeadLetterPolicy:
         record = dead_letter_record(channel, topic, partition, offset, error, payload, self.limit)
         self._pending.append(orjson.dumps(record))
 
-    def flush(self) -> None:
-        """Deliver the queued dead letters; raise DeadLetterError unless all were acknowledged."""
-        if not self._pending:
-            return
-        producer = self._get_producer()
-        failures: list[str] = []
+    def drain(self) -> Iterator[Outgoing]:
+        """The queued dead letters, for the checkpoint's transaction (none stays queued)."""
+        pending, self._pending = self._pending, []
+        for value in pending:
+            yield (self.topic, None, value, None)
 
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        for value in self._pending:
-            self._produce(producer, value, on_delivery)
-        remaining = producer.flush(DELIVERY_TIMEOUT_S)
-        if remaining or failures:
-            raise DeadLetterError(
-                f"{len(failures) + remaining} of {len(self._pending)} dead letters to "
-                f"{self.topic} were not acknowledged: {failures[:3] or 'timed out'}"
-            )
-        log.info("published %d dead letters to %s", len(self._pending), self.topic)
+    def reset(self) -> None:
+        """A rolled-back checkpoint: the records are read again and rejected again."""
         self._pending.clear()
-
-    def _produce(self, producer: Producer, value: bytes, on_delivery: Any) -> None:
-        while True:
-            try:
-                producer.produce(self.topic, value, on_delivery=on_delivery)
-                return
-            except BufferError:
-                producer.poll(0.1)
-            except KafkaException as exc:
-                raise DeadLetterError(f"cannot publish dead letter to {self.topic}: {exc}") from exc
-
-    def _get_producer(self) -> Producer:
-        if self._producer is None:
-            self._producer = Producer(
-                {
-                    **self._client_config,
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "compression.type": "zstd",
-                    "partitioner": PARTITIONER,
-                    "linger.ms": 5,
-                    "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000) - 5000,
-                }
-            )
-        return self._producer

@@ -1,0 +1,120 @@
+"""Per-engine windowed aggregates, by event time, exactly once per (engine_id, window_start).
+
+Two phases (Flink's local/global aggregation): each execution and comparison partition folds
+its own records into mergeable partials by its own stream time (streams/aggregates/local.py);
+the partials travel, keyed by engine_id, through `<prefix>worker-aggregates-partials` to a
+merge per engine (streams/aggregates/merge.py), which emits a window once every input
+partition has closed it. No record is re-produced: only one partial per (engine, window,
+partition), and marks. All state is in `<prefix>worker-aggregates-state` (compacted) and is
+written, with the partials and the emitted records, in the worker's checkpoint transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from streams.aggregates.local import (
+    LocalFold,
+    comparison_observations,
+    execution_observations,
+    late_error,
+)
+from streams.aggregates.merge import Merge
+from streams.config import JsonEngineConfig
+from streams.topics import aggregates_partials_topic, topic_name
+from streams.validation import ValidationError
+from streams.worker.dead_letter import DeadLetterPolicy
+from streams.worker.outbox import Outgoing
+
+log = logging.getLogger(__name__)
+
+
+class Aggregator:
+    """The aggregation's three readers, their partitions, and what they hand to a checkpoint."""
+
+    def __init__(self, config: JsonEngineConfig, dead_letters: DeadLetterPolicy):
+        self.config = config
+        self.dead_letters = dead_letters
+        self.checkpoint_seconds = config.aggregation.checkpoint_seconds
+        self.grace_ms = round(config.aggregation.grace_seconds * 1000)
+        self.late_events = 0
+        exec_topic = topic_name(config, "engine_execution")
+        cmp_topic = topic_name(config, "comparison_result")
+        self.executions = LocalFold(
+            config,
+            "executions",
+            exec_topic,
+            "engine_execution",
+            execution_observations,
+            self._reject_late,
+        )
+        self.comparisons = LocalFold(
+            config,
+            "comparisons",
+            cmp_topic,
+            "comparison_result",
+            comparison_observations,
+            self._reject_late,
+        )
+        self.partials_topic = aggregates_partials_topic(config)
+        self.merge = Merge(config, self._late_partial)
+        self.readers: dict[str, Any] = {
+            exec_topic: self.executions,
+            cmp_topic: self.comparisons,
+            self.partials_topic: self.merge,
+        }
+        self._checkpoint_at = time.monotonic()
+
+    @property
+    def windows_emitted(self) -> int:
+        return self.merge.windows_emitted
+
+    def assign(self, topic: str, partition: int) -> None:
+        """After the partition's committed offset was fetched (which waits for any transaction
+        still open on it): restore its state as committed."""
+        reader = self.readers.get(topic)
+        if reader is not None:
+            reader.assign(partition)
+
+    def release(self, topic: str, partition: int) -> None:
+        reader = self.readers.get(topic)
+        if reader is not None:
+            reader.release(partition)
+
+    def reset(self) -> None:
+        """A rolled-back checkpoint: every partition is restored again before reading on."""
+        for reader in self.readers.values():
+            reader.states.clear()
+
+    def due(self, now: float) -> bool:
+        return now - self._checkpoint_at >= self.checkpoint_seconds
+
+    def drain(self) -> Iterator[Outgoing]:
+        now = time.monotonic()
+        self._checkpoint_at = now
+        yield from self.executions.drain(now)
+        yield from self.comparisons.drain(now)
+        yield from self.merge.drain()
+
+    def _reject_late(self, channel: str, topic: str, partition: int, record: Any, start: int):
+        self.late_events += 1
+        offset = record.offset()
+        log.warning("late event at %s[%d]@%d: window %d closed", topic, partition, offset, start)
+        error = late_error(start, self.grace_ms)
+        self.dead_letters.reject(channel, topic, partition, offset, error, record.value())
+
+    def _late_partial(self, partition: int, record: Any) -> None:
+        self.late_events += 1
+        error = ValidationError("late", "late: partial of a window already emitted (idle input)")
+        log.warning("late partial at %s[%d]@%d", self.partials_topic, partition, record.offset())
+        self.dead_letters.reject(
+            "aggregated_stats",
+            self.partials_topic,
+            partition,
+            record.offset(),
+            error,
+            record.value(),
+        )

@@ -1,0 +1,232 @@
+"""Phase one of the aggregation: each input partition folds its own records into partials.
+
+Stream time is per partition, as in Kafka Streams: the largest event time seen so far in
+offset order. A record whose window ended `grace` or more before the stream time is late
+(counted and dead-lettered with reason `late`); any other is added to the partial of its
+(engine_id, window). Once stream time passes a window's end plus grace, no record of this
+partition can change it any more: the partial is sent to the merge stage (streams/aggregates/
+merge.py) through the partials topic, keyed by engine_id, followed by a mark of the
+partition's stream time to every partials partition. Both are a function of the partition's
+records in offset order only, whenever checkpoints fall and wherever a crash fell.
+
+A partition with no records for `idle_seconds` of wall-clock time is marked idle, so that it
+no longer holds the merge back (the one place where timing matters; see the README).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.aggregates import changelog
+from streams.aggregates.windows import WindowState, window_start
+from streams.config import JsonEngineConfig
+from streams.topics import aggregates_partials_topic, aggregates_state_topic
+from streams.validation import ValidationError
+from streams.worker.outbox import Outgoing
+from streams.worker.route import Parsed, record_time
+
+# (engine_id, event time, fold into the window): one observation of an input record.
+Fold = Callable[[WindowState], None]
+
+
+@dataclass
+class LocalState:
+    """One input partition's fold; what its changelog partition restores."""
+
+    stream_time: int | None = None
+    marked: int | None = None  # the stream time last sent as a mark
+    idle: bool = False
+    next_offset: int | None = None
+    windows: dict[tuple[str, int], WindowState] = field(default_factory=dict)
+    dirty: set[tuple[str, int]] = field(default_factory=set)
+    changed: bool = False
+    seen_at: float = field(default_factory=time.monotonic)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "stream_time": self.stream_time,
+            "marked": self.marked,
+            "idle": self.idle,
+            "next_offset": self.next_offset,
+        }
+
+
+def execution_observations(record: Any, event: dict[str, Any]) -> list[tuple[str, int, Fold]]:
+    metrics = event["metrics"]
+    latency, success = metrics["latency_ms"], metrics["success"]
+    return [(event["engine_id"], event["timestamp"], lambda w: w.add_execution(latency, success))]
+
+
+def comparison_observations(record: Any, cmp: dict[str, Any]) -> list[tuple[str, int, Fold]]:
+    """Per candidate a quality observation (own score, else winner.score if it won); the
+    comparison counts once per engine, as a win for the winner's."""
+    ts = cmp.get("timestamp") or record_time(record) or 0
+    winner = cmp["winner"]
+    found: dict[str, list[float]] = {}
+    for candidate in cmp["candidates"]:
+        engine = candidate["engine_id"]
+        quality = candidate.get("score")
+        if quality is None and engine == winner["engine_id"]:
+            quality = winner["score"]
+        found.setdefault(engine, [])
+        if quality is not None:
+            found[engine].append(quality)
+
+    def fold(engine: str, qualities: list[float]) -> Fold:
+        won = engine == winner["engine_id"]
+
+        def apply(window: WindowState) -> None:
+            window.add_comparison(None, won)
+            for q in qualities:
+                window.add_comparison(q, False, counted=False)
+
+        return apply
+
+    return [(engine, ts, fold(engine, qs)) for engine, qs in found.items()]
+
+
+class LocalFold:
+    """The first phase for one input topic (executions or comparisons), all its partitions."""
+
+    def __init__(
+        self,
+        config: JsonEngineConfig,
+        stage: str,
+        topic: str,
+        channel: str,
+        observe: Callable[[Any, dict[str, Any]], list[tuple[str, int, Fold]]],
+        reject_late: Callable[[str, str, int, Any, int], None],
+    ):
+        agg = config.aggregation
+        self.config = config
+        self.stage = stage
+        self.source_prefix = "E" if stage == "executions" else "C"
+        self.topic = topic
+        self.channel = channel
+        self.observe = observe
+        self.reject_late = reject_late
+        self.width_ms = round(agg.window_minutes * 60_000)
+        self.grace_ms = round(agg.grace_seconds * 1000)
+        self.idle_seconds = agg.idle_seconds
+        self.partials_topic = aggregates_partials_topic(config)
+        self.state_topic = aggregates_state_topic(config)
+        self.merge_partitions = config.kafka.partitions
+        self.states: dict[int, LocalState] = {}
+
+    # -- partitions --------------------------------------------------------------------------
+
+    def assign(self, partition: int) -> None:
+        state = LocalState()
+        cl = changelog.changelog_partition(self.config, self.stage, partition)
+        for key, value in changelog.read_partition(self.config, cl).items():
+            if key == changelog.META_KEY:
+                for name, v in value.items():
+                    setattr(state, name, v)
+            elif value is not None:
+                state.windows[changelog.parse_window_key(key)] = WindowState.from_dict(value)
+        self.states[partition] = state
+
+    def release(self, partition: int) -> None:
+        self.states.pop(partition, None)
+
+    # -- folding -----------------------------------------------------------------------------
+
+    def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
+        state = self.states.get(partition)
+        if state is None:
+            return  # not assigned here (a record fetched before a revocation)
+        width, grace = self.width_ms, self.grace_ms
+        for record, value, _error in items:
+            offset = record.offset()
+            if state.next_offset is not None and offset < state.next_offset:
+                continue
+            state.next_offset = offset + 1
+            state.changed = True
+            if value is None:
+                continue  # invalid: its sink dead-letters it
+            observations = self.observe(record, value)
+            if not observations:
+                continue
+            ts = observations[0][1]
+            start = window_start(ts, width)
+            st = state.stream_time
+            if st is not None and start + width + grace <= st:
+                self.reject_late(self.channel, self.topic, partition, record, start)
+                continue
+            for engine, _ts, fold in observations:
+                key = (engine, start)
+                window = state.windows.get(key)
+                if window is None:
+                    window = state.windows[key] = WindowState()
+                fold(window)
+                state.dirty.add(key)
+            if st is None or ts > st:
+                state.stream_time = ts
+        state.seen_at = time.monotonic()
+        if state.idle:
+            state.idle = False
+            state.marked = None  # a fresh mark tells the merge it is back
+
+    # -- checkpoint --------------------------------------------------------------------------
+
+    def drain(self, now: float) -> Iterator[Outgoing]:
+        """Partials of windows this partition closed, marks, and changed state."""
+        for partition, state in self.states.items():
+            source = f"{self.source_prefix}{partition}"
+            if not state.idle and now - state.seen_at >= self.idle_seconds:
+                state.idle = True
+                state.changed = True
+                yield from self._marks(source, state)
+            st = state.stream_time
+            closable = (
+                [k for k in state.windows if k[1] + self.width_ms + self.grace_ms <= st]
+                if st is not None
+                else []
+            )
+            for key in closable:
+                window = state.windows.pop(key)
+                state.dirty.discard(key)
+                partial = {"kind": "partial", "src": source, "engine_id": key[0]}
+                partial |= {"window_start": key[1], "state": window.to_dict()}
+                yield (self.partials_topic, key[0].encode(), orjson.dumps(partial), None)
+                yield self._state_record(partition, changelog.window_key(*key), None)
+            if st is not None and self._mark_due(state):
+                state.marked = st
+                state.changed = True
+                yield from self._marks(source, state)
+            for key in state.dirty:
+                value = orjson.dumps(state.windows[key].to_dict())
+                yield self._state_record(partition, changelog.window_key(*key), value)
+            state.dirty.clear()
+            if state.changed:
+                yield self._state_record(partition, changelog.META_KEY, orjson.dumps(state.meta()))
+                state.changed = False
+
+    def _mark_due(self, state: LocalState) -> bool:
+        """A mark only when it can close another window: once per window, not per record."""
+        st = state.stream_time
+        assert st is not None
+        if state.marked is None:
+            return True
+        step = self.width_ms
+        return (st - self.grace_ms) // step > (state.marked - self.grace_ms) // step
+
+    def _marks(self, source: str, state: LocalState) -> Iterator[Outgoing]:
+        mark = orjson.dumps(
+            {"kind": "mark", "src": source, "stream_time": state.marked, "idle": state.idle}
+        )
+        for merge_partition in range(self.merge_partitions):
+            yield (self.partials_topic, None, mark, merge_partition)
+
+    def _state_record(self, partition: int, key: bytes, value: bytes | None) -> Outgoing:
+        cl = changelog.changelog_partition(self.config, self.stage, partition)
+        return (self.state_topic, key, value, cl)
+
+
+def late_error(start: int, grace_ms: int) -> ValidationError:
+    return ValidationError("late", f"late: window starting {start} closed (grace {grace_ms} ms)")

@@ -1,0 +1,167 @@
+"""Phase two of the aggregation: partials merged per engine, emitted once every input closed.
+
+Each partials partition receives, for the engines that hash to it, the partials of every input
+partition (streams/aggregates/local.py), and from every input partition a mark of its stream
+time. A window is emitted to the aggregated-stats topic when every input partition has marked
+a stream time at or past its end plus grace: by then each one has sent its partial of it (a
+partial travels before its mark, in one transaction), so the record holds them all. Inputs
+marked idle do not hold windows back; when every input is idle the largest mark counts.
+
+That is Flink's local/global aggregation with Kafka Streams' per-partition stream time: the
+values depend only on the records of each input partition in offset order, never on the
+producers' partitioner (an engine's executions may sit in every partition).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.aggregates import changelog
+from streams.aggregates.windows import WindowState
+from streams.config import JsonEngineConfig
+from streams.topics import aggregates_state_topic, topic_name
+from streams.worker.outbox import Outgoing
+from streams.worker.route import Parsed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MergeState:
+    """One partials partition's merge; what its changelog partition restores."""
+
+    marks: dict[str, int | None] = field(default_factory=dict)
+    idle: list[str] = field(default_factory=list)
+    closed: int | None = None  # windows ending (plus grace) at or before this were emitted
+    next_offset: int | None = None
+    windows: dict[tuple[str, int], WindowState] = field(default_factory=dict)
+    dirty: set[tuple[str, int]] = field(default_factory=set)
+    changed: bool = False
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "marks": self.marks,
+            "idle": self.idle,
+            "closed": self.closed,
+            "next_offset": self.next_offset,
+        }
+
+
+class Merge:
+    """The second phase, for every partials partition assigned here."""
+
+    def __init__(self, config: JsonEngineConfig, on_late_partial: Callable[[int, Any], None]):
+        agg = config.aggregation
+        self.config = config
+        self.width_ms = round(agg.window_minutes * 60_000)
+        self.grace_ms = round(agg.grace_seconds * 1000)
+        partitions = config.kafka.partitions
+        self.sources = [f"{k}{p}" for k in ("E", "C") for p in range(partitions)]
+        self.output_topic = topic_name(config, "aggregated_stats")
+        self.state_topic = aggregates_state_topic(config)
+        self.on_late_partial = on_late_partial
+        self.states: dict[int, MergeState] = {}
+        self.windows_emitted = 0
+
+    def assign(self, partition: int) -> None:
+        state = MergeState()
+        cl = changelog.changelog_partition(self.config, "merge", partition)
+        for key, value in changelog.read_partition(self.config, cl).items():
+            if key == changelog.META_KEY:
+                for name, v in value.items():
+                    setattr(state, name, v)
+            elif value is not None:
+                state.windows[changelog.parse_window_key(key)] = WindowState.from_dict(value)
+        self.states[partition] = state
+
+    def release(self, partition: int) -> None:
+        self.states.pop(partition, None)
+
+    def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
+        state = self.states.get(partition)
+        if state is None:
+            return
+        for record, value, _error in items:
+            offset = record.offset()
+            if state.next_offset is not None and offset < state.next_offset:
+                continue
+            state.next_offset = offset + 1
+            state.changed = True
+            if value is None:
+                continue
+            if value["kind"] == "mark":
+                self._mark(state, value)
+            else:
+                self._partial(partition, state, record, value)
+
+    def _mark(self, state: MergeState, mark: dict[str, Any]) -> None:
+        source = mark["src"]
+        if mark["idle"]:
+            if source not in state.idle:
+                state.idle.append(source)
+            return
+        if source in state.idle:
+            state.idle.remove(source)
+        st = mark["stream_time"]
+        if st is not None and (state.marks.get(source) is None or st > state.marks[source]):
+            state.marks[source] = st
+
+    def _partial(
+        self, partition: int, state: MergeState, record: Any, partial: dict[str, Any]
+    ) -> None:
+        key = (partial["engine_id"], partial["window_start"])
+        if state.closed is not None and key[1] + self.width_ms + self.grace_ms <= state.closed:
+            # Only after an idle input came back with old records: the window is out.
+            self.on_late_partial(partition, record)
+            return
+        window = state.windows.get(key)
+        part = WindowState.from_dict(partial["state"])
+        if window is None:
+            state.windows[key] = part
+        else:
+            window.merge(part)
+        state.dirty.add(key)
+
+    def threshold(self, state: MergeState) -> int | None:
+        """The smallest mark of the inputs that are not idle; None while one has none."""
+        active = [s for s in self.sources if s not in state.idle]
+        if not active:
+            known = [m for m in state.marks.values() if m is not None]
+            return max(known) if known else None
+        marks = [state.marks.get(s) for s in active]
+        if any(m is None for m in marks):
+            return None
+        return min(marks)  # type: ignore[type-var]
+
+    def drain(self) -> Iterator[Outgoing]:
+        for partition, state in self.states.items():
+            cl = changelog.changelog_partition(self.config, "merge", partition)
+            wm = self.threshold(state)
+            if wm is not None and (state.closed is None or wm > state.closed):
+                state.closed = wm
+                state.changed = True
+            closed = state.closed
+            due = (
+                sorted(k for k in state.windows if k[1] + self.width_ms + self.grace_ms <= closed)
+                if closed is not None
+                else []
+            )
+            for key in due:
+                window = state.windows.pop(key)
+                state.dirty.discard(key)
+                record = window.record(key[0], key[1], self.width_ms)
+                yield (self.output_topic, key[0].encode(), orjson.dumps(record), None)
+                yield (self.state_topic, changelog.window_key(*key), None, cl)
+                self.windows_emitted += 1
+            for key in state.dirty:
+                value = orjson.dumps(state.windows[key].to_dict())
+                yield (self.state_topic, changelog.window_key(*key), value, cl)
+            state.dirty.clear()
+            if state.changed:
+                yield (self.state_topic, changelog.META_KEY, orjson.dumps(state.meta()), cl)
+                state.changed = False

@@ -1,0 +1,1 @@
+"""The worker process: Faust app, librdkafka batch loop, sinks, checkpoints."""

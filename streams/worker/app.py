@@ -1,0 +1,112 @@
+"""The worker's Faust app, and the one seam between json-engine and Faust.
+
+Faust is the worker's framework: the app, its lifecycle (start, signals, graceful stop,
+crash), logging and timers. Its own Kafka machinery (aiokafka consumer and producer, leader
+assignor, topic declaration) is switched off by the boot strategy below: the batch topics are
+read by librdkafka in `streams/worker/loop.py` instead (twice the speed of aiokafka's
+per-record Python layer, and no broker call at start-up that could stop the worker while a
+broker is down). This module is the only one that knows Faust; an upgrade touches it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+
+import faust
+from faust.app.base import BootStrategy
+
+from streams.config import JsonEngineConfig
+from streams.worker.loop import BatchLoop
+from streams.worker.observability import Health, Metrics
+from streams.worker.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+WATCH_SECONDS = 0.2
+LAG_EVERY_SECONDS = 5.0
+
+
+class WorkerBoot(BootStrategy):
+    """No Kafka client, web server or table of Faust's own: the batch loop reads the topics."""
+
+    enable_kafka = False
+    enable_web = False
+
+
+class WorkerApp(faust.App):
+    BootStrategy = WorkerBoot
+
+
+def create_app(config: JsonEngineConfig) -> tuple[faust.App, Worker]:
+    app = WorkerApp(
+        config.kafka.app_id,
+        broker="kafka://" + config.kafka.bootstrap_servers.split(",")[0].strip(),
+        store="memory://",
+        web_enabled=False,
+        datadir=tempfile.mkdtemp(prefix="json-engine-faust-"),
+    )
+    worker = Worker(app, config)
+    worker.install()
+    return app, worker
+
+
+class Worker:
+    """Runs the batch loop inside the app: started with it, stopped before it, its fatal
+    errors crash the app (exit non-zero), and its counters reach the metrics."""
+
+    def __init__(self, app: faust.App, config: JsonEngineConfig):
+        self.app = app
+        self.config = config
+        self.metrics = Metrics()
+        self.health = Health()
+        self.pipeline = Pipeline(config)
+        self.loop = BatchLoop(config, self.pipeline, self.health, self._fatal)
+        self.fatal: BaseException | None = None
+        self._lag_at = 0.0
+
+    def install(self) -> None:
+        self.app.task(self.run)
+        self.app.on_before_shutdown.connect(self.on_shutdown)
+
+    def _fatal(self, exc: BaseException) -> None:
+        self.fatal = exc  # read by `run` in the event loop
+
+    async def run(self) -> None:
+        self.loop.start()
+        while not self.app.should_stop:
+            await asyncio.sleep(WATCH_SECONDS)
+            self.record_metrics(time.monotonic())
+            if self.fatal is not None:
+                await self.app.crash(self.fatal)
+                return
+
+    async def on_shutdown(self, sender: object, **_: object) -> None:
+        self.loop.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.loop.join)
+        counts = {s.channel: s.counters.written for s in self.pipeline.sinks.values()}
+        log.info("sinks closed: %s", counts)
+
+    def record_metrics(self, now: float) -> None:
+        m, pipeline = self.metrics, self.pipeline
+        for sink in pipeline.sinks.values():
+            c, ch = sink.counters, sink.channel
+            for counter, total in (
+                (m.received, c.received),
+                (m.valid, c.valid),
+                (m.invalid, c.invalid),
+                (m.written, c.written),
+                (m.duplicates, c.duplicates_dropped),
+                (m.batches, c.batches),
+                (m.bytes, c.bytes),
+            ):
+                m.add_total(counter, ch, total)
+            for seconds in sink.flush_durations:
+                m.flush_seconds.labels(ch).observe(seconds)
+            sink.flush_durations.clear()
+        for channel, total in pipeline.dead_letters.counts.items():
+            m.add_total(m.dead_letters, channel, total)
+        if pipeline.aggregator is not None:
+            m.add_total(m.windows_emitted, "", pipeline.aggregator.windows_emitted)
+            m.add_total(m.late_events, "", pipeline.aggregator.late_events)

@@ -1,0 +1,201 @@
+"""The one place that decides what is done: fenced Kafka transactions (KIP-447).
+
+A checkpoint is one transaction of the worker's transactional producer that holds:
+- the records queued since the last one (dead letters, training samples, the aggregation's
+  partials, state and closed windows; streams/worker/outbox.py);
+- the consumer offsets of every partition that moved, each with metadata naming the owner
+  epoch and the partition's open part file, its size and last offset
+  (sinks/files/part_files.py), sent with the consumer's group metadata.
+Before it, every waiting line is written and fsynced. The group coordinator refuses the
+offsets of a member whose generation is stale: a zombie worker (frozen while its partitions
+moved) can never commit, so nothing it wrote or produced ever counts. Sinks and derivers
+read with `isolation.level=read_committed`, so aborted records are never seen.
+
+A partition is taken over (assigned, or after a failed checkpoint) by **recovery**: fetch its
+committed offset and metadata (a read-committed consumer asks for stable offsets, so this
+waits for a transaction still open on it), claim the next owner epoch in a fenced commit, and
+only then let the readers roll files forward and restore state. Any failure rolls the worker
+back to its last committed checkpoint: every partition is recovered again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from sinks.files.part_files import Checkpoint
+from streams.config import JsonEngineConfig
+from streams.topics import PARTITIONER
+from streams.worker.faults import fault_point
+from streams.worker.outbox import Outgoing
+from streams.worker.pipeline import TP, Pipeline
+
+log = logging.getLogger(__name__)
+TRANSACTION_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks readers this long
+OPERATION_TIMEOUT_S = 10.0
+
+
+def encode(epoch: int, checkpoint: Checkpoint | None) -> str:
+    meta: dict[str, object] = {"v": 1, "e": epoch}
+    if checkpoint is not None:
+        meta |= {"f": checkpoint.file, "s": checkpoint.size, "l": checkpoint.last}
+    return orjson.dumps(meta).decode()
+
+
+def decode(metadata: str | None) -> tuple[int, Checkpoint | None] | None:
+    """(epoch, open file) of a committed checkpoint; None if the offset was not ours."""
+    if not metadata:
+        return None
+    try:
+        meta = orjson.loads(metadata)
+        epoch = int(meta["e"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    if "f" not in meta:
+        return epoch, None
+    return epoch, Checkpoint(meta["f"], int(meta["s"]), int(meta["l"]))
+
+
+class CheckpointError(Exception):
+    """A checkpoint or a claim was not committed: roll back to the last committed one."""
+
+
+class Checkpointer:
+    def __init__(self, config: JsonEngineConfig, consumer: Consumer, pipeline: Pipeline):
+        self.config = config
+        self.consumer = consumer
+        self.pipeline = pipeline
+        self._producer: Producer | None = None
+        self.commits = 0
+
+    # -- the transactional producer ------------------------------------------------------
+
+    def producer(self) -> Producer:
+        """Created and initialized on first use; raises KafkaException while brokers are down."""
+        if self._producer is None:
+            producer = Producer(
+                {
+                    **self.config.kafka.client_config(),
+                    "transactional.id": f"{self.config.kafka.app_id}-{uuid.uuid4().hex[:12]}",
+                    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "partitioner": PARTITIONER,
+                }
+            )
+            producer.init_transactions(OPERATION_TIMEOUT_S)
+            self._producer = producer
+        return self._producer
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(OPERATION_TIMEOUT_S)
+            self._producer = None
+
+    def _transact(self, outgoing: Iterable[Outgoing], offsets: list[TopicPartition]) -> None:
+        try:
+            producer = self.producer()
+            producer.begin_transaction()
+            for topic, key, value, partition in outgoing:
+                _produce(producer, topic, key, value, partition)
+            if offsets:
+                producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), OPERATION_TIMEOUT_S
+                )
+            producer.commit_transaction(OPERATION_TIMEOUT_S)
+        except KafkaException as exc:
+            self._abort(exc)
+            raise CheckpointError(f"transaction not committed: {exc}") from exc
+        self.commits += 1
+
+    def _abort(self, exc: KafkaException) -> None:
+        """Abort the open transaction; a producer that cannot is replaced by a new one."""
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        producer = self._producer
+        if producer is not None and error is not None and not error.fatal():
+            try:
+                producer.abort_transaction(OPERATION_TIMEOUT_S)
+                return
+            except KafkaException as abort_exc:
+                log.warning("abort failed, replacing the transactional producer: %s", abort_exc)
+        if producer is not None:
+            producer.purge()
+        self._producer = None
+
+    # -- checkpoints and recovery --------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Write and fsync waiting lines, then commit everything in one transaction."""
+        pipeline = self.pipeline
+        fault_point("before_write")
+        pipeline.flush()
+        fault_point("after_write")
+        outgoing = list(pipeline.drain())
+        progress = pipeline.progress()
+        if not outgoing and not progress:
+            return
+        offsets = [
+            TopicPartition(t, p, offset, metadata=encode(pipeline.epochs[(t, p)], file))
+            for (t, p), (offset, file) in progress.items()
+        ]
+        self._transact(outgoing, offsets)
+        fault_point("after_commit")
+        pipeline.committed(progress)
+
+    def recover(self, tps: list[TP]) -> dict[TP, int]:
+        """Take partitions over; returns where to resume reading each."""
+        found = self.consumer.committed(
+            [TopicPartition(t, p) for t, p in tps], timeout=OPERATION_TIMEOUT_S
+        )
+        claims = []
+        plan: list[tuple[TP, int, int, Checkpoint | None]] = []
+        for tp in found:
+            if tp.error is not None:
+                raise CheckpointError(f"committed offset of {tp.topic}[{tp.partition}]: {tp.error}")
+            key = (tp.topic, tp.partition)
+            decoded = decode(tp.metadata)
+            legacy = decoded is None
+            epoch, file = decoded if decoded is not None else (0, None)
+            offset = tp.offset if tp.offset >= 0 else self._beginning(key)
+            if legacy:
+                offset = max(offset, self._legacy_proven(key) or 0)
+            plan.append((key, offset, epoch + 1, file))
+            claims.append(TopicPartition(*key, offset, metadata=encode(epoch + 1, file)))
+        self._transact([], claims)  # fenced: from here on these epochs are ours
+        fault_point("after_claim")
+        resume = {}
+        for key, offset, epoch, file in plan:
+            self.pipeline.recover(key, offset, epoch, file)
+            resume[key] = offset
+        log.info("recovered %d partitions: %s", len(resume), sorted(resume.items()))
+        return resume
+
+    def _beginning(self, tp: TP) -> int:
+        low, _high = self.consumer.get_watermark_offsets(
+            TopicPartition(*tp), timeout=OPERATION_TIMEOUT_S
+        )
+        return low
+
+    def _legacy_proven(self, tp: TP) -> int | None:
+        """Upgrade from part files written before fenced checkpoints: what they prove."""
+        sink = self.pipeline.sinks.get(tp[0])
+        return None if sink is None else sink.legacy_recover(tp[1])
+
+
+def _produce(
+    producer: Producer, topic: str, key: bytes | None, value: bytes | None, partition: int | None
+) -> None:
+    while True:
+        try:
+            if partition is None:
+                producer.produce(topic, value, key)
+            else:
+                producer.produce(topic, value, key, partition)
+            return
+        except BufferError:
+            producer.poll(0.1)  # local queue full: wait, never drop

@@ -1,0 +1,27 @@
+"""Fault injection for the tests: freeze or kill the worker at a named instant.
+
+`JSON_ENGINE_FAULT=<point>:<stop|kill>[:<n>]` acts the n-th time (default 1) the worker
+passes `<point>`: `before_write` (lines waiting, nothing written), `after_write` (written and
+fsynced, not committed), `after_commit` (committed, files not yet finished) or `after_claim`
+(a partition's epoch claimed, its files not yet recovered). `stop` sends the process
+SIGSTOP, as a long GC pause or a frozen VM would; `kill` sends SIGKILL. Unset: a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_spec = os.environ.get("JSON_ENGINE_FAULT", "")
+_point, _, _rest = _spec.partition(":")
+_action, _, _count = _rest.partition(":")
+_remaining = int(_count or 1)
+
+
+def fault_point(name: str) -> None:
+    global _remaining
+    if name != _point or _remaining <= 0:
+        return
+    _remaining -= 1
+    if _remaining == 0:
+        os.kill(os.getpid(), signal.SIGKILL if _action == "kill" else signal.SIGSTOP)

@@ -1,0 +1,246 @@
+"""The worker's read loop: one librdkafka consumer, in one thread, for every batch topic.
+
+All of a worker's high-volume work happens here, in the thread that calls `consume()`:
+parsing and validation, the sinks' writes, the aggregation's folds and the checkpoints. The
+rebalance callbacks run in this thread too (librdkafka serves them inside `consume()`), so
+they seal files and commit without waiting on anything else. The consumer group is
+`<prefix>worker` with the cooperative-sticky assignor:
+
+- assigned: the partitions are paused and recovered (streams/worker/checkpoint.py) before a
+  record of theirs is read;
+- revoked: one last checkpoint, then their files are finished;
+- lost (the session expired, e.g. after a freeze): nothing is committed; the worker rolls
+  back to its last committed checkpoint and recovers what it still holds.
+
+Broker outages never stop it: it waits, not ready, logs every few seconds, and carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from streams.config import JsonEngineConfig
+from streams.topics import create_topics
+from streams.worker.checkpoint import Checkpointer, CheckpointError
+from streams.worker.observability import Health
+from streams.worker.pipeline import TP, Pipeline
+
+log = logging.getLogger(__name__)
+BATCH = 10_000
+POLL_SECONDS = 0.1
+RETRY_SECONDS = 1.0
+OUTAGE_LOG_SECONDS = 5.0
+TOPICS_RETRY_SECONDS = 10.0
+
+
+class BatchLoop(threading.Thread):
+    def __init__(
+        self,
+        config: JsonEngineConfig,
+        pipeline: Pipeline,
+        health: Health,
+        on_fatal: Callable[[BaseException], None],
+    ):
+        super().__init__(name="json-engine-batch", daemon=True)
+        self.config = config
+        self.pipeline = pipeline
+        self.health = health
+        self.on_fatal = on_fatal
+        self.stopping = threading.Event()
+        self.failed = False
+        self.pending: set[TP] = set()
+        self.assigned: set[TP] = set()
+        self.joined = False
+        self._down_since: float | None = None
+        self._outage_logged = 0.0
+        self._retry_at = 0.0
+        self._topics_at: float | None = 0.0
+        self.consumer = Consumer(
+            {
+                **config.kafka.client_config(),
+                "group.id": config.kafka.app_id,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "fetch.wait.max.ms": 100,
+                "error_cb": self._on_error,
+            }
+        )
+        self.checkpointer = Checkpointer(config, self.consumer, pipeline)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            self.failed = True
+            log.error("worker stopping on a fatal error: %s", exc)
+            self.on_fatal(exc)
+            self._leave()
+            return
+        self._leave()
+
+    def _run(self) -> None:
+        consumer, pipeline = self.consumer, self.pipeline
+        consumer.subscribe(
+            pipeline.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            self._ensure_topics(now)
+            if self.pending and now >= self._retry_at:
+                self._recover_pending()
+            messages = consumer.consume(BATCH, POLL_SECONDS)
+            if messages:
+                self._broker_answered()
+                pipeline.on_messages(messages)
+            now = time.monotonic()
+            if pipeline.due(now):
+                self._checkpoint()
+            pipeline.roll_due(now)
+            self._watch_outage(now)
+            self.health.tick()
+            self.health.ready = self.joined and not self.pending and self._down_since is None
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _leave(self) -> None:
+        """Leave the group: on a graceful stop the revocation checkpoints and finishes files;
+        after a fatal error nothing more is committed (the next owner reads it again)."""
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("consumer close: %s", exc)
+        if not self.failed:
+            self.checkpointer.close()
+
+    # -- checkpoints and recovery ------------------------------------------------------------
+
+    def _checkpoint(self) -> bool:
+        try:
+            self.checkpointer.checkpoint()
+        except CheckpointError as exc:
+            log.warning("checkpoint failed, rolling back to the last committed one: %s", exc)
+            self._roll_back()
+            return False
+        self._broker_answered()
+        return True
+
+    def _roll_back(self) -> None:
+        self.pipeline.reset()
+        held = self.assigned
+        if held:
+            self.consumer.pause([TopicPartition(t, p) for t, p in held])
+        self.pending = set(held)
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+
+    def _recover_pending(self) -> None:
+        tps = sorted(self.pending)
+        try:
+            resume = self.checkpointer.recover(tps)
+            for (topic, partition), offset in resume.items():
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        except (CheckpointError, KafkaException) as exc:
+            log.warning("recovering %d partitions failed (will retry): %s", len(tps), exc)
+            self.pipeline.reset()
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            return
+        self.consumer.resume([TopicPartition(t, p) for t, p in tps])
+        self.pending.clear()
+        self._broker_answered()
+
+    # -- rebalance callbacks (inside consume(), in this thread) ------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.joined = True
+        consumer.incremental_assign(partitions)
+        if partitions:
+            consumer.pause(partitions)
+        tps = {(tp.topic, tp.partition) for tp in partitions}
+        self.assigned |= tps
+        self.pending |= tps
+        self._retry_at = 0.0
+        log.info("assigned %d partitions", len(tps))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        if not self.failed:
+            ready = [tp for tp in tps if tp in self.pipeline.ready]
+            finished = bool(ready) and self._checkpoint()
+            self.pipeline.release([tp for tp in ready if tp in self.pipeline.ready], finished)
+        self._forget(tps)
+        consumer.incremental_unassign(partitions)
+        log.info("revoked %d partitions", len(tps))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        log.warning("lost %d partitions (session expired): nothing of them is committed", len(tps))
+        self._forget(tps)
+        self._roll_back()
+        consumer.incremental_unassign(partitions)
+
+    def _forget(self, tps: list[TP]) -> None:
+        self.pipeline.release([tp for tp in tps if tp in self.pipeline.ready], finish=False)
+        self.assigned -= set(tps)
+        self.pending -= set(tps)
+
+    # -- brokers -----------------------------------------------------------------------------
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                log.error("all brokers down (%s): waiting", self.config.kafka.bootstrap_servers)
+        elif error.fatal():
+            log.error("fatal Kafka error: %s", error)
+        else:
+            log.info("Kafka: %s", error)
+
+    def _broker_answered(self) -> None:
+        if self._down_since is not None:
+            log.warning("brokers answer again after %.0fs", time.monotonic() - self._down_since)
+            self._down_since = None
+
+    def _watch_outage(self, now: float) -> None:
+        if self._down_since is None or now - self._outage_logged < OUTAGE_LOG_SECONDS:
+            return
+        self._outage_logged = now
+        try:
+            self.consumer.list_topics(timeout=1.0)
+        except KafkaException:
+            log.error(
+                "no broker answers for %.0fs (%s): waiting, not ready",
+                now - self._down_since,
+                self.config.kafka.bootstrap_servers,
+            )
+            return
+        self._broker_answered()
+
+    def _ensure_topics(self, now: float) -> None:
+        """Create missing topics once; while brokers are down (or too few for the replication
+        factor), try again later rather than stop."""
+        if self._topics_at is None or now < self._topics_at:
+            return
+        try:
+            created = create_topics(self.config, timeout=5.0)
+        except KafkaException as exc:
+            log.warning("cannot create the topics yet (will retry): %s", exc)
+            self._topics_at = now + TOPICS_RETRY_SECONDS
+            return
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        self._topics_at = None

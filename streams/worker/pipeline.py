@@ -1,0 +1,182 @@
+"""The readers of one worker and the partitions they hold: what a checkpoint covers.
+
+Per topic: a route (parse and validate once) and its readers (the channel's sink; for
+executions and comparisons also the aggregation and the training deriver; the merge of the
+aggregation's partials). A partition is *ready* once recovered from its committed checkpoint
+(streams/worker/checkpoint.py); records of a partition that is not ready are not read (they
+are read again from the committed offset), so no offset ever moves past an unread record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sinks.files.part_files import Checkpoint
+from streams.aggregates.aggregator import Aggregator
+from streams.config import CHANNELS, JsonEngineConfig
+from streams.topics import topic_name
+from streams.training import TrainingDeriver
+from streams.validation import Validator
+from streams.worker.dead_letter import DeadLetterPolicy
+from streams.worker.outbox import Outgoing
+from streams.worker.route import Reader, TopicRoute
+from streams.worker.sink import ChannelSink
+
+log = logging.getLogger(__name__)
+TP = tuple[str, int]
+DEDUPE_KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "training_sample": lambda record: record["sample_id"],
+    "aggregated_stats": lambda record: f"{record['engine_id']}|{record['window_start']}",
+}
+
+
+class Pipeline:
+    def __init__(self, config: JsonEngineConfig):
+        self.config = config
+        self.validator = Validator(max_payload_bytes=config.validation.max_payload_bytes)
+        self.dead_letters = DeadLetterPolicy(config)
+        self.routes: dict[str, TopicRoute] = {}
+        self.sinks: dict[str, ChannelSink] = {}
+        self.derivers: list[TrainingDeriver] = []
+        self.aggregator: Aggregator | None = None
+        self.ready: set[TP] = set()
+        self.positions: dict[TP, int] = {}  # next offset to read, of what was read
+        self.epochs: dict[TP, int] = {}  # this worker's owner epoch of each ready partition
+        self._committed: dict[TP, tuple[int, Checkpoint | None]] = {}
+        for channel in CHANNELS:
+            channel_config = config.channels.get(channel)
+            if channel_config.enabled:
+                name = topic_name(config, channel)
+                sink = ChannelSink(
+                    channel,
+                    name,
+                    channel_config,
+                    config.output.base_path,
+                    self.dead_letters,
+                    dedupe_key=DEDUPE_KEYS.get(channel),
+                )
+                self.sinks[name] = sink
+                self._route(name, channel, sink)
+        comparisons = topic_name(config, "comparison_result")
+        if config.training.enabled:
+            deriver = TrainingDeriver(config, self.validator)
+            self.derivers.append(deriver)
+            self._route(comparisons, "comparison_result", deriver)
+        if config.aggregation.enabled:
+            self.aggregator = Aggregator(config, self.dead_letters)
+            for topic, reader in self.aggregator.readers.items():
+                kind = {
+                    topic_name(config, "engine_execution"): "engine_execution",
+                    comparisons: "comparison_result",
+                }.get(topic)
+                self._route(topic, kind, reader)
+
+    def _route(self, topic: str, kind: str | None, reader: Reader) -> None:
+        if topic not in self.routes:
+            self.routes[topic] = TopicRoute(topic, kind, self.validator)
+        self.routes[topic].readers.append(reader)
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.routes)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def on_messages(self, messages: list[Any]) -> None:
+        """One consumed batch: per partition, in offset order, to the topic's route."""
+        batches: dict[TP, list[Any]] = {}
+        for message in messages:
+            if message.error() is None:
+                batches.setdefault((message.topic(), message.partition()), []).append(message)
+        ready, positions = self.ready, self.positions
+        for tp, batch in batches.items():
+            if tp in ready:
+                self.routes[tp[0]].on_records(tp[1], batch)
+                positions[tp] = batch[-1].offset() + 1
+
+    # -- partitions --------------------------------------------------------------------------
+
+    def recover(self, tp: TP, offset: int, epoch: int, checkpoint: Checkpoint | None) -> None:
+        """Readers take the partition over from its committed checkpoint, in `epoch`; reading
+        resumes at `offset`."""
+        topic, partition = tp
+        sink = self.sinks.get(topic)
+        if sink is not None:
+            sink.assign(partition, epoch, checkpoint)
+        if self.aggregator is not None:
+            self.aggregator.assign(topic, partition)
+        self.ready.add(tp)
+        self.positions[tp] = offset
+        self.epochs[tp] = epoch
+        self._committed[tp] = (offset, checkpoint)
+
+    def release(self, tps: list[TP], finish: bool) -> None:
+        """Partitions that left: after a checkpoint their files finish, else they are dropped."""
+        for topic, partition in tps:
+            sink = self.sinks.get(topic)
+            if sink is not None:
+                (sink.release if finish else sink.lose)([partition])
+            if self.aggregator is not None:
+                self.aggregator.release(topic, partition)
+            self.ready.discard((topic, partition))
+            self.positions.pop((topic, partition), None)
+            self.epochs.pop((topic, partition), None)
+            self._committed.pop((topic, partition), None)
+
+    def reset(self) -> None:
+        """Back to the last committed checkpoint: everything read since is forgotten, and every
+        partition must be recovered again (in a new epoch) before it is read."""
+        for sink in self.sinks.values():
+            sink.lose(sink.partitions)
+        for outbox in self._outboxes():
+            outbox.reset()
+        if self.aggregator is not None:
+            self.aggregator.reset()
+        self.ready.clear()
+        self.positions.clear()
+        self.epochs.clear()
+        self._committed.clear()
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        if any(sink.due(now) for sink in self.sinks.values()):
+            return True
+        return self.aggregator is not None and self.aggregator.due(now)
+
+    def flush(self) -> None:
+        for sink in self.sinks.values():
+            sink.flush()
+
+    def drain(self) -> Iterator[Outgoing]:
+        """Every record queued for the checkpoint's transaction (dead letters last: the
+        aggregation may add late events while it drains)."""
+        for deriver in self.derivers:
+            yield from deriver.drain()
+        if self.aggregator is not None:
+            yield from self.aggregator.drain()
+        yield from self.dead_letters.drain()
+
+    def _outboxes(self) -> list[Any]:
+        return [*self.derivers, self.dead_letters]
+
+    def progress(self) -> dict[TP, tuple[int, Checkpoint | None]]:
+        """Per ready partition that moved since the last commit: next offset and open file."""
+        files = {(t, p): c for t, sink in self.sinks.items() for p, c in sink.checkpoints().items()}
+        moved = {}
+        for tp, offset in self.positions.items():
+            now = (offset, files.get(tp))
+            if self._committed.get(tp) != now:
+                moved[tp] = now
+        return moved
+
+    def committed(self, progress: dict[TP, tuple[int, Checkpoint | None]]) -> None:
+        self._committed.update(progress)
+        for sink in self.sinks.values():
+            sink.committed()
+
+    def roll_due(self, now: float) -> None:
+        for sink in self.sinks.values():
+            sink.roll_due(now)
