@@ -17,9 +17,9 @@ import pytest
 from confluent_kafka import Consumer
 
 from sinks.aggregate_batch import aggregate_frames
+from streams.aggregates.windows import WindowState
 from streams.publisher import Publisher
 from streams.topics import create_topics
-from streams.aggregates.windows import WindowState
 from tests.conftest import ConfigFactory
 from tests.workers import READY, WorkerProcess, lines_of, records, wait_for_lines
 
@@ -278,29 +278,58 @@ def test_sigkill_mid_window_gives_one_record_per_window_with_the_same_values(
             assert_matches(record, expected[key])
 
 
-def test_watermark_is_the_smallest_active_one_and_idle_inputs_stop_holding() -> None:
-    from streams.aggregator import Aggregator, PartitionState
-    from streams.config import JsonEngineConfig
-    from streams.dead_letter import DeadLetterPolicy
+class Record:
+    """A consumed record as the readers see it (offset, value, timestamp), for unit tests."""
 
-    cfg = JsonEngineConfig()  # idle_seconds 60
-    cfg.kafka.partitions = 2  # comparison sources "0" and "1"
-    agg = Aggregator(cfg, DeadLetterPolicy(cfg))
-    now = time.monotonic()
-    waiting = PartitionState(exec_wm=100, exec_seen_at=now, cmp_seen_at=now)
-    assert agg._watermark(waiting, now) is None  # no comparison yet: wait for that input
-    assert agg._watermark(waiting, now + 61) == 100  # unless it stays idle
-    one_known = PartitionState(
-        exec_wm=100, cmp_wm={"0": 90}, exec_seen_at=now, cmp_seen_at=now, cmp_src_seen_at={"0": now}
-    )
-    assert agg._watermark(one_known, now) is None  # source 1 has sent nothing yet: wait
-    state = PartitionState(
-        exec_wm=100,
-        cmp_wm={"0": 50, "1": 80},
-        exec_seen_at=now,
-        cmp_src_seen_at={"0": now - 61, "1": now},
-    )
-    assert agg._watermark(state, now) == 80  # source 0 is idle: it holds nothing
-    state.cmp_src_seen_at["0"] = now
-    assert agg._watermark(state, now) == 50
-    assert agg._watermark(state, now + 61) == 100  # all idle: the largest counts
+    def __init__(self, offset: int, value: bytes):
+        self._offset, self._value = offset, value
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+
+def test_lateness_is_decided_by_the_partitions_own_stream_time_in_offset_order() -> None:
+    from streams.aggregates.aggregator import Aggregator
+    from streams.aggregates.local import LocalState
+    from streams.config import JsonEngineConfig
+    from streams.worker.dead_letter import DeadLetterPolicy
+
+    cfg = JsonEngineConfig()
+    cfg.aggregation.window_minutes = 0.05
+    cfg.aggregation.grace_seconds = 1
+    dead = DeadLetterPolicy(cfg)
+    agg = Aggregator(cfg, dead)
+    rng = random.Random(1)
+    agg.executions.states[0] = LocalState()
+    agg.executions.states[1] = LocalState()
+    # Partition 0 has moved on to T0 + 9000: window 0 (end 3000, +1000 grace) is closed there.
+    on_0 = [execution(rng, "e", T0 + 9000), execution(rng, "e", T0 + 10)]
+    # Partition 1 is at T0 + 3999, one ms short of closing window 0: an old event still counts.
+    on_1 = [execution(rng, "e", T0 + 3999), execution(rng, "e", T0 + 20)]
+    for partition, events in ((0, on_0), (1, on_1)):
+        items = [(Record(i, orjson.dumps(e)), e, None) for i, e in enumerate(events)]
+        agg.executions.on_parsed(partition, items)
+    assert agg.late_events == 1
+    assert [orjson.loads(v)["offset"] for _t, _k, v, _p in dead.drain()] == [1]
+    assert agg.executions.states[1].windows[("e", T0)].count == 1
+
+
+def test_merge_waits_for_every_input_and_idle_inputs_stop_holding() -> None:
+    from streams.aggregates.merge import Merge, MergeState
+    from streams.config import JsonEngineConfig
+
+    cfg = JsonEngineConfig()
+    cfg.kafka.partitions = 2  # inputs E0, E1, C0, C1
+    merge = Merge(cfg, lambda _p, _r: None)
+    state = MergeState(marks={"E0": 100, "E1": 90, "C0": 120})
+    assert merge.threshold(state) is None  # C1 has marked nothing yet: wait for it
+    state.idle = ["C1"]
+    assert merge.threshold(state) == 90  # idle C1 holds nothing: the smallest mark counts
+    state.idle = ["E0", "E1", "C0", "C1"]
+    assert merge.threshold(state) == 120  # all idle: the largest counts

@@ -9,8 +9,10 @@ merge.py) through the partials topic, keyed by engine_id, followed by a mark of 
 partition's stream time to every partials partition. Both are a function of the partition's
 records in offset order only, whenever checkpoints fall and wherever a crash fell.
 
-A partition with no records for `idle_seconds` of wall-clock time is marked idle, so that it
-no longer holds the merge back (the one place where timing matters; see the README).
+A partition with no records for `idle_seconds` of wall-clock time sends every partial it
+holds and is marked idle, so that it no longer holds the merge back (the one place where
+timing matters; see the README). Partials add up, so one sent early and another sent later
+for the same window merge into the same record, unless the window was emitted in between.
 """
 
 from __future__ import annotations
@@ -178,16 +180,17 @@ class LocalFold:
         """Partials of windows this partition closed, marks, and changed state."""
         for partition, state in self.states.items():
             source = f"{self.source_prefix}{partition}"
-            if not state.idle and now - state.seen_at >= self.idle_seconds:
+            going_idle = not state.idle and now - state.seen_at >= self.idle_seconds
+            if going_idle:
                 state.idle = True
                 state.changed = True
-                yield from self._marks(source, state)
             st = state.stream_time
-            closable = (
-                [k for k in state.windows if k[1] + self.width_ms + self.grace_ms <= st]
-                if st is not None
-                else []
-            )
+            if state.idle:  # an idle input hands over everything it holds, then steps aside
+                closable = list(state.windows)
+            elif st is not None:
+                closable = [k for k in state.windows if k[1] + self.width_ms + self.grace_ms <= st]
+            else:
+                closable = []
             for key in closable:
                 window = state.windows.pop(key)
                 state.dirty.discard(key)
@@ -195,7 +198,9 @@ class LocalFold:
                 partial |= {"window_start": key[1], "state": window.to_dict()}
                 yield (self.partials_topic, key[0].encode(), orjson.dumps(partial), None)
                 yield self._state_record(partition, changelog.window_key(*key), None)
-            if st is not None and self._mark_due(state):
+            if going_idle:
+                yield from self._marks(source, state)
+            elif not state.idle and st is not None and self._mark_due(state):
                 state.marked = st
                 state.changed = True
                 yield from self._marks(source, state)

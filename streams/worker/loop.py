@@ -76,6 +76,9 @@ class BatchLoop(threading.Thread):
             }
         )
         self.checkpointer = Checkpointer(config, self.consumer, pipeline)
+        # A consumed batch never holds more than a sink may buffer before it must flush.
+        sizes = [sink.config.buffer_size for sink in pipeline.sinks.values()]
+        self.batch = min([BATCH, *sizes])
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -103,7 +106,7 @@ class BatchLoop(threading.Thread):
             self._ensure_topics(now)
             if self.pending and now >= self._retry_at:
                 self._recover_pending()
-            messages = consumer.consume(BATCH, POLL_SECONDS)
+            messages = consumer.consume(self.batch, POLL_SECONDS)
             if messages:
                 self._broker_answered()
                 pipeline.on_messages(messages)
