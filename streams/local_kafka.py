@@ -488,21 +488,7 @@ def up(
         cluster.node_dir(i).mkdir(parents=True, exist_ok=True)
         formatted.append(_format(cluster, libs, i, cluster_id, log4j))
     for i in range(nodes):
-        with cluster.log_file(i).open("ab") as log:
-            proc = subprocess.Popen(
-                _java_command(
-                    libs,
-                    heap,
-                    f"-Dlog4j2.configurationFile={log4j}",
-                    "kafka.Kafka",
-                    str(cluster.node_dir(i) / "server.properties"),
-                ),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        cluster.pid_file(i).write_text(str(proc.pid))
+        _launch(cluster, libs, log4j, heap, i)
     _wait_ready(cluster)
     if sasl_port is not None:
         if not all(formatted):  # storage made before SASL: no credential from --add-scram
@@ -513,6 +499,77 @@ def up(
         )
         _wait_sasl_ready(cluster)
     return cluster
+
+
+def _launch(cluster: Cluster, libs: Path, log4j: Path, heap: int, i: int) -> None:
+    """Start node i's JVM in a session of its own (log appended) and record its PID."""
+    with cluster.log_file(i).open("ab") as log:
+        proc = subprocess.Popen(
+            _java_command(
+                libs,
+                heap,
+                f"-Dlog4j2.configurationFile={log4j}",
+                "kafka.Kafka",
+                str(cluster.node_dir(i) / "server.properties"),
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    cluster.pid_file(i).write_text(str(proc.pid))
+
+
+def stop_node(cluster: Cluster, i: int, sig: int = signal.SIGKILL) -> int | None:
+    """Stop node i alone by its recorded PID (SIGKILL by default, as a crash would); wait
+    until it has exited. Return the PID, or None when it was not running."""
+    pid = cluster.recorded_pid(i)
+    if pid is None or not _alive(pid):
+        cluster.pid_file(i).unlink(missing_ok=True)
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _alive(pid):
+        _reap(pid)
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    _reap(pid)
+    cluster.pid_file(i).unlink(missing_ok=True)
+    return pid
+
+
+def start_node(cluster: Cluster, i: int, timeout: float = START_TIMEOUT_S) -> int:
+    """Start node i of a cluster `up` made (storage and properties as it left them) and wait
+    until that node answers and the cluster's metadata lists every node again; return its PID.
+    The other nodes must be running: one node alone is no quorum (`up` starts them all)."""
+    if cluster.running(i):
+        raise LocalKafkaError(f"Kafka node {i} already runs (PID {cluster.recorded_pid(i)})")
+    port = cluster.port + i
+    busy = [p for p in (port, cluster.controller_port(i)) if _port_taken(p)]
+    if busy:
+        raise LocalKafkaError(f"cannot start Kafka node {i}: port(s) {busy} are taken")
+    heap = 512 if cluster.nodes == 1 else 384
+    _launch(cluster, provision(), cluster.data_dir / "log4j2.yaml", heap, i)
+    pid = cluster.recorded_pid(i)
+    assert pid is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise LocalKafkaError(
+                f"Kafka node {i} on 127.0.0.1:{port} exited during start-up. "
+                f"Last lines of {cluster.log_file(i)}:\n{_tail(cluster.log_file(i))}"
+            )
+        if broker_count(f"127.0.0.1:{port}", 2.0) >= cluster.nodes:
+            return pid
+        time.sleep(0.5)
+    raise LocalKafkaError(
+        f"Kafka node {i} on 127.0.0.1:{port} did not rejoin within {timeout:.0f} s "
+        f"(it still runs, PID {pid}). Last lines of {cluster.log_file(i)}:\n"
+        f"{_tail(cluster.log_file(i))}"
+    )
 
 
 def _configured_sasl_port(cluster: Cluster) -> int | None:
