@@ -22,10 +22,17 @@ READY = b"[^Worker]: Ready"
 class WorkerProcess:
     """One `json-engine worker` subprocess; its log goes to a file of the test's own."""
 
-    def __init__(self, config_file: Path, log_dir: Path, name: str = "worker"):
+    def __init__(
+        self,
+        config_file: Path,
+        log_dir: Path,
+        name: str = "worker",
+        env: dict[str, str] | None = None,
+    ):
         self.config_file = config_file
         self.log_dir = log_dir
         self.name = name
+        self.env = env or {}
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_dir / f"{name}-0.log"
@@ -47,7 +54,7 @@ class WorkerProcess:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         if wait_ready:
             self.wait_for(READY, timeout)
@@ -68,6 +75,23 @@ class WorkerProcess:
 
     def tail(self, lines: int = 40) -> str:
         return b"\n".join(self.log().splitlines()[-lines:]).decode(errors="replace")
+
+    def frozen(self) -> bool:
+        """Stopped by SIGSTOP (state T in /proc)."""
+        assert self.proc is not None
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+    def wait_frozen(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.frozen():
+            if time.monotonic() > deadline or not self.alive():
+                raise AssertionError(f"worker did not freeze:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

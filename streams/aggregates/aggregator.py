@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from streams.aggregates.local import (
@@ -67,6 +67,9 @@ class Aggregator:
             self.partials_topic: self.merge,
         }
         self._checkpoint_at = time.monotonic()
+
+    def set_unread_probe(self, unread: Callable[[str, int], bool]) -> None:
+        self.executions.unread = self.comparisons.unread = unread
 
     @property
     def windows_emitted(self) -> int:

@@ -9,9 +9,10 @@ merge.py) through the partials topic, keyed by engine_id, followed by a mark of 
 partition's stream time to every partials partition. Both are a function of the partition's
 records in offset order only, whenever checkpoints fall and wherever a crash fell.
 
-A partition with no records for `idle_seconds` of wall-clock time sends every partial it
-holds and is marked idle, so that it no longer holds the merge back (the one place where
-timing matters; see the README). Partials add up, so one sent early and another sent later
+A partition read to its end and without records for `idle_seconds` of wall-clock time
+sends every partial it holds and is marked idle, so that it no longer holds the merge back
+(the one place where timing matters; see the README); it is active again as soon as the
+broker holds records of it not read yet. Partials add up, so one sent early and another sent later
 for the same window merge into the same record, unless the window was emitted in between.
 """
 
@@ -119,6 +120,9 @@ class LocalFold:
         self.state_topic = aggregates_state_topic(config)
         self.merge_partitions = config.kafka.partitions
         self.states: dict[int, LocalState] = {}
+        # Whether the broker holds records of a partition not read yet (set by the worker):
+        # a partition is idle only when it is read to its end and quiet.
+        self.unread: Callable[[str, int], bool] = lambda _topic, _partition: False
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -180,7 +184,12 @@ class LocalFold:
         """Partials of windows this partition closed, marks, and changed state."""
         for partition, state in self.states.items():
             source = f"{self.source_prefix}{partition}"
-            going_idle = not state.idle and now - state.seen_at >= self.idle_seconds
+            unread = self.unread(self.topic, partition)
+            if state.idle and unread:  # records wait: hold the merge back again, from now
+                state.idle = False
+                state.marked = None
+                state.seen_at = now
+            going_idle = not state.idle and not unread and now - state.seen_at >= self.idle_seconds
             if going_idle:
                 state.idle = True
                 state.changed = True

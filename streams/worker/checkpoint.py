@@ -158,9 +158,12 @@ class Checkpointer:
     def checkpoint(self) -> None:
         """Write and fsync waiting lines, then commit everything in one transaction."""
         pipeline = self.pipeline
-        fault_point("before_write")
+        lines_waiting = pipeline.waiting > 0
+        if lines_waiting:
+            fault_point("before_write")
         pipeline.flush()
-        fault_point("after_write")
+        if lines_waiting:
+            fault_point("after_write")
         outgoing = list(pipeline.drain())
         progress = pipeline.progress()
         if not outgoing and not progress:
@@ -170,7 +173,8 @@ class Checkpointer:
             for (t, p), (offset, file) in progress.items()
         ]
         self._transact(outgoing, offsets)
-        fault_point("after_commit")
+        if lines_waiting:
+            fault_point("after_commit")
         pipeline.committed(progress)
 
     def recover(self, tps: list[TP]) -> dict[TP, int]:

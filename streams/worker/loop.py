@@ -76,6 +76,8 @@ class BatchLoop(threading.Thread):
             }
         )
         self.checkpointer = Checkpointer(config, self.consumer, pipeline)
+        if pipeline.aggregator is not None:
+            pipeline.aggregator.set_unread_probe(self._unread)
         # A consumed batch never holds more than a sink may buffer before it must flush.
         sizes = [sink.config.buffer_size for sink in pipeline.sinks.values()]
         self.batch = min([BATCH, *sizes])
@@ -200,6 +202,19 @@ class BatchLoop(threading.Thread):
         self.pipeline.release([tp for tp in tps if tp in self.pipeline.ready], finish=False)
         self.assigned -= set(tps)
         self.pending -= set(tps)
+
+    def _unread(self, topic: str, partition: int) -> bool:
+        """The broker holds records of the partition past what was read (cached watermark)."""
+        position = self.pipeline.positions.get((topic, partition))
+        if position is None:
+            return False
+        try:
+            _low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+        except KafkaException:
+            return False
+        return high > position
 
     # -- brokers -----------------------------------------------------------------------------
 

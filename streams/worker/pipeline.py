@@ -146,6 +146,11 @@ class Pipeline:
             return True
         return self.aggregator is not None and self.aggregator.due(now)
 
+    @property
+    def waiting(self) -> int:
+        """Records read and not yet written by the sinks."""
+        return sum(sink.waiting for sink in self.sinks.values())
+
     def flush(self) -> None:
         for sink in self.sinks.values():
             sink.flush()

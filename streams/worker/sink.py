@@ -204,6 +204,10 @@ class ChannelSink:
 
     # -- output ------------------------------------------------------------------------------
 
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
     def due(self, now: float) -> bool:
         """A checkpoint is due: `buffer_size` records wait, or the oldest for too long."""
         return self._waiting >= self.config.buffer_size or (

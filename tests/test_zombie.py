@@ -1,0 +1,215 @@
+"""The zombie: a worker frozen (SIGSTOP) past the session timeout at each risky instant,
+its partitions taken over by another worker, then thawed with its batches in hand.
+
+Every channel must keep every record in exactly one finished line: executions, comparisons,
+training samples (derived and published), dead letters and aggregated stats. No finished file
+may be rewritten after the thaw, and the zombie must rejoin (or stop) cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from sinks.reader import channel_dir
+from streams.topics import create_topics
+from streams.training import derive_sample
+from tests.conftest import ConfigFactory
+from tests.test_aggregator import (
+    AGG,
+    FAST,
+    T0,
+    WIDTH,
+    assert_matches,
+    by_key,
+    comparison,
+    execution,
+    oracle,
+    publish,
+)
+from tests.workers import WorkerProcess, lines_of, produce, records, wait_for_lines
+
+ENGINES = [f"e{i}" for i in range(5)]
+
+
+class Feed:
+    """Rounds of events in time order: executions, comparisons, samples and invalid records."""
+
+    def __init__(self, cfg: Any, seed: int):
+        self.cfg = cfg
+        self.rng = random.Random(seed)
+        self.execs: list[dict] = []
+        self.cmps: list[dict] = []
+        self.samples: list[dict] = []
+        self.closers: list[dict] = []  # far ahead: they move stream time, their windows stay open
+        self.closing_cmps: list[dict] = []
+        self.invalid = 0
+        self.round = 0
+
+    def send(self, executions: int = 300) -> None:
+        rng, base = self.rng, T0 + self.round * 2 * WIDTH
+        self.round += 1
+        execs = sorted(
+            (
+                execution(rng, rng.choice(ENGINES), base + rng.randrange(2 * WIDTH))
+                for _ in range(executions)
+            ),
+            key=lambda e: e["timestamp"],
+        )
+        cmps = sorted(
+            (comparison(rng, ENGINES, base + rng.randrange(2 * WIDTH)) for _ in range(20)),
+            key=lambda c: c["timestamp"],
+        )
+        samples = [
+            {
+                "sample_id": f"direct-{rng.getrandbits(64):016x}",
+                "created_at": base,
+                "source_trace_id": "external",
+                "tier": "gold",
+                "input": "q",
+                "output": "a",
+                "validation": {"quality_score": 0.95, "validated": True},
+            }
+            for _ in range(5)
+        ]
+        publish(self.cfg, execs, cmps)
+        produce(self.cfg, "training-sample", [orjson.dumps(s) for s in samples])
+        produce(self.cfg, "engine-execution", [b"not json", b'{"engine_id": 3}'])
+        self.execs += execs
+        self.cmps += cmps
+        self.samples += samples
+        self.invalid += 2
+
+    def close_windows(self) -> None:
+        """Stream time moves past every window on every partition of both inputs (windows
+        close by stream time alone: no input goes idle during the test)."""
+        ts = T0 + (self.round + 3) * 2 * WIDTH
+        partitions = range(self.cfg.kafka.partitions)
+        self.closers = [execution(self.rng, "e0", ts) for _ in partitions]
+        self.closing_cmps = [comparison(self.rng, ENGINES, ts) for _ in partitions]
+        producer = Producer({"bootstrap.servers": self.cfg.kafka.bootstrap_servers})
+        prefix = self.cfg.kafka.topic_prefix
+        for p, e, c in zip(partitions, self.closers, self.closing_cmps, strict=True):
+            producer.produce(f"{prefix}engine-execution", orjson.dumps(e), partition=p)
+            producer.produce(f"{prefix}comparison-result", orjson.dumps(c), partition=p)
+        assert producer.flush(30) == 0
+
+    def expected_samples(self) -> set[str]:
+        derived = {
+            s["sample_id"]
+            for c in self.cmps + self.closing_cmps
+            if (s := derive_sample(c, self.cfg.training.thresholds)) is not None
+        }
+        return derived | {s["sample_id"] for s in self.samples}
+
+
+def finished_files(base: Path) -> dict[str, tuple[int, int]]:
+    """Every finished part file: path → (inode, size)."""
+    found = {}
+    for path in base.rglob("*.jsonl"):
+        if not any(part.startswith(".") for part in path.relative_to(base).parts):
+            st = path.stat()
+            found[str(path.relative_to(base))] = (st.st_ino, st.st_size)
+    return found
+
+
+def wait_all(cfg: Any, feed: Feed, timeout: float = 120) -> None:
+    wait_for_lines(cfg, "engine_execution", len(feed.execs) + len(feed.closers), timeout)
+    wait_for_lines(cfg, "comparison_result", len(feed.cmps) + len(feed.closing_cmps), timeout)
+    wait_for_lines(cfg, "training_sample", len(feed.expected_samples()), timeout)
+    wait_for_lines(cfg, "dead_letter", feed.invalid, timeout)
+
+
+def assert_exactly_once(cfg: Any, feed: Feed) -> None:
+    traces = [r["trace_id"] for r in records(lines_of(cfg, "engine_execution"))]
+    assert len(traces) == len(set(traces))
+    assert set(traces) == {e["trace_id"] for e in feed.execs + feed.closers}
+    cmps = [r["comparison_id"] for r in records(lines_of(cfg, "comparison_result"))]
+    assert sorted(cmps) == sorted(c["comparison_id"] for c in feed.cmps + feed.closing_cmps)
+    samples = [r["sample_id"] for r in records(lines_of(cfg, "training_sample"))]
+    assert len(samples) == len(set(samples))
+    assert set(samples) == feed.expected_samples()
+    dead = [
+        (r["topic"], r["partition"], r["offset"]) for r in records(lines_of(cfg, "dead_letter"))
+    ]
+    assert len(dead) == len(set(dead)) == feed.invalid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "instant",
+    ["before_write:stop:2", "after_write:stop:2", "after_commit:stop:2", "after_claim:stop:1"],
+)
+def test_a_thawed_zombie_never_makes_a_line_visible_twice(
+    make_config: ConfigFactory, tmp_path: Path, instant: str
+) -> None:
+    path, cfg = make_config(
+        {
+            "kafka": {"partitions": 3},
+            "aggregation": {**AGG, "idle_seconds": 300},
+            "channels": {**FAST, "training_sample": FAST["engine_execution"]},
+        }
+    )
+    create_topics(cfg)
+    feed = Feed(cfg, seed=zlib.crc32(instant.encode()))
+    # A first worker leaves committed in-progress files behind (SIGKILL): something to roll
+    # forward for whoever takes the partitions next.
+    first = WorkerProcess(path, tmp_path, "w0").start()
+    feed.send()
+    wait_all(cfg, feed)
+    first.kill()
+
+    zombie = WorkerProcess(path, tmp_path, "zombie", env={"JSON_ENGINE_FAULT": instant})
+    zombie.start(wait_ready=False)
+    stop_feeding = threading.Event()
+
+    def keep_feeding() -> None:
+        while not stop_feeding.is_set():
+            feed.send(150)
+            time.sleep(0.3)
+
+    feeder = threading.Thread(target=keep_feeding)
+    feeder.start()
+    try:
+        zombie.wait_frozen(90)
+    finally:
+        stop_feeding.set()
+        feeder.join()
+    owner = WorkerProcess(path, tmp_path, "owner").start()
+    feed.send()
+    wait_all(cfg, feed, timeout=150)  # the owner took every partition over, and wrote it all
+    before = finished_files(cfg.output.base_path)
+
+    zombie.thaw()  # it wakes with its batches (or its recovery) in hand
+    time.sleep(8)
+    feed.send()
+    feed.close_windows()
+    wait_all(cfg, feed, timeout=150)
+    expected = oracle(feed.execs, feed.cmps)
+    wait_for_lines(cfg, "aggregated_stats", len(expected), timeout=120)
+    assert zombie.alive(), zombie.tail()
+    assert b"lost 18 partitions (session expired)" in zombie.log()  # it was a zombie indeed
+    assert owner.terminate() == 0
+    assert zombie.terminate() == 0
+
+    after = finished_files(cfg.output.base_path)
+    for name, identity in before.items():
+        assert after.get(name) == identity, f"{name} was rewritten or removed"
+    assert_exactly_once(cfg, feed)
+    streamed = by_key(lines_of(cfg, "aggregated_stats"))
+    assert set(streamed) == set(expected)
+    for key, record in streamed.items():
+        assert_matches(record, expected[key])
+    for channel in ("engine_execution", "training_sample", "dead_letter"):
+        spool = channel_dir(cfg.output.base_path, cfg.channels.get(channel).filename)
+        for name in os.listdir(spool / ".inprogress"):
+            assert not name.endswith(".copy"), name  # no half roll-forward left behind
