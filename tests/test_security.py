@@ -237,7 +237,6 @@ def test_auth_failure_stays_the_reason_after_brokers_down(secured: Secured, tmp_
         publisher.close()
 
 
-@pytest.mark.skip(reason="enabled with the librdkafka worker")
 def test_worker_over_sasl_ssl(secured: Secured, tmp_path: Path) -> None:
     config = write_config(tmp_path / "w.yaml", worker_config(secured, tmp_path, "sec-worker."))
     cfg = load_config(config)
@@ -253,7 +252,6 @@ def test_worker_over_sasl_ssl(secured: Secured, tmp_path: Path) -> None:
         assert worker.terminate() == 0
 
 
-@pytest.mark.skip(reason="enabled with the librdkafka worker")
 def test_worker_with_a_wrong_password_writes_nothing_and_says_why(
     secured: Secured, tmp_path: Path
 ) -> None:
