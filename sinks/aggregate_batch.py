@@ -15,6 +15,9 @@ field follows the Contract literally and nothing is rounded:
 - A comparison's time is its `timestamp`. When absent the stream uses the Kafka record
   timestamp, which the files do not keep: the batch twin skips such comparisons (logged, and
   counted by `untimed_comparisons`).
+- Late events are those the stream leaves out: per Kafka partition, in offset order (the
+  files keep both), an event whose window ended `grace` or more before the largest event
+  time before it (`late_rows`). Windows closed early by `idle_seconds` are not modelled.
 - comparisons.count / wins count comparisons, so an engine listed twice among one comparison's
   candidates counts once; quality has one observation per candidate entry: its own `score`,
   else `winner.score` if it is the winner, else none. quality.mean is null without
@@ -36,14 +39,20 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from sinks.reader import channel_dir, iter_lines
+from sinks.reader import channel_dir, iter_partition_lines
 from streams.config import JsonEngineConfig
 
 log = logging.getLogger(__name__)
 
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-EXECUTION_COLUMNS = ("engine_id", "timestamp", "metrics.latency_ms", "metrics.success")
-COMPARISON_COLUMNS = ("timestamp", "candidates", "winner.engine_id", "winner.score")
+EXECUTION_COLUMNS = (
+    "engine_id",
+    "timestamp",
+    "metrics.latency_ms",
+    "metrics.success",
+    "partition",
+)
+COMPARISON_COLUMNS = ("timestamp", "candidates", "winner.engine_id", "winner.score", "partition")
 _KEYS = ["engine_id", "window_start"]
 
 
@@ -70,10 +79,16 @@ def load_executions(directory: str | Path) -> pd.DataFrame:
     """
 
     def rows() -> Iterable[tuple[Any, ...]]:
-        for line in iter_lines(directory):
+        for partition, line in iter_partition_lines(directory):
             event = orjson.loads(line)
             metrics = event["metrics"]
-            yield event["engine_id"], event["timestamp"], metrics["latency_ms"], metrics["success"]
+            yield (
+                event["engine_id"],
+                event["timestamp"],
+                metrics["latency_ms"],
+                metrics["success"],
+                partition,
+            )
 
     return _frame(rows(), EXECUTION_COLUMNS)
 
@@ -82,13 +97,14 @@ def load_comparisons(directory: str | Path) -> pd.DataFrame:
     """One row per finished comparison line; candidates keep only engine_id and score."""
 
     def rows() -> Iterable[tuple[Any, ...]]:
-        for line in iter_lines(directory):
+        for partition, line in iter_partition_lines(directory):
             event = orjson.loads(line)
             winner = event["winner"]
             candidates = [
                 {"engine_id": c["engine_id"], "score": c.get("score")} for c in event["candidates"]
             ]
-            yield event.get("timestamp"), candidates, winner["engine_id"], winner["score"]
+            ts = event.get("timestamp")
+            yield ts, candidates, winner["engine_id"], winner["score"], partition
 
     return _frame(rows(), COMPARISON_COLUMNS)
 
@@ -252,8 +268,25 @@ def _record(engine_id: str, start: int, width: int, ex: Any, cmp: Any) -> dict[s
     }
 
 
+def late_rows(frame: pd.DataFrame, width: int, grace_ms: int) -> pd.Series:
+    """Which rows the stream finds late: per Kafka partition, in offset order (the row order),
+    a row whose window ended `grace_ms` or more before the largest timestamp before it.
+    A frame without a `partition` column has no order to judge by: nothing is late."""
+    if frame.empty or "partition" not in frame.columns or "timestamp" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    ts = frame["timestamp"]
+    stream_time = ts.groupby(frame["partition"], sort=False).transform(
+        lambda t: t.cummax().shift(1)
+    )
+    start = ts - ts % width
+    return (start + width + grace_ms <= stream_time).fillna(False).astype(bool)
+
+
 def aggregate_frames(
-    executions: pd.DataFrame, comparisons: pd.DataFrame, window_minutes: float
+    executions: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    window_minutes: float,
+    grace_seconds: float | None = None,
 ) -> list[dict[str, Any]]:
     """aggregated_stats records of these events, sorted by (window_start, engine_id).
 
@@ -261,9 +294,15 @@ def aggregate_frames(
     `timestamp`, `metrics.latency_ms`, `metrics.success`; comparisons `timestamp`,
     `candidates` (list of objects), `winner.engine_id`, `winner.score`) or of
     `load_executions` / `load_comparisons`; nested `metrics` / `winner` object columns work
-    too. Either frame may be empty.
+    too. Either frame may be empty. With `grace_seconds`, rows the stream finds late
+    (`late_rows`, frames with a `partition` column in offset order) are left out, as the
+    stream leaves them out.
     """
     width = window_ms(window_minutes)
+    if grace_seconds is not None:
+        grace = round(grace_seconds * 1000)
+        executions = executions[~late_rows(executions, width, grace)]
+        comparisons = comparisons[~late_rows(comparisons, width, grace)]
     ex = _execution_stats(executions, width)
     cmp = _comparison_stats(comparisons, width)
     ex_rows = {key: row for key, row in zip(ex.index, ex.itertuples(index=False), strict=True)}
@@ -279,16 +318,23 @@ def aggregate_dir(
     output_dir: str | Path,
     window_minutes: float | None = None,
     config: JsonEngineConfig | None = None,
+    grace_seconds: float | None = None,
 ) -> list[dict[str, Any]]:
     """Recompute the aggregates of an output directory (`<base_path>`) from its files.
 
     Channel directories come from the configuration's filenames (defaults if none);
-    `window_minutes` overrides the configured `aggregation.window_minutes`.
+    `window_minutes` overrides the configured `aggregation.window_minutes`; with
+    `grace_seconds` the events the stream finds late are left out (`late_rows`).
     """
     cfg = config or JsonEngineConfig()
     events, comparisons = channel_dirs(output_dir, cfg)
     minutes = cfg.aggregation.window_minutes if window_minutes is None else window_minutes
-    return aggregate_frames(load_executions(events), load_comparisons(comparisons), minutes)
+    return aggregate_frames(
+        load_executions(events),
+        load_comparisons(comparisons),
+        minutes,
+        grace_seconds,
+    )
 
 
 def channel_dirs(output_dir: str | Path, config: JsonEngineConfig) -> tuple[Path, Path]:

@@ -19,10 +19,16 @@ def channel_dir(base_path: str | Path, filename: str) -> Path:
 
 def iter_lines(directory: str | Path) -> Iterator[bytes]:
     """Every finished line (without its newline), partition by partition, in offset order."""
+    for _partition, line in iter_partition_lines(directory):
+        yield line
+
+
+def iter_partition_lines(directory: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(Kafka partition, line) of every finished line, in (partition, offset) order."""
     for part in finished_files(Path(directory)):
         with open(part.path, "rb") as f:
             for line in f:
-                yield line.rstrip(b"\n")
+                yield part.partition, line.rstrip(b"\n")
 
 
 def read_records(directory: str | Path) -> list[dict[str, Any]]:

@@ -65,7 +65,8 @@ def recompute(
     events_dir, comparisons_dir = channel_dirs(output_dir, cfg)
     executions = load_executions(events_dir)
     comparisons = load_comparisons(comparisons_dir)
-    records = aggregate_frames(executions, comparisons, window_minutes)
+    grace = cfg.aggregation.grace_seconds
+    records = aggregate_frames(executions, comparisons, window_minutes, grace)
     note = (
         f"{len(records)} records from {len(executions)} executions and "
         f"{len(comparisons)} comparisons (windows of {window_minutes:g} min)"

@@ -564,3 +564,19 @@ def test_report_is_self_contained_escaped_and_complete() -> None:
 def test_report_without_records() -> None:
     page = render_html([], "empty")
     assert "No aggregated windows" in page and "<svg" not in page
+
+
+def test_late_rows_follow_each_partitions_own_order() -> None:
+    from sinks.aggregate_batch import late_rows
+
+    width, grace = 1000, 500
+    frame = pd.DataFrame(
+        {
+            # partition 0 reaches 2600 first: 10 is late there (0 + 1000 + 500 <= 2600);
+            # partition 1 only reaches 1400: the same 10 is not late; 1499 closes nothing.
+            "timestamp": [2600, 10, 1400, 10, 1499],
+            "partition": [0, 0, 1, 1, 1],
+        }
+    )
+    assert late_rows(frame, width, grace).tolist() == [False, True, False, False, False]
+    assert not late_rows(frame.drop(columns="partition"), width, grace).any()

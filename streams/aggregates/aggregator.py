@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from streams.aggregates import changelog
 from streams.aggregates.local import (
     LocalFold,
     comparison_observations,
@@ -75,12 +76,14 @@ class Aggregator:
     def windows_emitted(self) -> int:
         return self.merge.windows_emitted
 
-    def assign(self, topic: str, partition: int) -> None:
-        """After the partition's committed offset was fetched (which waits for any transaction
-        still open on it): restore its state as committed."""
-        reader = self.readers.get(topic)
-        if reader is not None:
-            reader.assign(partition)
+    def assign(self, tps: list[tuple[str, int]]) -> None:
+        """After the partitions' committed offsets were fetched (which waits for any
+        transaction still open on them): restore their state as committed."""
+        ours = [(self.readers[t], p) for t, p in tps if t in self.readers]
+        wanted = {reader.changelog_partition(p): (reader, p) for reader, p in ours}
+        content = changelog.read_partitions(self.config, sorted(wanted))
+        for cl, (reader, partition) in wanted.items():
+            reader.assign(partition, content[cl])
 
     def release(self, topic: str, partition: int) -> None:
         reader = self.readers.get(topic)

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from streams.config import JsonEngineConfig
 from streams.topics import aggregates_state_topic
@@ -37,9 +37,13 @@ def parse_window_key(key: bytes) -> tuple[str, int]:
     return engine, int(start)
 
 
-def read_partition(config: JsonEngineConfig, partition: int) -> dict[bytes, Any]:
-    """The committed content of one changelog partition: key → last value (None: deleted)."""
+def read_partitions(config: JsonEngineConfig, partitions: list[int]) -> dict[int, dict[bytes, Any]]:
+    """The committed content of changelog partitions: per partition, key → last value (None:
+    deleted). One consumer reads them all, each to its end (commit markers included)."""
     topic = aggregates_state_topic(config)
+    content: dict[int, dict[bytes, Any]] = {p: {} for p in partitions}
+    if not partitions:
+        return content
     consumer = Consumer(
         {
             **config.kafka.client_config(),
@@ -49,26 +53,24 @@ def read_partition(config: JsonEngineConfig, partition: int) -> dict[bytes, Any]
             "auto.offset.reset": "earliest",
         }
     )
-    content: dict[bytes, Any] = {}
     try:
-        tp = TopicPartition(topic, partition, 0)
-        _low, high = consumer.get_watermark_offsets(tp, timeout=30)
-        consumer.assign([tp])
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in partitions
+        }
+        remaining = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in remaining])
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
-        while high > 0:
+        while remaining:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"changelog {topic}[{partition}] not restored in time")
-            msg = consumer.poll(0.5)
-            if msg is None:
-                if consumer.position([tp])[0].offset >= high:
-                    break
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            value = msg.value()
-            content[msg.key()] = None if value is None else orjson.loads(value)
-            if msg.offset() >= high - 1:
-                break
+                raise TimeoutError(f"changelog {topic} {sorted(remaining)} not restored in time")
+            for msg in consumer.consume(10_000, 0.1):
+                if msg.error():
+                    raise KafkaException(msg.error())
+                value = msg.value()
+                content[msg.partition()][msg.key()] = None if value is None else orjson.loads(value)
+            positions = consumer.position([TopicPartition(topic, p) for p in remaining])
+            remaining -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
     finally:
         consumer.close()
     return content

@@ -126,10 +126,13 @@ class LocalFold:
 
     # -- partitions --------------------------------------------------------------------------
 
-    def assign(self, partition: int) -> None:
+    def changelog_partition(self, partition: int) -> int:
+        return changelog.changelog_partition(self.config, self.stage, partition)
+
+    def assign(self, partition: int, content: dict[bytes, Any]) -> None:
+        """Take the partition over with its committed state (its changelog partition)."""
         state = LocalState()
-        cl = changelog.changelog_partition(self.config, self.stage, partition)
-        for key, value in changelog.read_partition(self.config, cl).items():
+        for key, value in content.items():
             if key == changelog.META_KEY:
                 for name, v in value.items():
                     setattr(state, name, v)

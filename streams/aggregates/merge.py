@@ -68,10 +68,13 @@ class Merge:
         self.states: dict[int, MergeState] = {}
         self.windows_emitted = 0
 
-    def assign(self, partition: int) -> None:
+    def changelog_partition(self, partition: int) -> int:
+        return changelog.changelog_partition(self.config, "merge", partition)
+
+    def assign(self, partition: int, content: dict[bytes, Any]) -> None:
+        """Take the partition over with its committed state (its changelog partition)."""
         state = MergeState()
-        cl = changelog.changelog_partition(self.config, "merge", partition)
-        for key, value in changelog.read_partition(self.config, cl).items():
+        for key, value in content.items():
             if key == changelog.META_KEY:
                 for name, v in value.items():
                     setattr(state, name, v)

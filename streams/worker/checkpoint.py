@@ -198,10 +198,8 @@ class Checkpointer:
             claims.append(TopicPartition(*key, offset, metadata=encode(epoch + 1, file)))
         self._transact([], claims)  # fenced: from here on these epochs are ours
         fault_point("after_claim")
-        resume = {}
-        for key, offset, epoch, file in plan:
-            self.pipeline.recover(key, offset, epoch, file)
-            resume[key] = offset
+        self.pipeline.recover(plan)
+        resume = {key: offset for key, offset, _epoch, _file in plan}
         log.info("recovered %d partitions: %s", len(resume), sorted(resume.items()))
         return resume
 

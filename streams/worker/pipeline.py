@@ -98,19 +98,20 @@ class Pipeline:
 
     # -- partitions --------------------------------------------------------------------------
 
-    def recover(self, tp: TP, offset: int, epoch: int, checkpoint: Checkpoint | None) -> None:
-        """Readers take the partition over from its committed checkpoint, in `epoch`; reading
-        resumes at `offset`."""
-        topic, partition = tp
-        sink = self.sinks.get(topic)
-        if sink is not None:
-            sink.assign(partition, epoch, checkpoint)
+    def recover(self, plan: list[tuple[TP, int, int, Checkpoint | None]]) -> None:
+        """Readers take partitions over from their committed checkpoints: per partition the
+        offset reading resumes at, its (new) owner epoch and its open file."""
+        for (topic, partition), _offset, epoch, checkpoint in plan:
+            sink = self.sinks.get(topic)
+            if sink is not None:
+                sink.assign(partition, epoch, checkpoint)
         if self.aggregator is not None:
-            self.aggregator.assign(topic, partition)
-        self.ready.add(tp)
-        self.positions[tp] = offset
-        self.epochs[tp] = epoch
-        self._committed[tp] = (offset, checkpoint)
+            self.aggregator.assign([tp for tp, *_ in plan])
+        for tp, offset, epoch, checkpoint in plan:
+            self.ready.add(tp)
+            self.positions[tp] = offset
+            self.epochs[tp] = epoch
+            self._committed[tp] = (offset, checkpoint)
 
     def release(self, tps: list[TP], finish: bool) -> None:
         """Partitions that left: after a checkpoint their files finish, else they are dropped."""
