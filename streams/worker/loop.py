@@ -58,6 +58,7 @@ class BatchLoop(threading.Thread):
         self.joined = False
         self._down_since: float | None = None
         self._outage_logged = 0.0
+        self._errors_logged = 0.0
         self._retry_at = 0.0
         self._topics_at: float | None = 0.0
         self.consumer = Consumer(
@@ -112,6 +113,7 @@ class BatchLoop(threading.Thread):
             if messages:
                 self._broker_answered()
                 pipeline.on_messages(messages)
+                self._log_errors(messages, now)
             now = time.monotonic()
             if pipeline.due(now):
                 self._checkpoint()
@@ -216,6 +218,15 @@ class BatchLoop(threading.Thread):
             return False
         return high > position
 
+    def _log_errors(self, messages: list, now: float) -> None:
+        """Errors the consumer hands over as messages (a topic not there yet…), once a while."""
+        if now - self._errors_logged < OUTAGE_LOG_SECONDS:
+            return
+        errors = {str(m.error()) for m in messages if m.error() is not None}
+        if errors:
+            self._errors_logged = now
+            log.warning("consumer: %s", "; ".join(sorted(errors)))
+
     # -- brokers -----------------------------------------------------------------------------
 
     def _on_error(self, error: KafkaError) -> None:
@@ -255,7 +266,7 @@ class BatchLoop(threading.Thread):
             return
         try:
             created = create_topics(self.config, timeout=5.0)
-        except KafkaException as exc:
+        except Exception as exc:  # broker down, too few brokers, a time-out: never fatal
             log.warning("cannot create the topics yet (will retry): %s", exc)
             self._topics_at = now + TOPICS_RETRY_SECONDS
             return
