@@ -71,7 +71,9 @@ def _frame(rows: Iterable[tuple[Any, ...]], columns: tuple[str, ...]) -> pd.Data
     return pd.DataFrame.from_records(list(rows), columns=list(columns))
 
 
-def load_executions(directory: str | Path) -> pd.DataFrame:
+def load_executions(
+    directory: str | Path, since: int | None = None, until: int | None = None
+) -> pd.DataFrame:
     """The execution fields the aggregates need, one row per finished line.
 
     Only four fields are kept, parsed line by line, so a million events do not hold their
@@ -79,7 +81,7 @@ def load_executions(directory: str | Path) -> pd.DataFrame:
     """
 
     def rows() -> Iterable[tuple[Any, ...]]:
-        for partition, line in iter_partition_lines(directory):
+        for partition, line in iter_partition_lines(directory, since, until):
             event = orjson.loads(line)
             metrics = event["metrics"]
             yield (
@@ -93,11 +95,13 @@ def load_executions(directory: str | Path) -> pd.DataFrame:
     return _frame(rows(), EXECUTION_COLUMNS)
 
 
-def load_comparisons(directory: str | Path) -> pd.DataFrame:
+def load_comparisons(
+    directory: str | Path, since: int | None = None, until: int | None = None
+) -> pd.DataFrame:
     """One row per finished comparison line; candidates keep only engine_id and score."""
 
     def rows() -> Iterable[tuple[Any, ...]]:
-        for partition, line in iter_partition_lines(directory):
+        for partition, line in iter_partition_lines(directory, since, until):
             event = orjson.loads(line)
             winner = event["winner"]
             candidates = [
@@ -319,6 +323,8 @@ def aggregate_dir(
     window_minutes: float | None = None,
     config: JsonEngineConfig | None = None,
     grace_seconds: float | None = None,
+    since: int | None = None,
+    until: int | None = None,
 ) -> list[dict[str, Any]]:
     """Recompute the aggregates of an output directory (`<base_path>`) from its files.
 
@@ -330,8 +336,8 @@ def aggregate_dir(
     events, comparisons = channel_dirs(output_dir, cfg)
     minutes = cfg.aggregation.window_minutes if window_minutes is None else window_minutes
     return aggregate_frames(
-        load_executions(events),
-        load_comparisons(comparisons),
+        load_executions(events, since, until),
+        load_comparisons(comparisons, since, until),
         minutes,
         grace_seconds,
     )

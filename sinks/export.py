@@ -29,8 +29,10 @@ def _tiers_at_least(min_tier: str) -> set[str]:
     return set(TIERS[: TIERS.index(min_tier) + 1])
 
 
-def _records(directory: Path) -> Iterator[dict[str, Any]]:
-    for line in iter_lines(directory):
+def _records(
+    directory: Path, since: int | None = None, until: int | None = None
+) -> Iterator[dict[str, Any]]:
+    for line in iter_lines(directory, since, until):
         yield orjson.loads(line)
 
 
@@ -75,14 +77,21 @@ def dpo_rows(comparisons: Iterator[dict[str, Any]], min_score: float) -> Iterato
 
 
 def export_rows(
-    config: JsonEngineConfig, output_dir: Path, fmt: Format, min_tier: str = "bronze"
+    config: JsonEngineConfig,
+    output_dir: Path,
+    fmt: Format,
+    min_tier: str = "bronze",
+    since: int | None = None,
+    until: int | None = None,
 ) -> Iterator[dict[str, Any]]:
+    """Rows of the samples (or comparisons, for dpo) whose time is in [since, until)."""
     if fmt == "dpo":
         directory = channel_dir(output_dir, config.channels.comparison_result.filename)
-        return dpo_rows(_records(directory), _threshold(config.training.thresholds, min_tier))
+        threshold = _threshold(config.training.thresholds, min_tier)
+        return dpo_rows(_records(directory, since, until), threshold)
     directory = channel_dir(output_dir, config.channels.training_sample.filename)
     rows = sft_rows if fmt == "sft" else chat_rows
-    return rows(_records(directory), min_tier)
+    return rows(_records(directory, since, until), min_tier)
 
 
 def _threshold(thresholds: Thresholds, tier: str) -> float:

@@ -23,6 +23,7 @@ from sinks.aggregate_batch import (
     window_ms,
 )
 from sinks.atomic import atomic_write
+from sinks.files.buckets import parse_time
 from sinks.reader import channel_dir, read_records
 from sinks.report import render_html
 from streams.config import JsonEngineConfig
@@ -58,13 +59,40 @@ def _window(window_minutes: float | None, cfg: JsonEngineConfig) -> float:
     return minutes
 
 
+def _time(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from None
+
+
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", help="Only records at or after T (epoch ms or ISO-8601)."),
+]
+UntilOption = Annotated[
+    str | None, typer.Option("--until", help="Only records before T (epoch ms or ISO-8601).")
+]
+
+
+def time_bounds(since: str | None, until: str | None) -> tuple[int | None, int | None]:
+    """--since / --until as epoch ms; a bad value exits 2 naming the option."""
+    return _time(since, "--since"), _time(until, "--until")
+
+
 def recompute(
-    output_dir: Path, window_minutes: float, cfg: JsonEngineConfig
+    output_dir: Path,
+    window_minutes: float,
+    cfg: JsonEngineConfig,
+    since: int | None = None,
+    until: int | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Batch-twin records of `output_dir` and a one-line account of what they came from."""
     events_dir, comparisons_dir = channel_dirs(output_dir, cfg)
-    executions = load_executions(events_dir)
-    comparisons = load_comparisons(comparisons_dir)
+    executions = load_executions(events_dir, since, until)
+    comparisons = load_comparisons(comparisons_dir, since, until)
     grace = cfg.aggregation.grace_seconds
     records = aggregate_frames(executions, comparisons, window_minutes, grace)
     note = (
@@ -93,6 +121,8 @@ def aggregate(
         Path | None,
         typer.Option("--out", help="Write the JSONL here (atomically) instead of stdout."),
     ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
     """Recompute aggregated_stats records from the files with pandas (backfill, reconciliation).
 
@@ -102,7 +132,9 @@ def aggregate(
     from streams.cli import config_or_exit
 
     cfg = config_or_exit(config)
-    records, note = recompute(from_files, _window(window_minutes, cfg), cfg)
+    records, note = recompute(
+        from_files, _window(window_minutes, cfg), cfg, *time_bounds(since, until)
+    )
     data = b"".join(orjson.dumps(r) + b"\n" for r in records)
     if out is None:
         sys.stdout.buffer.write(data)
@@ -118,6 +150,8 @@ def report(
     window_minutes: WindowOption = None,
     config: ConfigOption = None,
     title: Annotated[str | None, typer.Option("--title", help="Page title.")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
     """Render a self-contained HTML report: per-engine charts over time and a leaderboard.
 
@@ -128,13 +162,14 @@ def report(
     from streams.cli import config_or_exit, fail
 
     cfg = config_or_exit(config)
+    bounds = time_bounds(since, until)
     records: list[dict[str, Any]] = []
     if window_minutes is None:
         stats_dir = channel_dir(output_dir, cfg.channels.aggregated_stats.filename)
-        records = read_records(stats_dir)
+        records = read_records(stats_dir, *bounds)
         note = f"{len(records)} records from {stats_dir}"
     if not records:
-        records, note = recompute(output_dir, _window(window_minutes, cfg), cfg)
+        records, note = recompute(output_dir, _window(window_minutes, cfg), cfg, *bounds)
         note = f"recomputed {note}"
     if not records:
         raise fail(f"nothing to report: no aggregated_stats, events or comparisons in {output_dir}")

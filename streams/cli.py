@@ -269,6 +269,8 @@ def cat(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", help="Instead of output.base_path.")
     ] = None,
+    since: aggregate_cli.SinceOption = None,
+    until: aggregate_cli.UntilOption = None,
 ) -> None:
     """Print every finished line of a channel, in (partition, offset) order."""
     from sinks.reader import channel_dir, iter_lines
@@ -276,9 +278,10 @@ def cat(
     cfg = config_or_exit(config)
     if channel not in CHANNELS:
         raise fail(f"unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}", 2)
+    bounds = aggregate_cli.time_bounds(since, until)
     directory = channel_dir(output_dir or cfg.output.base_path, cfg.channels.get(channel).filename)
     stdout = sys.stdout.buffer
-    for line in iter_lines(directory):
+    for line in iter_lines(directory, *bounds):
         stdout.write(line + b"\n")
     stdout.flush()
 
@@ -290,6 +293,8 @@ def export(
     min_tier: Annotated[str, typer.Option("--min-tier", help="gold, silver or bronze.")] = "bronze",
     out_file: Annotated[Path | None, typer.Option("--out", help="Else standard output.")] = None,
     config: ConfigOption = None,
+    since: aggregate_cli.SinceOption = None,
+    until: aggregate_cli.UntilOption = None,
 ) -> None:
     """Export training data as JSONL for fine-tuning (TRL / OpenAI formats)."""
     from sinks.export import TIERS, export_rows, write_jsonl
@@ -299,7 +304,8 @@ def export(
     if min_tier not in TIERS:
         raise fail(f"--min-tier must be one of {', '.join(TIERS)}, not {min_tier!r}", 2)
     cfg = config_or_exit(config)
-    rows = export_rows(cfg, output_dir, fmt, min_tier)  # type: ignore[arg-type]
+    bounds = aggregate_cli.time_bounds(since, until)
+    rows = export_rows(cfg, output_dir, fmt, min_tier, *bounds)  # type: ignore[arg-type]
     if out_file is None:
         count = write_jsonl(rows, sys.stdout.buffer)
         sys.stdout.flush()

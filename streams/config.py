@@ -82,6 +82,11 @@ class KafkaConfig(_Strict):
 
 class OutputConfig(_Strict):
     base_path: Path = Path("./output")
+    # An id seen again (training samples, aggregated stats) is dropped when its copy's time
+    # bucket is this recent; older buckets keep no dedupe state.
+    dedupe_horizon_hours: float = Field(168, gt=0)
+    retention_days: float | None = Field(None, gt=0)  # delete older buckets; None: keep all
+    retention_check_seconds: float = Field(600, gt=0)
 
 
 class ChannelConfig(_Strict):
@@ -91,7 +96,7 @@ class ChannelConfig(_Strict):
     auto_flush_seconds: float = Field(1.0, gt=0, le=3600)
     validate_: bool = Field(True, alias="validate")
     roll_bytes: int = Field(64 * 1024 * 1024, ge=1)
-    roll_seconds: float = Field(10.0, ge=0)
+    roll_seconds: float = Field(300.0, ge=0)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from streams import local_kafka
-from streams.config import JsonEngineConfig, load_config
+from streams.config import CHANNELS, JsonEngineConfig, load_config
 
 TEST_BROKER_PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT", "19092"))
 
@@ -102,6 +102,9 @@ def make_config(
             },
             "output": {"base_path": str(output_dir)},
             "models": {"path": str(tmp_path / "models")},
+            # Files become visible when they finish: tests want that within a second or two,
+            # not after the production default of a few minutes.
+            "channels": {channel: {"roll_seconds": 1.0} for channel in CHANNELS},
         }
         path = tmp_path / name
         path.write_text(yaml.safe_dump({"json_engine": _merge(base, overrides or {})}))

@@ -1,16 +1,17 @@
 """Part files of one Kafka partition: in progress → finished, fenced against zombie writers.
 
 The lifecycle is Flink FileSink's (in progress, pending, committed); the finished names are
-Kafka Connect S3's (derived from offsets). For partition 3 of a channel directory `D`:
+Kafka Connect S3's (derived from offsets); finished files sit in time buckets
+(sinks/files/buckets.py). For partition 3 of a channel directory `D`:
 
-    D/.inprogress/p003-0000000007-000000000100.part   hidden: the file of owner epoch 7
-    D/p003-000000000100-000000000599.jsonl            finished: whole, never rewritten
+    D/.inprogress/p003-0000000007-000000000100-2026120108.part   hidden: epoch 7's open file
+    D/date=2026-12-01/hour=08/p003-000000000100-000000000599.jsonl   finished, never rewritten
 
 Each owner of a partition has an **epoch**, claimed by a fenced commit before it touches any
-file (streams/worker/checkpoint.py), and writes only files named with its own epoch. It
-appends whole batches to its in-progress file and fsyncs each one. What is durable is not
-the file but the **checkpoint**: the worker commits, in the same Kafka transaction as the
-consumer offsets, `(file, size, last offset)` of every open file. The broker refuses that
+file (streams/worker/checkpoint.py), and writes only files named with its own epoch: one open
+file per bucket it writes to. It appends whole batches and fsyncs each one. What is durable
+is not the file but the **checkpoint**: the worker commits, in the same Kafka transaction as
+the consumer offsets, `(file, size, last offset)` of every open file. The broker refuses that
 commit from a worker whose group generation is stale, so only the partition's current owner
 can ever make bytes count.
 
@@ -36,10 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sinks.atomic import fsync_dir
+from sinks.files.buckets import buckets_between
 
 FINISHED = re.compile(r"^p(\d+)-(\d+)-(\d+)\.jsonl$")
 IN_PROGRESS_DIR = ".inprogress"
-IN_PROGRESS = re.compile(r"^p(\d+)-(\d+)-(\d+)\.(part|copy)$")
+IN_PROGRESS = re.compile(r"^p(\d+)-(\d+)-(\d+)-(\d{10})\.(part|copy)$")
 # Written by json-engine before fenced checkpoints (upgrade: still finished on recovery).
 LEGACY_IN_PROGRESS = re.compile(r"^\.p(\d+)-(\d+)-(\d+)-(\d+)\.inprogress$")
 LEGACY_NEW = re.compile(r"^\.p(\d+)-(\d+)\.new$")
@@ -50,8 +52,20 @@ def finished_name(partition: int, first: int, last: int) -> str:
     return f"p{partition:03d}-{first:012d}-{last:012d}.jsonl"
 
 
-def in_progress_name(partition: int, epoch: int, first: int, kind: str = "part") -> str:
-    return f"p{partition:03d}-{epoch:010d}-{first:012d}.{kind}"
+def bucket_code(bucket: str) -> str:
+    """`date=2026-12-01/hour=08` → `2026120108` (for in-progress names)."""
+    date, hour = (part.split("=", 1)[1] for part in bucket.split("/"))
+    return date.replace("-", "") + hour
+
+
+def code_bucket(code: str) -> str:
+    return f"date={code[0:4]}-{code[4:6]}-{code[6:8]}/hour={code[8:10]}"
+
+
+def in_progress_name(
+    partition: int, epoch: int, first: int, bucket: str, kind: str = "part"
+) -> str:
+    return f"p{partition:03d}-{epoch:010d}-{first:012d}-{bucket_code(bucket)}.{kind}"
 
 
 @dataclass(frozen=True)
@@ -66,33 +80,59 @@ class PartFile:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """What a committed checkpoint says of a partition's open file (None: no open file)."""
+    """What a committed checkpoint says of one open file of a partition."""
 
     file: str
     size: int
     last: int
 
-    @property
-    def first(self) -> int:
+    def _match(self) -> re.Match[str]:
         match = IN_PROGRESS.match(self.file)
         if match is None:
             raise ValueError(f"not an in-progress file name: {self.file!r}")
-        return int(match.group(3))
+        return match
+
+    @property
+    def first(self) -> int:
+        return int(self._match().group(3))
+
+    @property
+    def bucket(self) -> str:
+        return code_bucket(self._match().group(4))
 
 
-def finished_files(directory: Path) -> list[PartFile]:
-    """Finished part files in (partition, offset) order; hidden and foreign names ignored."""
+def finished_files(
+    directory: Path, since: int | None = None, until: int | None = None
+) -> list[PartFile]:
+    """Finished part files in (partition, offset) order, from the buckets that can hold times
+    in [since, until) and the flat layout of older versions; hidden and foreign names ignored."""
     found = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            m = FINISHED.match(entry.name)
-            if m:
-                found.append(PartFile(Path(entry.path), *map(int, m.groups())))
+    for folder in [directory, *buckets_between(directory, since, until)]:
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(folder):
+                m = FINISHED.match(entry.name)
+                if m:
+                    found.append(PartFile(Path(entry.path), *map(int, m.groups())))
     return sorted(found, key=lambda f: (f.partition, f.first))
 
 
+@dataclass
+class _OpenFile:
+    fd: int
+    name: str
+    bucket: str
+    first: int
+    last: int = -1
+    size: int = 0
+    opened_at: float = 0.0
+    committed: Checkpoint | None = None
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.name, self.size, self.last)
+
+
 class PartitionWriter:
-    """Appends batches of one partition's lines to its own in-progress file."""
+    """Appends batches of one partition's lines to its own in-progress files, one per bucket."""
 
     def __init__(
         self, directory: Path, partition: int, epoch: int, roll_bytes: int, roll_seconds: float
@@ -103,21 +143,16 @@ class PartitionWriter:
         self.epoch = epoch
         self.roll_bytes = roll_bytes
         self.roll_seconds = roll_seconds
-        self._fd: int | None = None
-        self._name: str | None = None
-        self._first = 0
-        self._last = -1
-        self._size = 0
-        self._committed: Checkpoint | None = None
-        self._opened_at = 0.0
+        self._open: dict[str, _OpenFile] = {}
+        self._active: str | None = None  # the bucket written last: it stays open after commits
 
     # -- recovery ----------------------------------------------------------------------------
 
-    def recover(self, checkpoint: Checkpoint | None) -> None:
+    def recover(self, checkpoints: list[Checkpoint]) -> None:
         """Take the partition over in this writer's (newly claimed) epoch: roll the committed
-        file forward, delete older epochs' files."""
+        files forward, delete older epochs' files."""
         self.spool.mkdir(parents=True, exist_ok=True)
-        if checkpoint is not None:
+        for checkpoint in checkpoints:
             self._roll_forward(checkpoint)
         for entry in os.scandir(self.spool):
             m = IN_PROGRESS.match(entry.name)
@@ -127,11 +162,14 @@ class PartitionWriter:
         fsync_dir(self.spool)
 
     def _roll_forward(self, checkpoint: Checkpoint) -> None:
-        target = self.directory / finished_name(self.partition, checkpoint.first, checkpoint.last)
+        folder = self._bucket_dir(checkpoint.bucket)
+        target = folder / finished_name(self.partition, checkpoint.first, checkpoint.last)
         source = self.spool / checkpoint.file
         if target.exists():
             return  # finished already (by its writer, or by an earlier owner)
-        copy = self.spool / in_progress_name(self.partition, self.epoch, checkpoint.first, "copy")
+        copy = self.spool / in_progress_name(
+            self.partition, self.epoch, checkpoint.first, checkpoint.bucket, "copy"
+        )
         try:
             src = open(source, "rb")  # noqa: SIM115 (closed below)
         except FileNotFoundError:
@@ -149,7 +187,7 @@ class PartitionWriter:
             dst.flush()
             os.fsync(dst.fileno())
         _link_new(copy, target)
-        fsync_dir(self.directory)
+        fsync_dir(folder)
 
     def recover_legacy(self) -> int | None:
         """Finish the part files of the layout before fenced checkpoints (written while no
@@ -178,66 +216,89 @@ class PartitionWriter:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, data: bytes, first: int, last: int) -> None:
-        """Write one batch (whole lines) covering offsets first..last and fsync it.
+    def append(self, data: bytes, first: int, last: int, bucket: str) -> None:
+        """Write one batch of whole lines of `bucket`, covering offsets first..last, and fsync.
 
         Durable on disk, but it counts only once a checkpoint naming it is committed."""
-        if self._fd is None:
-            self._name = in_progress_name(self.partition, self.epoch, first)
+        file = self._open.get(bucket)
+        if file is None:
+            name = in_progress_name(self.partition, self.epoch, first, bucket)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-            self._fd = os.open(self.spool / self._name, flags, 0o644)
-            self._first, self._size = first, 0
-            self._opened_at = time.monotonic()
+            fd = os.open(self.spool / name, flags, 0o644)
+            file = self._open[bucket] = _OpenFile(fd, name, bucket, first)
+            file.opened_at = time.monotonic()
             fsync_dir(self.spool)
-        _write_all(self._fd, data)
-        os.fsync(self._fd)
-        self._size += len(data)
-        self._last = last
+        _write_all(file.fd, data)
+        os.fsync(file.fd)
+        file.size += len(data)
+        file.last = last
+        self._active = bucket
 
-    def checkpoint(self) -> Checkpoint | None:
-        """The open file as the next commit should record it."""
-        if self._fd is None or self._name is None:
-            return None
-        return Checkpoint(self._name, self._size, self._last)
+    @property
+    def open_buckets(self) -> set[str]:
+        return set(self._open)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The open files as the next commit should record them."""
+        return [file.checkpoint() for file in self._open.values()]
 
     def committed(self) -> None:
-        """The checkpoint taken last was committed; finish the file if it is due."""
-        self._committed = self.checkpoint()
-        if self._fd is not None and (
-            self._size >= self.roll_bytes or time.monotonic() - self._opened_at >= self.roll_seconds
-        ):
-            self.finish()
+        """The checkpoints taken last were committed: finish every file but the active one,
+        and that one too when it reached `roll_bytes` or `roll_seconds`."""
+        now = time.monotonic()
+        for bucket, file in list(self._open.items()):
+            file.committed = file.checkpoint()
+            if (
+                bucket != self._active
+                or file.size >= self.roll_bytes
+                or now - file.opened_at >= self.roll_seconds
+            ):
+                self._finish(bucket)
 
     def due(self, now: float) -> bool:
-        """True when the open, committed file has been in progress for `roll_seconds`."""
-        return (
-            self._fd is not None
-            and self._committed == self.checkpoint()
-            and now - self._opened_at >= self.roll_seconds
+        """True when an open, committed file has been in progress for `roll_seconds`."""
+        return any(
+            f.committed == f.checkpoint() and now - f.opened_at >= self.roll_seconds
+            for f in self._open.values()
         )
 
     def finish(self) -> None:
-        """Publish the open file, all of it committed, under its finished name."""
-        if self._fd is None or self._name is None:
-            return
-        if self._committed != self.checkpoint():
+        """Publish every open file, all of it committed, under its finished name."""
+        for bucket in list(self._open):
+            self._finish(bucket)
+
+    def roll_due(self, now: float) -> None:
+        for bucket, f in list(self._open.items()):
+            if f.committed == f.checkpoint() and now - f.opened_at >= self.roll_seconds:
+                self._finish(bucket)
+
+    def _finish(self, bucket: str) -> None:
+        file = self._open[bucket]
+        if file.committed != file.checkpoint():
             raise RuntimeError("finish() of a file with uncommitted bytes")
-        os.close(self._fd)
-        self._fd = None
-        source = self.spool / self._name
-        _link_new(source, self.directory / finished_name(self.partition, self._first, self._last))
-        fsync_dir(self.directory)
-        self._name = None
-        self._committed = None
+        del self._open[bucket]
+        os.close(file.fd)
+        folder = self._bucket_dir(bucket)
+        _link_new(
+            self.spool / file.name, folder / finished_name(self.partition, file.first, file.last)
+        )
+        fsync_dir(folder)
+
+    def _bucket_dir(self, bucket: str) -> Path:
+        folder = self.directory / bucket
+        if not folder.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            fsync_dir(folder.parent)  # the new folders' names are durable too
+            fsync_dir(self.directory)
+        return folder
 
     def abandon(self) -> None:
         """Close without publishing: the next owner decides from the committed checkpoint."""
-        if self._fd is not None:
+        for file in self._open.values():
             with contextlib.suppress(OSError):
-                os.close(self._fd)
-        self._fd = None
-        self._name = None
-        self._committed = None
+                os.close(file.fd)
+        self._open.clear()
+        self._active = None
 
 
 def _link_new(source: Path, target: Path) -> None:

@@ -42,25 +42,25 @@ TRANSACTION_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks rea
 OPERATION_TIMEOUT_S = 10.0
 
 
-def encode(epoch: int, checkpoint: Checkpoint | None) -> str:
-    meta: dict[str, object] = {"v": 1, "e": epoch}
-    if checkpoint is not None:
-        meta |= {"f": checkpoint.file, "s": checkpoint.size, "l": checkpoint.last}
+def encode(epoch: int, files: Iterable[Checkpoint]) -> str:
+    meta: dict[str, object] = {"v": 2, "e": epoch}
+    open_files = [[f.file, f.size, f.last] for f in files]
+    if open_files:
+        meta["o"] = open_files
     return orjson.dumps(meta).decode()
 
 
-def decode(metadata: str | None) -> tuple[int, Checkpoint | None] | None:
-    """(epoch, open file) of a committed checkpoint; None if the offset was not ours."""
+def decode(metadata: str | None) -> tuple[int, list[Checkpoint]] | None:
+    """(epoch, open files) of a committed checkpoint; None if the offset was not ours."""
     if not metadata:
         return None
     try:
         meta = orjson.loads(metadata)
         epoch = int(meta["e"])
+        files = [Checkpoint(str(f), int(s), int(last)) for f, s, last in meta.get("o", [])]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-    if "f" not in meta:
-        return epoch, None
-    return epoch, Checkpoint(meta["f"], int(meta["s"]), int(meta["l"]))
+    return epoch, files
 
 
 class CheckpointError(Exception):
@@ -169,8 +169,8 @@ class Checkpointer:
         if not outgoing and not progress:
             return
         offsets = [
-            TopicPartition(t, p, offset, metadata=encode(pipeline.epochs[(t, p)], file))
-            for (t, p), (offset, file) in progress.items()
+            TopicPartition(t, p, offset, metadata=encode(pipeline.epochs[(t, p)], files))
+            for (t, p), (offset, files) in progress.items()
         ]
         self._transact(outgoing, offsets)
         if lines_waiting:
@@ -183,19 +183,19 @@ class Checkpointer:
             [TopicPartition(t, p) for t, p in tps], timeout=OPERATION_TIMEOUT_S
         )
         claims = []
-        plan: list[tuple[TP, int, int, Checkpoint | None]] = []
+        plan: list[tuple[TP, int, int, list[Checkpoint]]] = []
         for tp in found:
             if tp.error is not None:
                 raise CheckpointError(f"committed offset of {tp.topic}[{tp.partition}]: {tp.error}")
             key = (tp.topic, tp.partition)
             decoded = decode(tp.metadata)
             legacy = decoded is None
-            epoch, file = decoded if decoded is not None else (0, None)
+            epoch, files = decoded if decoded is not None else (0, [])
             offset = tp.offset if tp.offset >= 0 else self._beginning(key)
             if legacy:
                 offset = max(offset, self._legacy_proven(key) or 0)
-            plan.append((key, offset, epoch + 1, file))
-            claims.append(TopicPartition(*key, offset, metadata=encode(epoch + 1, file)))
+            plan.append((key, offset, epoch + 1, files))
+            claims.append(TopicPartition(*key, offset, metadata=encode(epoch + 1, files)))
         self._transact([], claims)  # fenced: from here on these epochs are ours
         fault_point("after_claim")
         self.pipeline.recover(plan)

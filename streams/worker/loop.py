@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from sinks.files.retention import delete_before
 from streams.config import JsonEngineConfig
 from streams.topics import create_topics
 from streams.worker.checkpoint import Checkpointer, CheckpointError
@@ -59,6 +60,7 @@ class BatchLoop(threading.Thread):
         self._down_since: float | None = None
         self._outage_logged = 0.0
         self._errors_logged = 0.0
+        self._retention_at = 0.0
         self._retry_at = 0.0
         self._topics_at: float | None = 0.0
         self.consumer = Consumer(
@@ -112,12 +114,15 @@ class BatchLoop(threading.Thread):
             messages = consumer.consume(self.batch, POLL_SECONDS)
             if messages:
                 self._broker_answered()
-                pipeline.on_messages(messages)
                 self._log_errors(messages, now)
+                rest = pipeline.on_messages(messages)
+                while rest and self._checkpoint():  # a sink took part: room after a commit
+                    rest = pipeline.on_messages(rest)
             now = time.monotonic()
             if pipeline.due(now):
                 self._checkpoint()
             pipeline.roll_due(now)
+            self._retention(now)
             self._watch_outage(now)
             self.health.tick()
             self.health.ready = self.joined and not self.pending and self._down_since is None
@@ -204,6 +209,23 @@ class BatchLoop(threading.Thread):
         self.pipeline.release([tp for tp in tps if tp in self.pipeline.ready], finish=False)
         self.assigned -= set(tps)
         self.pending -= set(tps)
+
+    def _retention(self, now: float) -> None:
+        """Delete buckets older than `output.retention_days`, every retention_check_seconds."""
+        output = self.config.output
+        if output.retention_days is None or now < self._retention_at:
+            return
+        self._retention_at = now + output.retention_check_seconds
+        cutoff = int(time.time() * 1000 - output.retention_days * 86_400_000)
+        started = time.perf_counter()
+        deleted = sum(delete_before(s.directory, cutoff) for s in self.pipeline.sinks.values())
+        if deleted:
+            log.info(
+                "retention: deleted %d part files older than %s days in %.3fs",
+                deleted,
+                output.retention_days,
+                time.perf_counter() - started,
+            )
 
     def _unread(self, topic: str, partition: int) -> bool:
         """The broker holds records of the partition past what was read (cached watermark)."""

@@ -26,6 +26,7 @@ from streams.worker.sink import ChannelSink
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
+Progress = tuple[int, tuple[Checkpoint, ...]]  # next offset, open files
 DEDUPE_KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
     "training_sample": lambda record: record["sample_id"],
     "aggregated_stats": lambda record: f"{record['engine_id']}|{record['window_start']}",
@@ -44,7 +45,7 @@ class Pipeline:
         self.ready: set[TP] = set()
         self.positions: dict[TP, int] = {}  # next offset to read, of what was read
         self.epochs: dict[TP, int] = {}  # this worker's owner epoch of each ready partition
-        self._committed: dict[TP, tuple[int, Checkpoint | None]] = {}
+        self._committed: dict[TP, Progress] = {}
         for channel in CHANNELS:
             channel_config = config.channels.get(channel)
             if channel_config.enabled:
@@ -56,6 +57,7 @@ class Pipeline:
                     config.output.base_path,
                     self.dead_letters,
                     dedupe_key=DEDUPE_KEYS.get(channel),
+                    dedupe_horizon_hours=config.output.dedupe_horizon_hours,
                 )
                 self.sinks[name] = sink
                 self._route(name, channel, sink)
@@ -84,34 +86,39 @@ class Pipeline:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def on_messages(self, messages: list[Any]) -> None:
-        """One consumed batch: per partition, in offset order, to the topic's route."""
+    def on_messages(self, messages: list[Any]) -> list[Any]:
+        """One consumed batch: per partition, in offset order, to the topic's route. Returns
+        what was not taken yet (to hand over again after a checkpoint)."""
         batches: dict[TP, list[Any]] = {}
         for message in messages:
             if message.error() is None:
                 batches.setdefault((message.topic(), message.partition()), []).append(message)
         ready, positions = self.ready, self.positions
+        rest: list[Any] = []
         for tp, batch in batches.items():
             if tp in ready:
-                self.routes[tp[0]].on_records(tp[1], batch)
-                positions[tp] = batch[-1].offset() + 1
+                taken = self.routes[tp[0]].on_records(tp[1], batch)
+                if taken:
+                    positions[tp] = batch[taken - 1].offset() + 1
+                rest += batch[taken:]
+        return rest
 
     # -- partitions --------------------------------------------------------------------------
 
-    def recover(self, plan: list[tuple[TP, int, int, Checkpoint | None]]) -> None:
+    def recover(self, plan: list[tuple[TP, int, int, list[Checkpoint]]]) -> None:
         """Readers take partitions over from their committed checkpoints: per partition the
         offset reading resumes at, its (new) owner epoch and its open file."""
-        for (topic, partition), _offset, epoch, checkpoint in plan:
+        for (topic, partition), _offset, epoch, files in plan:
             sink = self.sinks.get(topic)
             if sink is not None:
-                sink.assign(partition, epoch, checkpoint)
+                sink.assign(partition, epoch, files)
         if self.aggregator is not None:
             self.aggregator.assign([tp for tp, *_ in plan])
-        for tp, offset, epoch, checkpoint in plan:
+        for tp, offset, epoch, files in plan:
             self.ready.add(tp)
             self.positions[tp] = offset
             self.epochs[tp] = epoch
-            self._committed[tp] = (offset, checkpoint)
+            self._committed[tp] = (offset, tuple(files))
 
     def release(self, tps: list[TP], finish: bool) -> None:
         """Partitions that left: after a checkpoint their files finish, else they are dropped."""
@@ -168,17 +175,21 @@ class Pipeline:
     def _outboxes(self) -> list[Any]:
         return [*self.derivers, self.dead_letters]
 
-    def progress(self) -> dict[TP, tuple[int, Checkpoint | None]]:
-        """Per ready partition that moved since the last commit: next offset and open file."""
-        files = {(t, p): c for t, sink in self.sinks.items() for p, c in sink.checkpoints().items()}
+    def progress(self) -> dict[TP, Progress]:
+        """Per ready partition that moved since the last commit: next offset and open files."""
+        files = {
+            (t, p): tuple(c)
+            for t, sink in self.sinks.items()
+            for p, c in sink.checkpoints().items()
+        }
         moved = {}
         for tp, offset in self.positions.items():
-            now = (offset, files.get(tp))
+            now = (offset, files.get(tp, ()))
             if self._committed.get(tp) != now:
                 moved[tp] = now
         return moved
 
-    def committed(self, progress: dict[TP, tuple[int, Checkpoint | None]]) -> None:
+    def committed(self, progress: dict[TP, Progress]) -> None:
         self._committed.update(progress)
         for sink in self.sinks.values():
             sink.committed()

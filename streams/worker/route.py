@@ -20,7 +20,10 @@ Parsed = tuple[Any, dict[str, Any] | None, ValidationError | None]
 
 
 class Reader(Protocol):
-    def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None: ...
+    def on_parsed(self, partition: int, items: Sequence[Parsed]) -> int | None:
+        """Take the records; a reader may take only the first n (return n): then the readers
+        after it get those n too, and the rest comes again after a checkpoint."""
+        ...
 
 
 def record_time(record: Any) -> int | None:
@@ -38,10 +41,14 @@ class TopicRoute:
         self.validator = validator
         self.readers: list[Reader] = []
 
-    def on_records(self, partition: int, records: Sequence[Any]) -> None:
+    def on_records(self, partition: int, records: Sequence[Any]) -> int:
+        """Hand the records to every reader; return how many were taken (a prefix)."""
         items = [self._parse(record) for record in records]
         for reader in self.readers:
-            reader.on_parsed(partition, items)
+            taken = reader.on_parsed(partition, items)
+            if taken is not None and taken < len(items):
+                items = items[:taken]
+        return len(items)
 
     def _parse(self, record: Any) -> Parsed:
         value = record.value()

@@ -10,7 +10,9 @@ never become visible.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,11 +21,12 @@ from typing import Any
 
 import orjson
 
-from sinks.files.part_files import Checkpoint, PartitionWriter, finished_files
+from sinks.files.buckets import HOUR_MS, bucket_of, bucket_start
+from sinks.files.part_files import FINISHED, Checkpoint, PartitionWriter
 from streams.config import ChannelConfig
 from streams.validation import ValidationError
 from streams.worker.dead_letter import DeadLetterPolicy
-from streams.worker.route import Parsed
+from streams.worker.route import Parsed, record_time
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ class SinkWriteError(Exception):
 
 @dataclass
 class _Pending:
-    """Lines of one partition waiting for the next flush, and the offsets they cover."""
+    """Lines of one partition and bucket waiting for the next flush, and their offsets."""
 
     lines: list[bytes] = field(default_factory=list)
     first: int = -1
@@ -52,6 +55,20 @@ class SinkCounters:
     bytes: int = 0
 
 
+# The event time that places a channel's record in its bucket (sinks/files/buckets.py).
+TIME_FIELD = {
+    "engine_execution": "timestamp",
+    "comparison_result": "timestamp",
+    "training_sample": "created_at",
+    "aggregated_stats": "window_start",
+    "dead_letter": "received_at",
+}
+# Open files per partition between two checkpoints (each is named in the committed offset's
+# metadata, which the broker caps at 4 KiB by default): a batch that would open more is
+# taken in parts, with a checkpoint between them.
+MAX_OPEN_FILES = 24
+
+
 class ChannelSink:
     """Sink of one channel's topic into `<base_path>/<channel dir>/`, one writer per partition."""
 
@@ -63,6 +80,7 @@ class ChannelSink:
         base_path: Path,
         dead_letters: DeadLetterPolicy,
         dedupe_key: Callable[[dict[str, Any]], str] | None = None,
+        dedupe_horizon_hours: float = 168,
     ):
         self.channel = channel
         self.topic = topic
@@ -71,30 +89,31 @@ class ChannelSink:
         self.dead_letters = dead_letters
         self.counters = SinkCounters()
         self.flush_durations: list[float] = []  # drained into the metrics by the worker
+        self.time_field = TIME_FIELD.get(channel, "timestamp")
         self._writers: dict[int, PartitionWriter] = {}
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, dict[str, _Pending]] = {}
         self._waiting = 0
         self._first_at: float | None = None
+        self._bucket_names: dict[int, str] = {}
         self.dedupe_key = dedupe_key
-        self._seen: dict[int, set[str]] = {}
+        self.dedupe_horizon_ms = int(dedupe_horizon_hours * HOUR_MS)
+        self._seen: dict[tuple[int, str], set[str]] = {}
 
     # -- partitions --------------------------------------------------------------------------
 
-    def assign(self, partition: int, epoch: int, checkpoint: Checkpoint | None) -> None:
-        """The partition is ours in `epoch`: roll forward its committed file, drop older ones."""
+    def assign(self, partition: int, epoch: int, checkpoints: list[Checkpoint]) -> None:
+        """The partition is ours in `epoch`: roll forward its committed files, drop older ones."""
         writer = PartitionWriter(
             self.directory, partition, epoch, self.config.roll_bytes, self.config.roll_seconds
         )
         try:
-            writer.recover(checkpoint)
+            writer.recover(checkpoints)
         except OSError as exc:
             raise SinkWriteError(
                 f"{self.channel}: cannot recover part files of partition {partition} in "
                 f"{self.directory} (do all workers share output.base_path?): {exc}"
             ) from exc
         self._writers[partition] = writer
-        if self.dedupe_key is not None:
-            self._load_seen(partition)
         log.info("%s: partition %d recovered (owner epoch %d)", self.channel, partition, epoch)
 
     def legacy_recover(self, partition: int) -> int | None:
@@ -129,8 +148,9 @@ class ChannelSink:
     def _forget(self, partition: int) -> None:
         pending = self._pending.pop(partition, None)
         if pending is not None:
-            self._waiting -= len(pending.lines)
-        self._seen.pop(partition, None)
+            self._waiting -= sum(len(p.lines) for p in pending.values())
+        for key in [k for k in self._seen if k[0] == partition]:
+            del self._seen[key]
         if not self._pending:
             self._waiting, self._first_at = 0, None
 
@@ -140,61 +160,98 @@ class ChannelSink:
 
     # -- input -------------------------------------------------------------------------------
 
-    def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
-        """Take one fetched batch of a partition."""
-        if partition not in self._writers:
-            return  # not assigned here (a record fetched before a revocation)
-        pending = self._pending.setdefault(partition, _Pending())
+    def on_parsed(self, partition: int, items: Sequence[Parsed]) -> int:
+        """Take a fetched batch of a partition, or only its first records if the rest would
+        open more than MAX_OPEN_FILES files before the next checkpoint; return how many."""
+        writer = self._writers.get(partition)
+        if writer is None:
+            return len(items)  # not assigned here (a record fetched before a revocation)
+        pending = self._pending.setdefault(partition, {})
+        open_buckets = writer.open_buckets | set(pending)
         validate = self.config.validate_
         counters = self.counters
-        for record, parsed, error in items:
+        time_field = self.time_field
+        for n, (record, parsed, error) in enumerate(items):
             offset = record.offset()
-            counters.received += 1
-            if pending.first < 0:
-                pending.first = offset
-            pending.last = offset
-            self._waiting += 1
             value = record.value()
             if validate and error is not None:
+                counters.received += 1
+                self._waiting += 1
                 counters.invalid += 1
                 self._reject(partition, offset, error, value)
                 continue
             if value is None:
+                counters.received += 1
                 continue  # a tombstone, with validation off: nothing to write
+            ts = parsed.get(time_field) if parsed is not None else None
+            bucket = self._bucket(ts if isinstance(ts, int) else record_time(record) or 0)
+            if bucket not in open_buckets:
+                if len(open_buckets) >= MAX_OPEN_FILES:
+                    return n
+                open_buckets.add(bucket)
+            counters.received += 1
             counters.valid += 1
-            if self.dedupe_key is not None and self._seen_before(partition, value, parsed):
+            self._waiting += 1
+            if self.dedupe_key is not None and self._seen_before(partition, bucket, value, parsed):
                 counters.duplicates_dropped += 1
                 continue
-            pending.lines.append(value)
+            lines = pending.get(bucket)
+            if lines is None:
+                lines = pending[bucket] = _Pending(first=offset)
+            lines.last = offset
+            lines.lines.append(value)
         if self._waiting and self._first_at is None:
             self._first_at = time.monotonic()
+        return len(items)
 
-    def _seen_before(self, partition: int, value: bytes, parsed: dict[str, Any] | None) -> bool:
-        """Idempotence by record id (sample_id…): a second copy is covered but not written."""
+    def _bucket(self, ms: int) -> str:
+        hour = ms // HOUR_MS
+        name = self._bucket_names.get(hour)
+        if name is None:
+            name = self._bucket_names[hour] = bucket_of(hour * HOUR_MS)
+        return name
+
+    def _seen_before(
+        self, partition: int, bucket: str, value: bytes, parsed: dict[str, Any] | None
+    ) -> bool:
+        """Idempotence by record id (sample_id…) within the horizon: a copy falls in the bucket
+        of the first (its event time is the same), whose ids are loaded when first needed."""
         assert self.dedupe_key is not None
         try:
             key = self.dedupe_key(parsed if parsed is not None else orjson.loads(value))
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return False
-        seen = self._seen.setdefault(partition, set())
+        if bucket_start(bucket) + HOUR_MS <= time.time() * 1000 - self.dedupe_horizon_ms:
+            return False  # beyond the horizon: no state is kept for it
+        seen = self._seen.get((partition, bucket))
+        if seen is None:
+            seen = self._seen[(partition, bucket)] = self._load_seen(partition, bucket)
         if key in seen:
             return True
         seen.add(key)
         return False
 
-    def _load_seen(self, partition: int) -> None:
-        """The ids this partition's files already hold (read once, when it is assigned)."""
+    def _load_seen(self, partition: int, bucket: str) -> set[str]:
+        """The ids one bucket's files of this partition already hold."""
         assert self.dedupe_key is not None
         seen: set[str] = set()
-        for part in finished_files(self.directory):
-            if part.partition == partition:
-                with open(part.path, "rb") as f:
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.directory / bucket):
+                m = FINISHED.match(entry.name)
+                if m is None or int(m.group(1)) != partition:
+                    continue
+                with open(entry.path, "rb") as f:
                     for line in f:
                         try:
                             seen.add(self.dedupe_key(orjson.loads(line)))
                         except (orjson.JSONDecodeError, KeyError, TypeError):
                             continue
-        self._seen[partition] = seen
+        return seen
+
+    def _forget_old_ids(self) -> None:
+        cutoff = time.time() * 1000 - self.dedupe_horizon_ms
+        for key in [k for k in self._seen if bucket_start(k[1]) + HOUR_MS <= cutoff]:
+            del self._seen[key]
 
     def _reject(self, partition: int, offset: int, exc: ValidationError, value: Any) -> None:
         if self.channel == "dead_letter":  # never dead-letter a dead letter: no loops
@@ -219,19 +276,19 @@ class ChannelSink:
         if not self._waiting:
             return
         started = time.perf_counter()
-        for partition, pending in self._pending.items():
-            if pending.lines:
-                self._write(partition, pending)
+        for partition, by_bucket in self._pending.items():
+            for bucket, pending in by_bucket.items():
+                self._write(partition, bucket, pending)
         self._pending.clear()
         self.counters.batches += 1
         self.flush_durations.append(time.perf_counter() - started)
         self._waiting = 0
         self._first_at = None
 
-    def _write(self, partition: int, pending: _Pending) -> None:
+    def _write(self, partition: int, bucket: str, pending: _Pending) -> None:
         data = _jsonl(pending.lines)
         try:
-            self._writers[partition].append(data, pending.first, pending.last)
+            self._writers[partition].append(data, pending.first, pending.last, bucket)
         except OSError as exc:
             raise SinkWriteError(
                 f"{self.channel}: writing {len(data)} bytes for partition {partition} to "
@@ -240,19 +297,19 @@ class ChannelSink:
         self.counters.written += len(pending.lines)
         self.counters.bytes += len(data)
 
-    def checkpoints(self) -> dict[int, Checkpoint | None]:
-        """partition → its open file as the next commit records it."""
-        return {p: w.checkpoint() for p, w in self._writers.items()}
+    def checkpoints(self) -> dict[int, list[Checkpoint]]:
+        """partition → its open files as the next commit records them."""
+        return {p: w.checkpoints() for p, w in self._writers.items()}
 
     def committed(self) -> None:
-        """The checkpoint was committed: files may roll now."""
+        """The checkpoint was committed: files may finish now."""
         for writer in self._writers.values():
             writer.committed()
+        self._forget_old_ids()
 
     def roll_due(self, now: float) -> None:
         for writer in self._writers.values():
-            if writer.due(now):
-                writer.finish()
+            writer.roll_due(now)
 
 
 def _jsonl(values: list[bytes]) -> bytes:
