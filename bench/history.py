@@ -116,7 +116,7 @@ def load_everything(directory: Path) -> None:
 def files_per_hour(rate: float, seconds: float, scale: float) -> float:
     """Run the real sink at `rate` records/s for `seconds` with the default roll settings
     (`roll_seconds` and `roll_bytes`) divided by `scale`, and scale the count of finished
-    files back: files per hour = count × 3600 / (seconds × scale)."""
+    files back: files per hour = count * 3600 / (seconds * scale)."""
     defaults = ChannelConfig(filename="events.jsonl")
     config = JsonEngineConfig()
     base = Path(tempfile.mkdtemp(prefix="je-rate-"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +78,6 @@ def buckets_between(directory: Path, since: int | None, until: int | None) -> li
                     if (first is None or name >= first) and (last is None or name <= last):
                         found.append(Path(hour.path))
     return found
-
-
-def bucket_names_back(now_ms: int, hours: int) -> list[str]:
-    """The buckets of the last `hours` hours up to `now_ms` (newest first)."""
-    start = datetime.fromtimestamp(now_ms / 1000, UTC).replace(minute=0, second=0, microsecond=0)
-    return [bucket_of(int((start - timedelta(hours=h)).timestamp() * 1000)) for h in range(hours)]
 
 
 def parse_time(text: str) -> int:

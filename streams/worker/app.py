@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-import time
 
 import faust
 from faust.app.base import BootStrategy
@@ -25,7 +24,6 @@ from streams.worker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.2
-LAG_EVERY_SECONDS = 5.0
 
 
 class WorkerBoot(BootStrategy):
@@ -64,7 +62,6 @@ class Worker:
         self.pipeline = Pipeline(config)
         self.loop = BatchLoop(config, self.pipeline, self.health, self._fatal)
         self.fatal: BaseException | None = None
-        self._lag_at = 0.0
 
     def install(self) -> None:
         self.app.task(self.run)
@@ -77,7 +74,7 @@ class Worker:
         self.loop.start()
         while not self.app.should_stop:
             await asyncio.sleep(WATCH_SECONDS)
-            self.record_metrics(time.monotonic())
+            self.record_metrics()
             if self.fatal is not None:
                 await self.app.crash(self.fatal)
                 return
@@ -88,7 +85,7 @@ class Worker:
         counts = {s.channel: s.counters.written for s in self.pipeline.sinks.values()}
         log.info("sinks closed: %s", counts)
 
-    def record_metrics(self, now: float) -> None:
+    def record_metrics(self) -> None:
         m, pipeline = self.metrics, self.pipeline
         for sink in pipeline.sinks.values():
             c, ch = sink.counters, sink.channel
@@ -110,3 +107,5 @@ class Worker:
         if pipeline.aggregator is not None:
             m.add_total(m.windows_emitted, "", pipeline.aggregator.windows_emitted)
             m.add_total(m.late_events, "", pipeline.aggregator.late_events)
+        for (topic, partition), behind in dict(self.loop.lag).items():
+            m.lag.labels(topic, str(partition)).set(behind)

@@ -73,7 +73,6 @@ class Checkpointer:
         self.consumer = consumer
         self.pipeline = pipeline
         self._producer: Producer | None = None
-        self.commits = 0
 
     # -- the transactional producer ------------------------------------------------------
 
@@ -124,7 +123,6 @@ class Checkpointer:
         except KafkaException as exc:
             self._abort(exc)
             raise CheckpointError(f"transaction not committed: {exc}") from exc
-        self.commits += 1
 
     def _commit_unfenced(self, outgoing: Iterable[Outgoing], offsets: list[TopicPartition]) -> None:
         try:
@@ -137,7 +135,6 @@ class Checkpointer:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             raise CheckpointError(f"not committed: {exc}") from exc
-        self.commits += 1
 
     def _abort(self, exc: KafkaException) -> None:
         """Abort the open transaction; a producer that cannot is replaced by a new one."""

@@ -37,6 +37,7 @@ POLL_SECONDS = 0.1
 RETRY_SECONDS = 1.0
 OUTAGE_LOG_SECONDS = 5.0
 TOPICS_RETRY_SECONDS = 10.0
+LAG_EVERY_SECONDS = 5.0
 
 
 class BatchLoop(threading.Thread):
@@ -61,6 +62,8 @@ class BatchLoop(threading.Thread):
         self._outage_logged = 0.0
         self._errors_logged = 0.0
         self._retention_at = 0.0
+        self._lag_at = 0.0
+        self.lag: dict[TP, int] = {}  # read by the metrics, from the event loop
         self._retry_at = 0.0
         self._topics_at: float | None = 0.0
         self.consumer = Consumer(
@@ -123,6 +126,7 @@ class BatchLoop(threading.Thread):
                 self._checkpoint()
             pipeline.roll_due(now)
             self._retention(now)
+            self._measure_lag(now)
             self._watch_outage(now)
             self.health.tick()
             self.health.ready = self.joined and not self.pending and self._down_since is None
@@ -229,16 +233,25 @@ class BatchLoop(threading.Thread):
 
     def _unread(self, topic: str, partition: int) -> bool:
         """The broker holds records of the partition past what was read (cached watermark)."""
+        return self._behind(topic, partition) > 0
+
+    def _behind(self, topic: str, partition: int) -> int:
+        """Records of the partition in the broker not read yet (cached watermark; 0 unknown)."""
         position = self.pipeline.positions.get((topic, partition))
         if position is None:
-            return False
+            return 0
         try:
             _low, high = self.consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), cached=True
             )
         except KafkaException:
-            return False
-        return high > position
+            return 0
+        return max(0, high - position)
+
+    def _measure_lag(self, now: float) -> None:
+        if now - self._lag_at >= LAG_EVERY_SECONDS:
+            self._lag_at = now
+            self.lag = {tp: self._behind(*tp) for tp in self.pipeline.ready}
 
     def _log_errors(self, messages: list, now: float) -> None:
         """Errors the consumer hands over as messages (a topic not there yet…), once a while."""
