@@ -10,11 +10,13 @@ worker's checkpoint transaction; a restore reads what is committed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from streams.aggregates.windows import WindowState
 from streams.config import JsonEngineConfig
 from streams.topics import aggregates_state_topic
 
@@ -74,3 +76,30 @@ def read_partitions(config: JsonEngineConfig, partitions: list[int]) -> dict[int
     finally:
         consumer.close()
     return content
+
+
+class Stage:
+    """What both stages share: their states per partition, restored from the changelog."""
+
+    def __init__(self, config: JsonEngineConfig, stage: str, new_state: Callable[[], Any]):
+        self.config = config
+        self.stage = stage
+        self.new_state = new_state
+        self.states: dict[int, Any] = {}
+
+    def changelog_partition(self, partition: int) -> int:
+        return changelog_partition(self.config, self.stage, partition)
+
+    def assign(self, partition: int, content: dict[bytes, Any]) -> None:
+        """Take the partition over with its committed state (its changelog partition)."""
+        state = self.new_state()
+        for key, value in content.items():
+            if key == META_KEY:
+                for name, v in value.items():
+                    setattr(state, name, v)
+            elif value is not None:
+                state.windows[parse_window_key(key)] = WindowState.from_dict(value)
+        self.states[partition] = state
+
+    def release(self, partition: int) -> None:
+        self.states.pop(partition, None)

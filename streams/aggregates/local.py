@@ -93,7 +93,7 @@ def comparison_observations(record: Any, cmp: dict[str, Any]) -> list[tuple[str,
     return [(engine, ts, fold(engine, qs)) for engine, qs in found.items()]
 
 
-class LocalFold:
+class LocalFold(changelog.Stage):
     """The first phase for one input topic (executions or comparisons), all its partitions."""
 
     def __init__(
@@ -105,9 +105,8 @@ class LocalFold:
         observe: Callable[[Any, dict[str, Any]], list[tuple[str, int, Fold]]],
         reject_late: Callable[[str, str, int, Any, int], None],
     ):
+        super().__init__(config, stage, LocalState)
         agg = config.aggregation
-        self.config = config
-        self.stage = stage
         self.source_prefix = "E" if stage == "executions" else "C"
         self.topic = topic
         self.channel = channel
@@ -119,29 +118,9 @@ class LocalFold:
         self.partials_topic = aggregates_partials_topic(config)
         self.state_topic = aggregates_state_topic(config)
         self.merge_partitions = config.kafka.partitions
-        self.states: dict[int, LocalState] = {}
         # Whether the broker holds records of a partition not read yet (set by the worker):
         # a partition is idle only when it is read to its end and quiet.
         self.unread: Callable[[str, int], bool] = lambda _topic, _partition: False
-
-    # -- partitions --------------------------------------------------------------------------
-
-    def changelog_partition(self, partition: int) -> int:
-        return changelog.changelog_partition(self.config, self.stage, partition)
-
-    def assign(self, partition: int, content: dict[bytes, Any]) -> None:
-        """Take the partition over with its committed state (its changelog partition)."""
-        state = LocalState()
-        for key, value in content.items():
-            if key == changelog.META_KEY:
-                for name, v in value.items():
-                    setattr(state, name, v)
-            elif value is not None:
-                state.windows[changelog.parse_window_key(key)] = WindowState.from_dict(value)
-        self.states[partition] = state
-
-    def release(self, partition: int) -> None:
-        self.states.pop(partition, None)
 
     # -- folding -----------------------------------------------------------------------------
 
@@ -241,7 +220,7 @@ class LocalFold:
             yield (self.partials_topic, None, mark, merge_partition)
 
     def _state_record(self, partition: int, key: bytes, value: bytes | None) -> Outgoing:
-        cl = changelog.changelog_partition(self.config, self.stage, partition)
+        cl = self.changelog_partition(partition)
         return (self.state_topic, key, value, cl)
 
 

@@ -52,12 +52,12 @@ class MergeState:
         }
 
 
-class Merge:
+class Merge(changelog.Stage):
     """The second phase, for every partials partition assigned here."""
 
     def __init__(self, config: JsonEngineConfig, on_late_partial: Callable[[int, Any], None]):
+        super().__init__(config, "merge", MergeState)
         agg = config.aggregation
-        self.config = config
         self.width_ms = round(agg.window_minutes * 60_000)
         self.grace_ms = round(agg.grace_seconds * 1000)
         partitions = config.kafka.partitions
@@ -65,25 +65,7 @@ class Merge:
         self.output_topic = topic_name(config, "aggregated_stats")
         self.state_topic = aggregates_state_topic(config)
         self.on_late_partial = on_late_partial
-        self.states: dict[int, MergeState] = {}
         self.windows_emitted = 0
-
-    def changelog_partition(self, partition: int) -> int:
-        return changelog.changelog_partition(self.config, "merge", partition)
-
-    def assign(self, partition: int, content: dict[bytes, Any]) -> None:
-        """Take the partition over with its committed state (its changelog partition)."""
-        state = MergeState()
-        for key, value in content.items():
-            if key == changelog.META_KEY:
-                for name, v in value.items():
-                    setattr(state, name, v)
-            elif value is not None:
-                state.windows[changelog.parse_window_key(key)] = WindowState.from_dict(value)
-        self.states[partition] = state
-
-    def release(self, partition: int) -> None:
-        self.states.pop(partition, None)
 
     def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
         state = self.states.get(partition)
@@ -143,7 +125,7 @@ class Merge:
 
     def drain(self) -> Iterator[Outgoing]:
         for partition, state in self.states.items():
-            cl = changelog.changelog_partition(self.config, "merge", partition)
+            cl = self.changelog_partition(partition)
             wm = self.threshold(state)
             if wm is not None and (state.closed is None or wm > state.closed):
                 state.closed = wm
