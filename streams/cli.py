@@ -128,14 +128,14 @@ def kafka_status(
 @topics_app.command("create")
 def topics_create(config: ConfigOption = None) -> None:
     """Create the pipeline's topics (prefix, partitions, replication from config); idempotent."""
-    from streams.topics import create_topics, internal_topics, pipeline_topics
+    from streams.topics import create_topics, input_topics, internal_topics, pipeline_topics
 
     cfg = config_or_exit(config)
     try:
         created = set(create_topics(cfg))
     except Exception as exc:
         raise fail(f"cannot create topics on {cfg.kafka.bootstrap_servers}: {exc}") from None
-    for name in [*pipeline_topics(cfg).values(), *internal_topics(cfg)]:
+    for name in [*pipeline_topics(cfg).values(), *internal_topics(cfg), *input_topics(cfg)]:
         out.print(f"{'created' if name in created else 'exists '}  {name}", highlight=False)
 
 

@@ -174,6 +174,18 @@ class TrainingConfig(_Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
 
+class OtlpConfig(_Strict):
+    """OpenTelemetry GenAI spans from the Collector's kafka exporter (streams/otlp/)."""
+
+    enabled: bool = False
+    # The literal topic name, without the prefix: the Collector names it.
+    topic: str = Field("otlp_spans", pattern=r"^[A-Za-z0-9._-]+$", max_length=249)
+    encoding: Literal["otlp_proto", "otlp_json"] = "otlp_proto"
+    # A span whose (trace_id, span_id) appeared in one of the previous N records of its
+    # partition is a Collector retry and is dropped; 0 turns the check off.
+    dedupe_window_records: int = Field(1000, ge=0, le=1_000_000)
+
+
 class ModelsConfig(_Strict):
     path: Path = Path("./models")
     max_model_bytes: int = Field(200_000_000, ge=1)
@@ -190,6 +202,7 @@ class JsonEngineConfig(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 

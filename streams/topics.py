@@ -32,6 +32,12 @@ def pipeline_topics(config: JsonEngineConfig) -> dict[str, str]:
     return {channel: topic_name(config, channel) for channel in CHANNELS}
 
 
+def input_topics(config: JsonEngineConfig) -> list[str]:
+    """Inputs json-engine reads but does not name: the OTLP spans topic, when enabled (its
+    literal name, no prefix: the OpenTelemetry Collector's kafka exporter writes it)."""
+    return [config.otlp.topic] if config.otlp.enabled else []
+
+
 def aggregates_partials_topic(config: JsonEngineConfig) -> str:
     """Per-partition partials and stream-time marks, keyed by engine_id (the merge's input)."""
     return f"{config.kafka.app_id}-aggregates-partials"
@@ -73,12 +79,13 @@ def create_topics(
 ) -> list[str]:
     """Create the missing topics; return the names created. Existing ones are left as they are.
 
-    Without `names`: the pipeline's topics and the worker's internal ones, all with the
-    configured partitions, so that internal topics are co-partitioned with the inputs.
+    Without `names`: the pipeline's topics, the worker's internal ones and the OTLP input
+    when enabled, all with the configured partitions, so that internal topics are
+    co-partitioned with the inputs.
     """
     admin = admin_client(config)
     internal = internal_topics(config)
-    wanted = names or [*pipeline_topics(config).values(), *internal]
+    wanted = names or [*pipeline_topics(config).values(), *internal, *input_topics(config)]
     new = [
         NewTopic(
             name,
@@ -100,9 +107,11 @@ def create_topics(
 
 
 def list_topics(config: JsonEngineConfig) -> list[TopicInfo]:
-    """Every topic that starts with the prefix (the pipeline's and the app's internal ones)."""
+    """Every topic that starts with the prefix (the pipeline's and the app's internal ones),
+    and the OTLP input when enabled."""
     meta = admin_client(config).list_topics(timeout=ADMIN_TIMEOUT_S)
     prefix = config.kafka.topic_prefix
+    inputs = set(input_topics(config))
     return sorted(
         (
             TopicInfo(
@@ -111,7 +120,7 @@ def list_topics(config: JsonEngineConfig) -> list[TopicInfo]:
                 len(next(iter(t.partitions.values())).replicas) if t.partitions else 0,
             )
             for name, t in meta.topics.items()
-            if name.startswith(prefix)
+            if name.startswith(prefix) or name in inputs
         ),
         key=lambda t: t.name,
     )
