@@ -17,6 +17,8 @@ from streams.validation import ValidationError, Validator
 # validation made of it: the parsed value or the error, not both. A plain tuple: one is built
 # per record, and a NamedTuple cost ~1 µs more each (bench/RESULTS.md).
 Parsed = tuple[Any, dict[str, Any] | None, ValidationError | None]
+# The route kind of a topic whose readers decode the bytes themselves (parsed value: bytes).
+RAW = "raw"
 
 
 class Reader(Protocol):
@@ -54,6 +56,8 @@ class TopicRoute:
         value = record.value()
         if value is None:
             return (record, None, ValidationError("invalid_json", "record has no value"))
+        if self.kind == RAW:  # bytes for the reader to decode (OTLP protobuf or JSON)
+            return (record, value, None)
         try:
             if self.kind is None:  # internal topics: written by json-engine itself
                 return (record, orjson.loads(value), None)
