@@ -62,7 +62,12 @@ class LocalState:
 def execution_observations(record: Any, event: dict[str, Any]) -> list[tuple[str, int, Fold]]:
     metrics = event["metrics"]
     latency, success = metrics["latency_ms"], metrics["success"]
-    return [(event["engine_id"], event["timestamp"], lambda w: w.add_execution(latency, success))]
+    tokens_in, tokens_out = metrics.get("input_tokens"), metrics.get("output_tokens")
+
+    def fold(w: WindowState) -> None:
+        w.add_execution(latency, success, tokens_in, tokens_out)
+
+    return [(event["engine_id"], event["timestamp"], fold)]
 
 
 def comparison_observations(record: Any, cmp: dict[str, Any]) -> list[tuple[str, int, Fold]]:

@@ -40,8 +40,22 @@ class WindowState:
     quality_sum: float = 0.0
     comparisons: int = 0
     wins: int = 0
+    # Token usage (metrics.input_tokens / output_tokens) of the executions that report it.
+    token_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
 
-    def add_execution(self, latency_ms: float, success: bool) -> None:
+    def add_execution(
+        self,
+        latency_ms: float,
+        success: bool,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
+        if input_tokens is not None or output_tokens is not None:
+            self.token_count += 1
+            self.input_tokens += input_tokens or 0
+            self.output_tokens += output_tokens or 0
         self.count += 1
         self.success_count += success
         if latency_ms < self.latency_min:
@@ -74,15 +88,19 @@ class WindowState:
         self.quality_sum += other.quality_sum
         self.comparisons += other.comparisons
         self.wins += other.wins
+        self.token_count += other.token_count
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
 
     def record(self, engine_id: str, start: int, width_ms: int) -> dict[str, Any]:
         """The aggregated_stats record (Contract → Aggregates).
 
-        A window with comparisons but no executions has count 0 and latency fields 0.
+        A window with comparisons but no executions has count 0 and latency fields 0; `tokens`
+        is there when an execution of the window reported token usage.
         """
         has_latency = self.count > 0
         q = self.sketch.get_quantile_value
-        return {
+        record = {
             "schema_version": 1,
             "engine_id": engine_id,
             "window_start": start,
@@ -108,9 +126,16 @@ class WindowState:
                 "win_rate": self.wins / self.comparisons if self.comparisons else 0.0,
             },
         }
+        if self.token_count:
+            record["tokens"] = {
+                "input": self.input_tokens,
+                "output": self.output_tokens,
+                "count": self.token_count,
+            }
+        return record
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "count": self.count,
             "success_count": self.success_count,
             "min": self.latency_min if self.count else None,
@@ -122,9 +147,13 @@ class WindowState:
             "comparisons": self.comparisons,
             "wins": self.wins,
         }
+        if self.token_count:
+            data["tokens"] = [self.input_tokens, self.output_tokens, self.token_count]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowState:
+        tokens_in, tokens_out, token_count = data.get("tokens") or (0, 0, 0)
         return cls(
             count=data["count"],
             success_count=data["success_count"],
@@ -136,6 +165,9 @@ class WindowState:
             quality_sum=data["quality_sum"],
             comparisons=data["comparisons"],
             wins=data["wins"],
+            token_count=token_count,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
         )
 
 
