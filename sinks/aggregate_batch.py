@@ -24,6 +24,9 @@ field follows the Contract literally and nothing is rounded:
   observations; win_rate is 0 without comparisons.
 - A window with comparisons but no executions has count 0, success_rate 0 and every latency
   field 0 (the schema requires numbers there).
+- Token usage: per window, over the executions whose `metrics` report `input_tokens` or
+  `output_tokens`, the exact sums of each (a missing one counts 0) and how many reported:
+  `tokens: {input, output, count}`, left out when none did (as the stream does).
 - Records are sorted by (window_start, engine_id).
 """
 
@@ -51,7 +54,10 @@ EXECUTION_COLUMNS = (
     "metrics.latency_ms",
     "metrics.success",
     "partition",
+    "metrics.input_tokens",
+    "metrics.output_tokens",
 )
+TOKEN_COLUMNS = ("metrics.input_tokens", "metrics.output_tokens")
 COMPARISON_COLUMNS = ("timestamp", "candidates", "winner.engine_id", "winner.score", "partition")
 _KEYS = ["engine_id", "window_start"]
 
@@ -76,7 +82,7 @@ def load_executions(
 ) -> pd.DataFrame:
     """The execution fields the aggregates need, one row per finished line.
 
-    Only four fields are kept, parsed line by line, so a million events do not hold their
+    Only these fields are kept, parsed line by line, so a million events do not hold their
     inputs and outputs in memory. Columns are those of `sinks.reader.read_dataframe`.
     """
 
@@ -90,6 +96,8 @@ def load_executions(
                 metrics["latency_ms"],
                 metrics["success"],
                 partition,
+                metrics.get("input_tokens"),
+                metrics.get("output_tokens"),
             )
 
     return _frame(rows(), EXECUTION_COLUMNS)
@@ -175,7 +183,30 @@ def _execution_stats(executions: pd.DataFrame, width: int) -> pd.DataFrame:
     for name, q in QUANTILES:
         # The same float expression numpy's method="lower" evaluates.
         stats[name] = latency[first + np.floor((n - 1) * q).astype(np.int64)]
+    tokens = _token_columns(executions)
+    if tokens is not None:
+        tokens_in, tokens_out = (t[order] for t in tokens)
+        reported = ~(np.isnan(tokens_in) & np.isnan(tokens_out))
+        for name, values in (("input_tokens", tokens_in), ("output_tokens", tokens_out)):
+            counts = np.where(np.isnan(values), 0, values).astype(np.int64)
+            stats[name] = np.add.reduceat(counts, first)
+        stats["token_count"] = np.add.reduceat(reported.astype(np.int64), first)
     return stats.set_index(_KEYS)
+
+
+def _token_columns(executions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """metrics.input_tokens and output_tokens as floats (nan: not reported); None if the frame
+    has neither column (no execution reports tokens)."""
+    found = []
+    for dotted in TOKEN_COLUMNS:
+        try:
+            column = _column(executions, dotted)
+        except KeyError:
+            column = pd.Series(np.nan, index=executions.index)
+        found.append(pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64))
+    if all(np.isnan(values).all() for values in found):
+        return None
+    return found[0], found[1]
 
 
 def _comparison_stats(comparisons: pd.DataFrame, width: int) -> pd.DataFrame:
@@ -251,7 +282,7 @@ def _record(engine_id: str, start: int, width: int, ex: Any, cmp: Any) -> dict[s
     wins = int(cmp.wins) if cmp is not None else 0
     observed = cmp is not None and not pd.isna(cmp.quality_count)
     quality_count = int(cmp.quality_count) if observed else 0
-    return {
+    record = {
         "schema_version": 1,
         "engine_id": engine_id,
         "window_start": start,
@@ -270,6 +301,14 @@ def _record(engine_id: str, start: int, width: int, ex: Any, cmp: Any) -> dict[s
             "win_rate": wins / compared if compared else 0.0,
         },
     }
+    token_count = int(getattr(ex, "token_count", 0)) if count else 0
+    if token_count:
+        record["tokens"] = {
+            "input": int(ex.input_tokens),
+            "output": int(ex.output_tokens),
+            "count": token_count,
+        }
+    return record
 
 
 def late_rows(frame: pd.DataFrame, width: int, grace_ms: int) -> pd.Series:
