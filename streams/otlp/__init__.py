@@ -1,0 +1,1 @@
+"""OpenTelemetry GenAI spans from Kafka as engine executions (README → OpenTelemetry input)."""
