@@ -16,12 +16,13 @@ from typing import Any
 from sinks.files.part_files import Checkpoint
 from streams.aggregates.aggregator import Aggregator
 from streams.config import CHANNELS, JsonEngineConfig
+from streams.otlp.reader import OtlpReader
 from streams.topics import topic_name
 from streams.training import TrainingDeriver
 from streams.validation import Validator
 from streams.worker.dead_letter import DeadLetterPolicy
 from streams.worker.outbox import Outgoing
-from streams.worker.route import Reader, TopicRoute
+from streams.worker.route import RAW, Reader, TopicRoute
 from streams.worker.sink import ChannelSink
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Pipeline:
         self.sinks: dict[str, ChannelSink] = {}
         self.derivers: list[TrainingDeriver] = []
         self.aggregator: Aggregator | None = None
+        self.otlp: OtlpReader | None = None
         self.ready: set[TP] = set()
         self.positions: dict[TP, int] = {}  # next offset to read, of what was read
         self.epochs: dict[TP, int] = {}  # this worker's owner epoch of each ready partition
@@ -74,6 +76,10 @@ class Pipeline:
                     comparisons: "comparison_result",
                 }.get(topic)
                 self._route(topic, kind, reader)
+        if config.otlp.enabled:  # GenAI spans → engine executions (streams/otlp/reader.py)
+            self.otlp = OtlpReader(config, self.validator, self.dead_letters)
+            self.derivers.append(self.otlp)  # type: ignore[arg-type]
+            self._route(config.otlp.topic, RAW, self.otlp)
 
     def _route(self, topic: str, kind: str | None, reader: Reader) -> None:
         if topic not in self.routes:
@@ -151,6 +157,8 @@ class Pipeline:
 
     def due(self, now: float) -> bool:
         if any(sink.due(now) for sink in self.sinks.values()):
+            return True
+        if self.otlp is not None and self.otlp.due(now):
             return True
         return self.aggregator is not None and self.aggregator.due(now)
 
