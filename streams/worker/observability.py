@@ -65,6 +65,12 @@ class Metrics:
         self.late_events = Counter(
             "json_engine_late_events", "Events later than the grace", registry=r
         )
+        self.otlp_spans = Counter(
+            "json_engine_otlp_spans",
+            "OTLP spans read: mapped, skipped (not GenAI), no_model, duplicate, invalid",
+            ["outcome"],
+            registry=r,
+        )
         self._last: dict[tuple[str, str], int] = {}
 
     def add_total(self, counter: Counter, channel: str, total: int) -> None:
