@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 
 import faust
 from faust.app.base import BootStrategy
@@ -24,6 +25,9 @@ from streams.worker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 0.2
+STALLED_SECONDS = 5.0  # the batch loop has not come round for this long: not ready
+OUTAGE_LOG_SECONDS = 5.0
+STOP_SECONDS = 90.0
 
 
 class WorkerBoot(BootStrategy):
@@ -62,6 +66,7 @@ class Worker:
         self.pipeline = Pipeline(config)
         self.loop = BatchLoop(config, self.pipeline, self.health, self._fatal)
         self.fatal: BaseException | None = None
+        self._outage_logged = 0.0
 
     def install(self) -> None:
         self.app.task(self.run)
@@ -75,13 +80,30 @@ class Worker:
         while not self.app.should_stop:
             await asyncio.sleep(WATCH_SECONDS)
             self.record_metrics()
+            self.watch(time.monotonic())
             if self.fatal is not None:
                 await self.app.crash(self.fatal)
                 return
 
+    def watch(self, now: float) -> None:
+        """Readiness, and a log line every few seconds while no broker answers: from here,
+        which a blocked call in the batch loop cannot hold up."""
+        stalled = now - self.health.last_tick > STALLED_SECONDS
+        self.health.ready = self.loop.ready and not stalled
+        down_since = self.loop.down_since
+        if down_since is not None and now - self._outage_logged >= OUTAGE_LOG_SECONDS:
+            self._outage_logged = now
+            log.error(
+                "no broker answers for %.0fs (%s): waiting, not ready",
+                now - down_since,
+                self.config.kafka.bootstrap_servers,
+            )
+
     async def on_shutdown(self, sender: object, **_: object) -> None:
         self.loop.stop()
-        await asyncio.get_running_loop().run_in_executor(None, self.loop.join)
+        await asyncio.get_running_loop().run_in_executor(None, self.loop.join, STOP_SECONDS)
+        if self.loop.is_alive():
+            log.error("the batch loop did not stop in %ss: leaving it", STOP_SECONDS)
         counts = {s.channel: s.counters.written for s in self.pipeline.sinks.values()}
         log.info("sinks closed: %s", counts)
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 UNFENCED = os.environ.get("JSON_ENGINE_UNFENCED") == "1"
 TRANSACTION_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks readers this long
 OPERATION_TIMEOUT_S = 10.0
+STUCK_AFTER_S = 40.0  # a whole transaction (three calls of OPERATION_TIMEOUT_S at most) and more
 
 
 def encode(epoch: int, files: Iterable[Checkpoint]) -> str:
@@ -73,47 +75,63 @@ class Checkpointer:
         self.consumer = consumer
         self.pipeline = pipeline
         self._producer: Producer | None = None
+        self._generation = 0  # bumped when a producer is given up on
+        self.on_error: Callable[[KafkaError], None] = lambda _error: None
 
     # -- the transactional producer ------------------------------------------------------
 
     def producer(self) -> Producer:
         """Created and initialized on first use; raises KafkaException while brokers are down."""
         if self._producer is None:
+            generation = self._generation
             settings = {
                 **self.config.kafka.client_config(),
                 "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 "partitioner": PARTITIONER,
+                "error_cb": self.on_error,
             }
             if UNFENCED:
-                self._producer = Producer({**settings, "enable.idempotence": True})
-                return self._producer
-            transactional_id = f"{self.config.kafka.app_id}-{uuid.uuid4().hex[:12]}"
-            producer = Producer(
-                {
-                    **settings,
-                    "transactional.id": transactional_id,
-                    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-                }
-            )
-            producer.init_transactions(OPERATION_TIMEOUT_S)
+                producer = Producer({**settings, "enable.idempotence": True})
+            else:
+                transactional_id = f"{self.config.kafka.app_id}-{uuid.uuid4().hex[:12]}"
+                producer = Producer(
+                    {
+                        **settings,
+                        "transactional.id": transactional_id,
+                        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                    }
+                )
+                producer.init_transactions(OPERATION_TIMEOUT_S)
+            if generation != self._generation:  # given up on while it initialized
+                raise CheckpointError("transactional producer replaced meanwhile")
             self._producer = producer
         return self._producer
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(OPERATION_TIMEOUT_S)
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            bounded(lambda: producer.flush(OPERATION_TIMEOUT_S), STUCK_AFTER_S)
 
     def _transact(self, outgoing: Iterable[Outgoing], offsets: list[TopicPartition]) -> None:
-        if UNFENCED:
-            self._commit_unfenced(outgoing, offsets)
-            return
+        """One transaction, bounded in time: a librdkafka call that does not come back (seen
+        after every broker was down) gives up on the producer; the next one is new."""
+        records = list(outgoing)
+        run = self._commit_unfenced if UNFENCED else self._commit_transaction
+        try:
+            bounded(lambda: run(records, offsets), STUCK_AFTER_S)
+        except TimeoutError:
+            log.error("a transactional call did not return in %ss: new producer", STUCK_AFTER_S)
+            self._generation += 1
+            self._producer = None
+            raise CheckpointError("transaction did not complete in time") from None
+
+    def _commit_transaction(self, records: list[Outgoing], offsets: list[TopicPartition]) -> None:
         try:
             producer = self.producer()
             producer.begin_transaction()
-            for topic, key, value, partition in outgoing:
+            for topic, key, value, partition in records:
                 _produce(producer, topic, key, value, partition)
             if offsets:
                 producer.send_offsets_to_transaction(
@@ -124,10 +142,10 @@ class Checkpointer:
             self._abort(exc)
             raise CheckpointError(f"transaction not committed: {exc}") from exc
 
-    def _commit_unfenced(self, outgoing: Iterable[Outgoing], offsets: list[TopicPartition]) -> None:
+    def _commit_unfenced(self, records: list[Outgoing], offsets: list[TopicPartition]) -> None:
         try:
             producer = self.producer()
-            for topic, key, value, partition in outgoing:
+            for topic, key, value, partition in records:
                 _produce(producer, topic, key, value, partition)
             if producer.flush(OPERATION_TIMEOUT_S):
                 raise CheckpointError("records not acknowledged")
@@ -146,14 +164,15 @@ class Checkpointer:
                 return
             except KafkaException as abort_exc:
                 log.warning("abort failed, replacing the transactional producer: %s", abort_exc)
-        if producer is not None:
+        if producer is not None and self._producer is producer:
+            self._producer = None
             producer.purge()
-        self._producer = None
 
     # -- checkpoints and recovery --------------------------------------------------------
 
-    def checkpoint(self) -> None:
-        """Write and fsync waiting lines, then commit everything in one transaction."""
+    def checkpoint(self) -> bool:
+        """Write and fsync waiting lines, then commit everything in one transaction; True
+        when a transaction was committed (False: there was nothing to commit)."""
         pipeline = self.pipeline
         lines_waiting = pipeline.waiting > 0
         if lines_waiting:
@@ -164,7 +183,7 @@ class Checkpointer:
         outgoing = list(pipeline.drain())
         progress = pipeline.progress()
         if not outgoing and not progress:
-            return
+            return False
         offsets = [
             TopicPartition(t, p, offset, metadata=encode(pipeline.epochs[(t, p)], files))
             for (t, p), (offset, files) in progress.items()
@@ -173,6 +192,7 @@ class Checkpointer:
         if lines_waiting:
             fault_point("after_commit")
         pipeline.committed(progress)
+        return True
 
     def recover(self, tps: list[TP]) -> dict[TP, int]:
         """Take partitions over; returns where to resume reading each."""
@@ -210,6 +230,26 @@ class Checkpointer:
         """Upgrade from part files written before fenced checkpoints: what they prove."""
         sink = self.pipeline.sinks.get(tp[0])
         return None if sink is None else sink.legacy_recover(tp[1])
+
+
+def bounded(call: Callable[[], object], seconds: float) -> None:
+    """Run `call` in a thread of its own and wait at most `seconds` (TimeoutError): a call
+    into librdkafka that never returns must not hold the worker."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="json-engine-transaction", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no return in {seconds}s")
+    if failure:
+        raise failure[0]
 
 
 def _produce(

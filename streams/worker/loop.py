@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sinks.files.retention import delete_before
 from streams.config import JsonEngineConfig
 from streams.topics import create_topics
-from streams.worker.checkpoint import Checkpointer, CheckpointError
+from streams.worker.checkpoint import Checkpointer, CheckpointError, bounded
 from streams.worker.observability import Health
 from streams.worker.pipeline import TP, Pipeline
 
@@ -38,6 +38,7 @@ RETRY_SECONDS = 1.0
 OUTAGE_LOG_SECONDS = 5.0
 TOPICS_RETRY_SECONDS = 10.0
 LAG_EVERY_SECONDS = 5.0
+CLOSE_SECONDS = 60.0
 
 
 class BatchLoop(threading.Thread):
@@ -59,7 +60,8 @@ class BatchLoop(threading.Thread):
         self.assigned: set[TP] = set()
         self.joined = False
         self._down_since: float | None = None
-        self._outage_logged = 0.0
+        self._probed_at = 0.0
+        self.ready = False  # joined, every partition recovered, a broker answers
         self._errors_logged = 0.0
         self._retention_at = 0.0
         self._lag_at = 0.0
@@ -82,6 +84,7 @@ class BatchLoop(threading.Thread):
             }
         )
         self.checkpointer = Checkpointer(config, self.consumer, pipeline)
+        self.checkpointer.on_error = self._on_error
         if pipeline.aggregator is not None:
             pipeline.aggregator.set_unread_probe(self._unread)
         # A consumed batch never holds more than a sink may buffer before it must flush.
@@ -116,7 +119,8 @@ class BatchLoop(threading.Thread):
                 self._recover_pending()
             messages = consumer.consume(self.batch, POLL_SECONDS)
             if messages:
-                self._broker_answered()
+                if any(m.error() is None for m in messages):
+                    self._broker_answered()
                 self._log_errors(messages, now)
                 rest = pipeline.on_messages(messages)
                 while rest and self._checkpoint():  # a sink took part: room after a commit
@@ -129,7 +133,7 @@ class BatchLoop(threading.Thread):
             self._measure_lag(now)
             self._watch_outage(now)
             self.health.tick()
-            self.health.ready = self.joined and not self.pending and self._down_since is None
+            self.ready = self.joined and not self.pending and self._down_since is None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -138,8 +142,8 @@ class BatchLoop(threading.Thread):
         """Leave the group: on a graceful stop the revocation checkpoints and finishes files;
         after a fatal error nothing more is committed (the next owner reads it again)."""
         try:
-            self.consumer.close()
-        except (KafkaException, RuntimeError) as exc:
+            bounded(self.consumer.close, CLOSE_SECONDS)
+        except (KafkaException, RuntimeError, TimeoutError) as exc:
             log.warning("consumer close: %s", exc)
         if not self.failed:
             self.checkpointer.close()
@@ -147,13 +151,15 @@ class BatchLoop(threading.Thread):
     # -- checkpoints and recovery ------------------------------------------------------------
 
     def _checkpoint(self) -> bool:
+        """A checkpoint; False when it failed (and the worker rolled back)."""
         try:
-            self.checkpointer.checkpoint()
+            committed = self.checkpointer.checkpoint()
         except CheckpointError as exc:
             log.warning("checkpoint failed, rolling back to the last committed one: %s", exc)
             self._roll_back()
             return False
-        self._broker_answered()
+        if committed:
+            self._broker_answered()
         return True
 
     def _roll_back(self) -> None:
@@ -265,9 +271,11 @@ class BatchLoop(threading.Thread):
     # -- brokers -----------------------------------------------------------------------------
 
     def _on_error(self, error: KafkaError) -> None:
+        """Errors of the consumer and the producer (served in whichever thread polls them)."""
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             if self._down_since is None:
                 self._down_since = time.monotonic()
+                self.ready = False
                 log.error("all brokers down (%s): waiting", self.config.kafka.bootstrap_servers)
         elif error.fatal():
             log.error("fatal Kafka error: %s", error)
@@ -279,18 +287,20 @@ class BatchLoop(threading.Thread):
             log.warning("brokers answer again after %.0fs", time.monotonic() - self._down_since)
             self._down_since = None
 
+    @property
+    def down_since(self) -> float | None:
+        """Since when no broker answers (monotonic), or None."""
+        return self._down_since
+
     def _watch_outage(self, now: float) -> None:
-        if self._down_since is None or now - self._outage_logged < OUTAGE_LOG_SECONDS:
+        """While no broker answers, ask one every few seconds (the log line comes from the
+        app's watcher, which this thread cannot hold up)."""
+        if self._down_since is None or now - self._probed_at < OUTAGE_LOG_SECONDS:
             return
-        self._outage_logged = now
+        self._probed_at = now
         try:
             self.consumer.list_topics(timeout=1.0)
         except KafkaException:
-            log.error(
-                "no broker answers for %.0fs (%s): waiting, not ready",
-                now - self._down_since,
-                self.config.kafka.bootstrap_servers,
-            )
             return
         self._broker_answered()
 
