@@ -25,6 +25,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -37,11 +38,12 @@ from streams.worker.outbox import Outgoing
 from streams.worker.pipeline import TP, Pipeline
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # For bench/ only: the same path with plain (unfenced) commits, to measure what fencing costs.
 UNFENCED = os.environ.get("JSON_ENGINE_UNFENCED") == "1"
 TRANSACTION_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks readers this long
 OPERATION_TIMEOUT_S = 10.0
-STUCK_AFTER_S = 40.0  # a whole transaction (three calls of OPERATION_TIMEOUT_S at most) and more
+STUCK_AFTER_S = OPERATION_TIMEOUT_S + 5  # a call that has not returned by then never will
 
 
 def encode(epoch: int, files: Iterable[Checkpoint]) -> str:
@@ -103,7 +105,7 @@ class Checkpointer:
                         "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                     }
                 )
-                producer.init_transactions(OPERATION_TIMEOUT_S)
+                bounded(lambda: producer.init_transactions(OPERATION_TIMEOUT_S), STUCK_AFTER_S)
             if generation != self._generation:  # given up on while it initialized
                 raise CheckpointError("transactional producer replaced meanwhile")
             self._producer = producer
@@ -115,12 +117,13 @@ class Checkpointer:
             bounded(lambda: producer.flush(OPERATION_TIMEOUT_S), STUCK_AFTER_S)
 
     def _transact(self, outgoing: Iterable[Outgoing], offsets: list[TopicPartition]) -> None:
-        """One transaction, bounded in time: a librdkafka call that does not come back (seen
-        after every broker was down) gives up on the producer; the next one is new."""
+        """One transaction. Each blocking librdkafka call is bounded in time: one that does
+        not come back (seen after every broker was down) gives up on the producer, and the
+        next transaction has a new one."""
         records = list(outgoing)
         run = self._commit_unfenced if UNFENCED else self._commit_transaction
         try:
-            bounded(lambda: run(records, offsets), STUCK_AFTER_S)
+            run(records, offsets)
         except TimeoutError:
             log.error("a transactional call did not return in %ss: new producer", STUCK_AFTER_S)
             self._generation += 1
@@ -134,10 +137,14 @@ class Checkpointer:
             for topic, key, value, partition in records:
                 _produce(producer, topic, key, value, partition)
             if offsets:
-                producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), OPERATION_TIMEOUT_S
+                group = self.consumer.consumer_group_metadata()
+                bounded(
+                    lambda: producer.send_offsets_to_transaction(
+                        offsets, group, OPERATION_TIMEOUT_S
+                    ),
+                    STUCK_AFTER_S,
                 )
-            producer.commit_transaction(OPERATION_TIMEOUT_S)
+            bounded(lambda: producer.commit_transaction(OPERATION_TIMEOUT_S), STUCK_AFTER_S)
         except KafkaException as exc:
             self._abort(exc)
             raise CheckpointError(f"transaction not committed: {exc}") from exc
@@ -147,7 +154,7 @@ class Checkpointer:
             producer = self.producer()
             for topic, key, value, partition in records:
                 _produce(producer, topic, key, value, partition)
-            if producer.flush(OPERATION_TIMEOUT_S):
+            if bounded(lambda: producer.flush(OPERATION_TIMEOUT_S), STUCK_AFTER_S):
                 raise CheckpointError("records not acknowledged")
             if offsets:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
@@ -160,9 +167,9 @@ class Checkpointer:
         producer = self._producer
         if producer is not None and error is not None and not error.fatal():
             try:
-                producer.abort_transaction(OPERATION_TIMEOUT_S)
+                bounded(lambda: producer.abort_transaction(OPERATION_TIMEOUT_S), STUCK_AFTER_S)
                 return
-            except KafkaException as abort_exc:
+            except (KafkaException, TimeoutError) as abort_exc:
                 log.warning("abort failed, replacing the transactional producer: %s", abort_exc)
         if producer is not None and self._producer is producer:
             self._producer = None
@@ -232,24 +239,26 @@ class Checkpointer:
         return None if sink is None else sink.legacy_recover(tp[1])
 
 
-def bounded(call: Callable[[], object], seconds: float) -> None:
+def bounded(call: Callable[[], T], seconds: float) -> T:
     """Run `call` in a thread of its own and wait at most `seconds` (TimeoutError): a call
     into librdkafka that never returns must not hold the worker."""
-    failure: list[BaseException] = []
+    outcome: list[Any] = []
 
     def target() -> None:
         try:
-            call()
+            outcome.append((True, call()))
         except BaseException as exc:
-            failure.append(exc)
+            outcome.append((False, exc))
 
     thread = threading.Thread(target=target, name="json-engine-transaction", daemon=True)
     thread.start()
     thread.join(seconds)
-    if thread.is_alive():
+    if not outcome:
         raise TimeoutError(f"no return in {seconds}s")
-    if failure:
-        raise failure[0]
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _produce(
