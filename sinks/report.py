@@ -1,5 +1,10 @@
 """A self-contained HTML report of aggregated_stats records: per-engine charts and a leaderboard.
 
+Given the comparisons too (`render_html(records, title, comparisons)`), the leaderboard is the
+Bradley-Terry one of `sinks.offline.leaderboard` (ratings with interval bars, the same numbers
+as `json-engine leaderboard DIR --seed 0`), followed by the pairwise matrix of win fractions
+and the ratings over time, one fit per window, with their bands.
+
 The page must open anywhere (a CI artifact, a mail attachment, offline), so it fetches
 nothing: the charts are small inline SVG drawn here, the style is inline, there is no script.
 Every piece of text from the records goes through `html.escape` (engine ids are free text).
@@ -12,13 +17,26 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sinks.offline.leaderboard import Comparisons, Leaderboard
 
 WIDTH, HEIGHT = 760, 190
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 26, 34
 MAX_MARKERS = 120  # points with hover titles per series; beyond that, lines only
 COLORS = {"p50": "#2b8a3e", "p95": "#e67700", "p99": "#c92a2a", "rate": "#1c7ed6"}
 VOLUME_COLORS = {"executions": "#74c0fc", "comparisons": "#862e9c"}
+ENGINE_COLORS = ("#1c7ed6", "#e8590c", "#2b8a3e", "#c2255c", "#7048e8", "#0c8599", "#e67700",
+                 "#5c940d")  # fmt: skip
+RATING_BOOTSTRAP = 1000  # the leaderboard's replicates (as the CLI's default), seed 0
+WINDOW_BOOTSTRAP = 100  # per window of the ratings over time
+WINDOW_COMPARISONS = 30  # a window with fewer is not fitted
+MATRIX_ENGINES = 30  # the pairwise matrix shows the best this many
+DAY_MS = 86_400_000
+RATING_WINDOWS = [m * 60_000 for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720)] + [
+    d * DAY_MS for d in (1, 2, 7, 14, 30, 91, 365)
+]
 
 Point = tuple[int, float]
 
@@ -33,6 +51,14 @@ th{background:#f1f3f5} tr:hover td{background:#f8f9fa}
 p.note{color:#868e96;font-size:.85em;max-width:60em}
 svg{display:block;margin:4px 0;font-size:11px}
 svg text{fill:#495057} svg .grid{stroke:#e9ecef} svg .axis{stroke:#adb5bd}
+.bar{display:inline-block;position:relative;width:180px;height:12px;background:#f1f3f5;
+vertical-align:middle} .bar i{position:absolute;top:3px;height:6px;background:#74c0fc}
+.bar b{position:absolute;top:0;width:2px;margin-left:-1px;height:12px;background:#1864ab}
+table.matrix td{text-align:center;min-width:3.4em;font-size:.85em;padding:3px 5px}
+table.matrix td small{display:block;color:#495057} table.matrix th.row{text-align:left}
+table.matrix td.self{background:#e9ecef} td.name,table.matrix th.row{white-space:nowrap}
+p.legend span{display:inline-block;margin-right:14px;font-size:.85em}
+p.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
 """
 
 
@@ -311,8 +337,252 @@ def _leaderboard_html(board: Sequence[dict[str, Any]], anchors: dict[str, str]) 
     return f"<table>\n<thead>{head}</thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
 
 
-def render_html(records: Sequence[dict[str, Any]], title: str = "json-engine report") -> str:
-    """The whole page for aggregated_stats records (any order, any engines and windows)."""
+# --- the Bradley-Terry leaderboard, its pairwise matrix and ratings over time --------------
+
+
+def _ratings(comparisons: Comparisons | None) -> Leaderboard | None:
+    """The leaderboard of these comparisons (the CLI's defaults, seed 0), None if none rated."""
+    if comparisons is None or not len(comparisons):
+        return None
+    from sinks.offline.leaderboard import rate
+
+    board = rate(comparisons, RATING_BOOTSTRAP, seed=0)
+    return board if board.entries else None
+
+
+def _interval_bar(low: float, rating: float, high: float, scale: tuple[float, float]) -> str:
+    lo, hi = scale
+    at = lambda v: (v - lo) / ((hi - lo) or 1) * 100  # noqa: E731
+    return (
+        f'<span class="bar" title="rating {rating:.1f}, 95% interval {low:.1f} to {high:.1f}">'
+        f'<i style="left:{at(low):.2f}%;width:{max(at(high) - at(low), 0.5):.2f}%"></i>'
+        f'<b style="left:{at(rating):.2f}%"></b></span>'
+    )
+
+
+def _rated_leaderboard_html(
+    board: Sequence[dict[str, Any]], ratings: Leaderboard, anchors: dict[str, str]
+) -> str:
+    """The leaderboard by Bradley-Terry rating, with interval bars; engines of the records
+    without a rating follow, in the win-rate order."""
+    head = (
+        "<tr><th>#</th><th>engine</th><th>rating</th><th>95% interval</th><th></th>"
+        "<th>wins / battles</th><th>win rate</th><th>wins / comparisons</th>"
+        "<th>mean quality</th><th>p95 latency ms</th><th>success rate</th>"
+        "<th>executions</th></tr>"
+    )
+    totals = {b["engine_id"]: b for b in board}
+    ends = [v for e in ratings.entries for v in (e.ci_low, e.rating, e.ci_high) if v is not None]
+    pad = (max(ends) - min(ends)) * 0.03 or 1.0
+    scale = (min(ends) - pad, max(ends) + pad)
+    grouped = len(ratings.groups) > 1
+    rows = []
+
+    def engine_cells(engine_id: str) -> str:
+        link = anchors.get(engine_id)
+        name = escape(engine_id)
+        cell = f'<a href="#{link}">{name}</a>' if link else name
+        return f'<td class="name">{cell}</td>'
+
+    def total_cells(engine_id: str) -> str:
+        b = totals.get(engine_id)
+        if b is None:
+            return "<td>—</td>" * 6
+        return (
+            _cell(b["win_rate"], lambda v: f"{v * 100:.1f}%")
+            + f"<td>{b['wins']:,} / {b['comparisons']:,}</td>"
+            + _cell(b["quality_mean"], lambda v: f"{v:.3f}")
+            + _cell(b["p95_ms"], _fmt)
+            + _cell(b["success_rate"], lambda v: f"{v * 100:.2f}%")
+            + f"<td>{b['count']:,}</td>"
+        )
+
+    for e in ratings.entries:
+        rank = f"{e.rank}" + (f" <small>(group {e.group + 1})</small>" if grouped else "")
+        if e.ci_low is not None and e.ci_high is not None:
+            interval = f'<td class="name">[{e.ci_low:.1f}, {e.ci_high:.1f}]</td>'
+            bar = f"<td>{_interval_bar(e.ci_low, e.rating or 0.0, e.ci_high, scale)}</td>"
+        else:
+            interval, bar = "<td>—</td>", "<td></td>"
+        rows.append(
+            f'<tr class="engine-row"><td>{rank}</td>{engine_cells(e.engine_id)}'
+            f"<td>{e.rating:.1f}</td>{interval}{bar}"
+            f"<td>{e.wins:,} / {e.battles:,}</td>{total_cells(e.engine_id)}</tr>"
+        )
+    rated = {e.engine_id for e in ratings.entries}
+    apart = {e.engine_id: e for e in ratings.excluded}
+    for b in board:
+        if b["engine_id"] in rated:
+            continue
+        left = apart.get(b["engine_id"])
+        why = escape(left.reason) if left else "no comparisons"
+        battles = f"{left.wins:,} / {left.battles:,}" if left else "—"
+        rows.append(
+            f'<tr class="engine-row"><td>—</td>{engine_cells(b["engine_id"])}'
+            f"<td>—</td><td>{why}</td><td></td><td>{battles}</td>{total_cells(b['engine_id'])}"
+            "</tr>"
+        )
+    return f"<table>\n<thead>{head}</thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
+
+
+def _rating_notes(ratings: Leaderboard) -> str:
+    text = (
+        f"Rating: Bradley-Terry maximum-likelihood fit of {ratings.battles:,} battles from "
+        f"{ratings.comparisons:,} comparisons (the winner beats each other candidate), on the "
+        "Elo scale (mean 1000; 400 points = 10:1 odds), ridge "
+        f"{ratings.ridge:g}. Bars: 95% bootstrap interval over comparisons "
+        f"({ratings.bootstrap} replicates, seed 0) with the rating marked. # is 1 + the "
+        "number of engines whose interval lies wholly above (tied engines share it); "
+        "the same as <code>json-engine leaderboard DIR --seed 0</code>. Win rate, wins / "
+        "comparisons and the other columns come from the aggregated windows."
+    )
+    notes = "".join(f"<br>Note: {escape(n)}" for n in ratings.notes())
+    return f'<p class="note">{text}{notes}</p>'
+
+
+def _share_color(share: float) -> str:
+    """Blue when the row engine wins more, red when it loses more, white at one half."""
+    strength = min(abs(share - 0.5) * 2, 1.0) * 0.55
+    rgb = "28,126,214" if share >= 0.5 else "224,49,49"
+    return f"background:rgba({rgb},{strength:.3f})"
+
+
+def _pairwise_html(ratings: Leaderboard) -> str:
+    """Win fraction of the row engine over the column engine, with their battles."""
+    shown = ratings.entries[:MATRIX_ENGINES]
+    wins = ratings.pairwise
+    head = "".join(f'<th title="{escape(e.engine_id)}">{i}</th>' for i, e in enumerate(shown, 1))
+    rows = []
+    for i, row in enumerate(shown):
+        cells = []
+        for j, col in enumerate(shown):
+            if i == j:
+                cells.append('<td class="self">—</td>')
+                continue
+            won, lost = int(wins[i, j]), int(wins[j, i])
+            met = won + lost
+            if not met:
+                cells.append(
+                    f'<td title="{escape(row.engine_id)} never met {escape(col.engine_id)}">·</td>'
+                )
+                continue
+            share = won / met
+            title = f"{row.engine_id} beat {col.engine_id} in {share * 100:.1f}% of {met:,} battles"
+            cells.append(
+                f'<td style="{_share_color(share)}" title="{escape(title)}">'
+                f"{share * 100:.0f}%<small>{met:,}</small></td>"
+            )
+        rows.append(
+            f'<tr><th class="row">{i + 1} {escape(row.engine_id)}</th>{"".join(cells)}</tr>'
+        )
+    more = len(ratings.entries) - len(shown)
+    note = (
+        "Row engine over column engine: the share of their battles the row engine won, and "
+        "how many battles they had (· never met). Ordered by rating."
+        + (f" The best {len(shown)} engines of {len(ratings.entries)} are shown." if more else "")
+    )
+    return (
+        "<h2>Pairwise win fractions</h2>\n"
+        f'<table class="matrix">\n<thead><tr><th></th>{head}</tr></thead>\n<tbody>\n'
+        + "\n".join(rows)
+        + f'\n</tbody></table>\n<p class="note">{note}</p>'
+    )
+
+
+def _rating_window(span_ms: int) -> int:
+    """A day per window over two days or more (longer windows beyond a month); else about a
+    twelfth of the span, rounded up to a round length."""
+    target = max(span_ms / 30, DAY_MS) if span_ms >= 2 * DAY_MS else span_ms / 12
+    return next((w for w in RATING_WINDOWS if w >= target), RATING_WINDOWS[-1])
+
+
+def _window_name(width_ms: int) -> str:
+    if width_ms % DAY_MS == 0:
+        days = width_ms // DAY_MS
+        return "day" if days == 1 else f"{days} days"
+    minutes = width_ms // 60_000
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
+
+
+def _over_time_html(comparisons: Comparisons, ratings: Leaderboard) -> str:
+    """One Bradley-Terry fit per window, each with its bootstrap band, for the best engines."""
+    from sinks.offline.leaderboard import ratings_over_time
+
+    timed = comparisons.timestamp[comparisons.timed()]
+    heading = "<h2>Ratings over time</h2>\n"
+    if not timed.size:
+        return heading + '<p class="note">No comparison has a timestamp.</p>'
+    span = int(timed.max() - timed.min()) + 1
+    width = _rating_window(span)
+    series = ratings_over_time(comparisons, width, WINDOW_BOOTSTRAP, 0, WINDOW_COMPARISONS)
+    if len(series) < 2:
+        return heading + (
+            f'<p class="note">Ratings over time need two windows of {_window_name(width)} with '
+            f"at least {WINDOW_COMPARISONS} comparisons each; "
+            f"{len(series)} {'has' if len(series) == 1 else 'have'} them.</p>"
+        )
+    shown = [e.engine_id for e in ratings.entries[: len(ENGINE_COLORS)]]
+    points: dict[str, list[tuple[int, float, float, float]]] = {e: [] for e in shown}
+    for start, board in series:
+        for e in board.entries:
+            if e.engine_id in points and e.rating is not None:
+                low = e.ci_low if e.ci_low is not None else e.rating
+                high = e.ci_high if e.ci_high is not None else e.rating
+                points[e.engine_id].append((start, e.rating, low, high))
+    values = [v for pts in points.values() for p in pts for v in p[1:]]
+    x_range = (series[0][0], series[-1][0] + width)
+    lo, hi = math.floor(min(values) / 50) * 50, math.ceil(max(values) / 50) * 50
+    axes = _Axes(x_range, hi if hi > lo else lo + 50, lo, log=False)
+    label = f"rating per {_window_name(width)}, 95% bands"
+    body = _frame(axes, _x_ticks(x_range, width), _time_format(span, width), label, _fmt)
+    half = width / 2
+    for engine, color in zip(shown, ENGINE_COLORS, strict=False):
+        pts = points[engine]
+        for run in _segments([(t, 0.0) for t, *_ in pts], width):
+            members = [p for p in pts if run[0][0] <= p[0] <= run[-1][0]]
+            if len(members) > 1:
+                upper = [f"{axes.x(t + half):.1f},{axes.y(h):.1f}" for t, _, _, h in members]
+                lower = [f"{axes.x(t + half):.1f},{axes.y(lo_):.1f}" for t, _, lo_, _ in members]
+                body += (
+                    f'<polygon points="{" ".join(upper + lower[::-1])}" fill="{color}" '
+                    'fill-opacity="0.14" stroke="none"/>'
+                )
+            else:
+                t, _, low, high = members[0]
+                x = axes.x(t + half)
+                body += (
+                    f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{axes.y(low):.1f}" '
+                    f'y2="{axes.y(high):.1f}" stroke="{color}" stroke-opacity="0.35" '
+                    'stroke-width="5"/>'
+                )
+        body += _line(axes, [(t, r) for t, r, _, _ in pts], width, engine, color, _fmt)
+    legend = "".join(
+        f'<span><i style="background:{c}"></i>{escape(e)}</span>'
+        for e, c in zip(shown, ENGINE_COLORS, strict=False)
+    )
+    more = len(ratings.entries) - len(shown)
+    note = (
+        f"Each window of {_window_name(width)} (UTC) with at least {WINDOW_COMPARISONS} "
+        f"comparisons is fitted on its own ({len(series)} windows), with a 95% bootstrap band "
+        f"of {WINDOW_BOOTSTRAP} replicates; ratings are centred on 1000 among the engines of "
+        "each window, so a level moves when the set of engines does. A gap is a window "
+        "without enough comparisons."
+        + (f" The best {len(shown)} engines are drawn, {more} more are not." if more else "")
+    )
+    return (
+        heading
+        + _svg("ratings over time", body)
+        + f'\n<p class="legend">{legend}</p>\n<p class="note">{escape(note)}</p>'
+    )
+
+
+def render_html(
+    records: Sequence[dict[str, Any]],
+    title: str = "json-engine report",
+    comparisons: Comparisons | None = None,
+) -> str:
+    """The whole page for aggregated_stats records (any order, any engines and windows);
+    with `comparisons`, the Bradley-Terry leaderboard, pairwise matrix and ratings over time."""
     records = sorted(records, key=lambda r: (r["window_start"], r["engine_id"]))
     parts = [
         "<!DOCTYPE html>",
@@ -340,13 +610,21 @@ def render_html(records: Sequence[dict[str, Any]], title: str = "json-engine rep
         f"{sum(r['count'] for r in records):,} executions</p>"
     )
     parts.append("<h2>Leaderboard</h2>")
-    parts.append(_leaderboard_html(board, anchors))
+    ratings = _ratings(comparisons)
+    if ratings is not None:
+        parts.append(_rated_leaderboard_html(board, ratings, anchors))
+        parts.append(_rating_notes(ratings))
+    else:
+        parts.append(_leaderboard_html(board, anchors))
     parts.append(
         '<p class="note">Win rate: wins / comparisons the engine took part in. Mean quality: '
         "mean of its quality observations (own score, else the winner's score when it won). "
         "p95 latency: the windows' p95 weighted by their executions. Charts: times in UTC, "
         "one point per window at its middle; a gap is a window without executions.</p>"
     )
+    if ratings is not None and comparisons is not None:
+        parts.append(_pairwise_html(ratings))
+        parts.append(_over_time_html(comparisons, ratings))
     for b in board:
         engine_id = b["engine_id"]
         parts.append(f'<section id="{anchors[engine_id]}" class="engine">')

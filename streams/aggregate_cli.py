@@ -173,6 +173,12 @@ def report(
         note = f"recomputed {note}"
     if not records:
         raise fail(f"nothing to report: no aggregated_stats, events or comparisons in {output_dir}")
-    page = render_html(records, title or f"json-engine report: {output_dir.name or output_dir}")
+    from sinks.offline.leaderboard import load_comparisons as load_battles
+
+    _, comparisons_dir = channel_dirs(output_dir, cfg)
+    battles = load_battles(comparisons_dir, *bounds)  # the Bradley-Terry leaderboard's input
+    page = render_html(
+        records, title or f"json-engine report: {output_dir.name or output_dir}", battles
+    )
     atomic_write(html, page.encode("utf-8"))
     typer.echo(f"report: {html} ({note})")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from streams import aggregate_cli, local_kafka
+from streams import aggregate_cli, leaderboard_cli, local_kafka
 from streams.config import CHANNELS, EVENT_TYPES, ConfigError, JsonEngineConfig, load_config
 from streams.model_cli import models_app
 
@@ -29,6 +29,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(models_app, name="models")
 app.command("aggregate")(aggregate_cli.aggregate)
 app.command("report")(aggregate_cli.report)
+app.command("leaderboard")(leaderboard_cli.leaderboard)
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
