@@ -12,7 +12,8 @@ from pathlib import Path
 
 import orjson
 import yaml
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
 from rich.console import Console
 
 from sinks.atomic import atomic_write
@@ -20,8 +21,9 @@ from sinks.reader import channel_dir, iter_lines, read_records
 from sinks.report import render_html
 from streams import events, local_kafka
 from streams.config import CHANNELS, JsonEngineConfig, load_config
+from streams.otlp.produce import request_of
 from streams.publisher import Publisher
-from streams.topics import create_topics, topic_name
+from streams.topics import admin_client, create_topics, topic_name
 
 ENGINES = [f"engine-{name}" for name in ("alpha", "beta", "gamma", "delta")]
 INVALID_PAYLOADS = [
@@ -35,9 +37,11 @@ INVALID_PAYLOADS = [
 WINDOW_MINUTES = 0.1  # 6 s windows, so that a short demo closes several of them
 GRACE_SECONDS = 1.0
 WORKERS = 2
+OTLP_SHARE = 4  # one execution in four arrives as an OpenTelemetry GenAI span
+SPANS_PER_RECORD = 5  # GenAI spans per ExportTraceServiceRequest, as a Collector batches
 
 
-def write_config(path: Path, bootstrap: str, prefix: str, output: Path) -> None:
+def write_config(path: Path, bootstrap: str, prefix: str, output: Path, otlp_topic: str) -> None:
     config = {
         "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": prefix, "partitions": 6},
         "output": {"base_path": str(output)},
@@ -48,6 +52,7 @@ def write_config(path: Path, bootstrap: str, prefix: str, output: Path) -> None:
             "idle_seconds": 15,
             "checkpoint_seconds": 0.5,
         },
+        "otlp": {"enabled": True, "topic": otlp_topic, "encoding": "otlp_proto"},
     }
     path.write_text(yaml.safe_dump({"json_engine": config}))
 
@@ -64,19 +69,30 @@ def publish_events(
     cfg: JsonEngineConfig, count: int, seed: int = 7
 ) -> tuple[dict[str, int], list[dict]]:
     """Valid events of all three types through the Publisher, invalid ones through a raw client;
-    event times spread over 30 s of the recent past, so that aggregate windows close."""
+    event times spread over 30 s of the recent past, so that aggregate windows close.
+
+    The earliest quarter of the executions goes first, as GenAI spans on the OTLP topic (what
+    the OpenTelemetry Collector's kafka exporter writes), with one record that is not OTLP;
+    the rest is published once a worker has turned those into executions (committed its
+    offsets), so that every partition sees its executions in time order (none late)."""
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     step = max(1, 30_000 // count)
     sent = {"engine_execution": 0, "comparison_result": 0, "training_sample": 0}
-    executions = []
+    executions = [
+        events.engine_execution(rng, ENGINES[i % len(ENGINES)], now - (count - i) * step)
+        for i in range(count)
+    ]
+    spans = count // OTLP_SHARE
+    publish_spans(cfg, rng, executions[:spans])
+    sent["otlp_spans"] = spans
+    wait_committed(cfg, cfg.otlp.topic)
     with Publisher(cfg) as publisher:
-        for i in range(count):
-            ts = now - (count - i) * step
-            execution = events.engine_execution(rng, ENGINES[i % len(ENGINES)], ts)
-            executions.append(execution)
-            publisher.collect_engine_execution(execution)
-            sent["engine_execution"] += 1
+        for i, execution in enumerate(executions):
+            ts = execution["timestamp"]
+            if i >= spans:
+                publisher.collect_engine_execution(execution)
+                sent["engine_execution"] += 1
             if i % 5 == 0:
                 publisher.collect_comparison_result(events.comparison_result(rng, ENGINES, ts))
                 sent["comparison_result"] += 1
@@ -87,8 +103,38 @@ def publish_events(
     for payload in INVALID_PAYLOADS:  # any Kafka client may produce, so the worker validates
         raw.produce(topic_name(cfg, "engine_execution"), payload)
     raw.flush(30)
-    sent["invalid"] = len(INVALID_PAYLOADS)
+    sent["invalid"] = len(INVALID_PAYLOADS) + 1  # and the record on the OTLP topic
     return sent, executions
+
+
+def publish_spans(cfg: JsonEngineConfig, rng: random.Random, executions: list[dict]) -> None:
+    """Executions as GenAI spans, a few per record keyed by trace id (the Collector's
+    `partition_traces_by_id`), and one record that is not OTLP (a dead letter)."""
+    producer = Producer({**cfg.kafka.client_config(), "linger.ms": 5})
+    for start in range(0, len(executions), SPANS_PER_RECORD):
+        request = request_of(rng, executions[start : start + SPANS_PER_RECORD])
+        key = request.resource_spans[0].scope_spans[0].spans[0].trace_id
+        producer.produce(cfg.otlp.topic, request.SerializeToString(), key)
+    producer.produce(cfg.otlp.topic, b"not an ExportTraceServiceRequest")
+    producer.flush(30)
+
+
+def wait_committed(cfg: JsonEngineConfig, topic: str, timeout: float = 60) -> None:
+    """Until the workers' group has committed every record of `topic` (the executions derived
+    from them are published in the same transactions)."""
+    consumer = Consumer({**cfg.kafka.client_config(), "group.id": cfg.kafka.app_id})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in partitions]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            committed = consumer.committed(tps, timeout=10)
+            ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+            if all(c.offset >= end for c, end in zip(committed, ends, strict=True)):
+                return
+            time.sleep(0.25)
+    finally:
+        consumer.close()
 
 
 def count_lines(cfg: JsonEngineConfig) -> dict[str, int]:
@@ -110,10 +156,15 @@ def run_demo(port: int, events_count: int, output_root: Path, console: Console) 
     output = (output_root / f"demo-{run_id}").resolve()
     output.mkdir(parents=True, exist_ok=True)
     config_path = output / "json-engine.yaml"
-    write_config(config_path, bootstrap, prefix, output)
+    write_config(config_path, bootstrap, prefix, output, f"otlp_spans_demo-{run_id}")
     cfg = load_config(config_path)
+    # One partition: a burst of spans read one partition after another would reach the
+    # execution topic out of time order (late, past the 1 s grace); a live feed would not.
+    otlp_topic = NewTopic(cfg.otlp.topic, 1, cfg.kafka.replication_factor)
+    admin = admin_client(cfg)
+    admin.create_topics([otlp_topic])[cfg.otlp.topic].result(30)
     create_topics(cfg)
-    console.print(f"broker {bootstrap}, topics {prefix}*, output {output}")
+    console.print(f"broker {bootstrap}, topics {prefix}* and {cfg.otlp.topic}, output {output}")
     workers = []
     for n in range(WORKERS):  # one consumer group: they share the partitions
         with open(output / f"worker-{n}.log", "wb") as log:
@@ -139,7 +190,7 @@ def run_demo(port: int, events_count: int, output_root: Path, console: Console) 
         sent, executions = publish_events(cfg, events_count)
         console.print(f"published {sent}")
         expected = {
-            "engine_execution": sent["engine_execution"],
+            "engine_execution": sent["engine_execution"] + sent["otlp_spans"],
             "comparison_result": sent["comparison_result"],
             # one per qualifying comparison, plus the samples published directly
             "training_sample": sent["training_sample"],
