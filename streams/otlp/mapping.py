@@ -60,6 +60,8 @@ INPUT_EVENTS = {
     "gen_ai.assistant.message": "assistant",
     "gen_ai.tool.message": "tool",
 }
+# Fields of a flattened message 0: a span with flattened messages has one of them.
+_FIRST_FIELDS = ("role", "content", "message.role", "message.content")
 Attributes = dict[str, AnyValue]
 Message = tuple[str | None, str]  # (role, text)
 
@@ -363,6 +365,9 @@ def _flattened(attrs: Attributes, prefix: str) -> list[Message]:
     """Messages flattened into attributes: `<prefix>N.role` and `<prefix>N.content`
     (OpenLLMetry), or OpenInference's `<prefix>N.message.role`, `.message.content` and
     `.message.contents.M.message_content.text`."""
+    first = prefix + "0."
+    if not any(first + field in attrs for field in _FIRST_FIELDS):
+        return []  # the usual case: not a single attribute to look at
     by_index: dict[int, dict[str, Any]] = {}
     for key, value in attrs.items():
         if not key.startswith(prefix):
