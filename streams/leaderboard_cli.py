@@ -121,7 +121,7 @@ def _table(board: Leaderboard) -> Table:
     table.add_column("rank", justify="right")
     table.add_column("engine")
     table.add_column("rating", justify="right")
-    table.add_column("95% interval", justify="right")
+    table.add_column("95% interval", justify="right", no_wrap=True)
     table.add_column("battles", justify="right")
     table.add_column("wins", justify="right")
     table.add_column("win rate", justify="right")

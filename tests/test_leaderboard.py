@@ -438,6 +438,13 @@ def test_since_and_until_select_by_the_comparisons_timestamp(tmp_path: Path) -> 
     assert result.exit_code == 2
 
 
+def test_without_bootstrap_there_are_no_intervals(output: Path) -> None:
+    rows = json_rows(str(output), "--bootstrap", "0")
+    assert [(r["ci_low"], r["ci_high"]) for r in rows] == [(None, None)] * 4
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]  # 1 + the engines rated higher
+    assert "no intervals (--bootstrap 0)" in run(str(output), "--bootstrap", "0").stdout
+
+
 def test_bad_options_exit_2(output: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["leaderboard", str(output), "--format", "xml"]).exit_code == 2

@@ -34,6 +34,8 @@ From the finished comparison_result lines:
   1 + the number of engines rated higher.
 - **Left out.** Engines with no battle, or fewer than `min_battles`, are left out of the fit
   (their battles too) and listed apart, as are engines whose only battles were against those.
+  `battles`, `wins` and `win_rate` count every battle of an engine, left-out opponents
+  included; `min_battles` is judged on that count.
 - **Groups.** When some engines never met the others, even through third engines, their
   ratings cannot be compared: each connected group is centred on 1000 on its own and ranked
   within itself, and the notes name the groups.
@@ -346,9 +348,9 @@ def rate(
     low = high = None
     if bootstrap > 0:
         replicates = _bootstrap(comparisons, counts, local, len(rated), model, bootstrap, seed)
-        ratings = to_ratings(replicates, group)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an engine absent from every draw
+            warnings.simplefilter("ignore", RuntimeWarning)  # a group absent from a draw
+            ratings = to_ratings(replicates, group)
             low, high = np.nanpercentile(ratings, [2.5, 97.5], axis=0)
 
     entries = []
