@@ -69,7 +69,9 @@ def decode_json(value: bytes) -> ExportTraceServiceRequest:
     try:
         _ids_to_base64(data)
         return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+    except OtlpError:
+        raise
+    except Exception as exc:  # json_format.ParseError mostly; whatever it is, not a request
         raise OtlpError(f"not an OTLP/JSON ExportTraceServiceRequest: {exc}") from None
 
 

@@ -344,8 +344,10 @@ def _message_text(message: dict[str, Any]) -> str:
         if content is None:
             if message.get("type") is not None:  # a part that holds no text
                 return orjson.dumps(message).decode()
-            inner = message.get("message")
-            return _message_text(inner) if isinstance(inner, dict) else ""
+            inner = message.get("message")  # gen_ai.choice: {"index", "message": {...}}
+            if isinstance(inner, dict) and not isinstance(inner.get("message"), dict):
+                return _message_text(inner)  # one level only: no recursion on nested input
+            return ""
         parts = content if isinstance(content, list) else [content]
     texts = []
     for part in parts:

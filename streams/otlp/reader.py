@@ -164,6 +164,11 @@ class OtlpReader(DerivingReader):
                 counts["invalid"] += 1
                 self._reject(partition, offset, _about(span, exc), span_json(span), INVALID_OTLP)
                 continue
+            except Exception as exc:  # a span no rule foresaw: a dead letter, not a crash loop
+                log.exception("OTLP span at %s[%d]@%d not mapped", self.source, partition, offset)
+                counts["invalid"] += 1
+                self._reject(partition, offset, _about(span, exc), span_json(span), INVALID_OTLP)
+                continue
             counts["mapped"] += 1
             derived.append((event["engine_id"].encode(), raw))
         return derived
