@@ -1,9 +1,10 @@
-"""`python -m bench`: the pipeline measured beside its anchors, in one run (issue 7).
+"""`python -m bench`: the pipeline measured beside its anchors, in one run (issues 7, 12, 13).
 
-Starts its own broker (127.0.0.1:19392, temporary data directory) unless
-`KAFKA_BOOTSTRAP_SERVERS` is set, publishes a seeded workload once to a fresh topic, then runs
-each contender `--repeat` times, one at a time, repetitions interleaved so that load from
-elsewhere hits every contender alike. Prints a table; writes `bench/results/<time>.json`,
+Starts its own broker (127.0.0.1:19620, temporary data directory; bench/broker.py) unless
+`KAFKA_BOOTSTRAP_SERVERS` is set, publishes each seeded workload the selected contenders read
+once to a fresh topic (bench/workload.py: keyed, spread, hot), then runs each contender
+`--repeat` times, one at a time, repetitions interleaved so that load from elsewhere hits
+every contender alike. Prints a table; writes `bench/results/<time>.json`,
 `bench/results/latest.md` and, for a full run, `bench/RESULTS.md`.
 
     python -m bench                      # everything, 200k events, 3 repetitions
@@ -23,12 +24,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import extras, report
+from bench import extras, measure, report
 from bench.broker import DEFAULT_PORT, broker
 from bench.contenders import Contender, Context, registry
 from bench.contenders.quix import installed_version
 from bench.measure import Run, RunError
-from bench.workload import PARTITIONS, Workload, publish
+from bench.workload import EVENTS_SCALE, PARTITIONS, SHAPES, Workload, publish
 from streams.local_kafka import LocalKafkaError
 
 HERE = Path(__file__).resolve().parent
@@ -54,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         type=Path,
         default=None,
-        help="write py-spy flame graphs of the json-engine workers to this directory",
+        help="write py-spy profiles (collapsed stacks, top functions) of the json-engine "
+        "workers to this directory",
     )
     args = parser.parse_args(argv)
     args.only = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -90,12 +92,13 @@ def run_contenders(ctx: Context, contenders: list[Contender], repeat: int) -> di
     for rep in range(repeat):
         for c in contenders:
             started = time.monotonic()
+            mine = ctx.for_shape(c.shape)
             try:
-                run = c.run(ctx, rep)
+                run = c.run(mine, rep)
             except RunError as exc:
-                run = Run(events=ctx.workload.events, error=str(exc))
+                run = Run(events=mine.workload.events, error=str(exc))
             except Exception as exc:  # one broken contender must not hide the others' numbers
-                run = Run(events=ctx.workload.events, error=f"{exc!r}\n{traceback.format_exc()}")
+                run = Run(events=mine.workload.events, error=f"{exc!r}\n{traceback.format_exc()}")
             runs[c.name].append(run)
             took = time.monotonic() - started
             if run.error:
@@ -117,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = os.getloadavg()
     record: dict[str, Any] = {}
     try:
-        with broker(args.port) as (bootstrap, own):
-            say(f"broker {bootstrap} ({'started for this run' if own else 'given'})")
+        with broker(args.port) as kafka:
+            bootstrap = kafka.bootstrap
+            measure.BROKER_PIDS[:] = kafka.pids
+            say(f"broker {bootstrap} ({'started for this run' if kafka.own else 'given'})")
             skipped: dict[str, str] = {}
             ready: list[Contender] = []
             for c in contenders:
@@ -128,21 +133,26 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as exc:
                     skipped[c.name] = f"skipped: could not prepare: {exc}"
                     say(f"  {c.label}: {skipped[c.name]}")
-            say(f"publishing {args.events:,} events…")
-            workload = publish(bootstrap, args.events, args.seed)
-            say(
-                f"  {workload.topic}: {workload.events:,} events, ~{workload.avg_bytes:.0f} B,"
-                f" {workload.publish_seconds:.1f} s; per partition {workload.partition_counts}"
-            )
+            workloads: dict[str, Workload] = {}
+            shapes = {"keyed"} | {c.shape for c in ready}
+            for shape in (s for s in SHAPES if s in shapes):
+                count = args.events * EVENTS_SCALE[shape]
+                say(f"publishing {count:,} events ({shape})…")
+                w = workloads[shape] = publish(bootstrap, count, args.seed, shape)
+                say(
+                    f"  {w.topic}: {w.events:,} events, ~{w.avg_bytes:.0f} B,"
+                    f" {w.publish_seconds:.1f} s; {w.describe()}"
+                )
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
-            ctx = Context(workload, work_dir, args.timeout, args.profile)
+            ctx = Context(workloads["keyed"], work_dir, args.timeout, args.profile, workloads)
             runs = run_contenders(ctx, ready, args.repeat)
             for name, reason in skipped.items():
                 runs[name] = [Run(events=args.events, error=reason)]
             extra_results = run_extras(extra_names, bootstrap, args)
-            _delete_topics(workload)
-            record = build_record(args, contenders, runs, extra_results, workload, bootstrap)
+            for w in workloads.values():
+                _delete_topics(w)
+            record = build_record(args, contenders, runs, extra_results, workloads, bootstrap)
             env = report.environment({"quixstreams": installed_version()}, load_at_start)
             record = {"environment": env, **record}
     except LocalKafkaError as exc:
@@ -163,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     say(report.text_table(record["contenders"]))
     for goal in record["goals"]:
         mark = {True: "yes", False: "NO", None: "-"}[goal["met"]]
-        say(f"  goal: {goal['goal']}: {goal['value']} [{mark}]")
+        note = f" ({goal['note']})" if goal.get("note") else ""
+        say(f"  goal: {goal['goal']}: {goal['value']} [{mark}]{note}")
     say(f"\nwritten: {path}" + (f", {publish_page}" if publish_page else ""))
     say(f"total {time.monotonic() - started:.0f} s")
     return 0
@@ -191,11 +202,12 @@ def build_record(
     contenders: list[Contender],
     runs: dict[str, list[Run]],
     extra_results: dict[str, Any],
-    workload: Workload,
+    workloads: dict[str, Workload],
     bootstrap: str,
 ) -> dict[str, Any]:
-    rows = [report.summarize(c.name, c.label, c.what, runs[c.name]) for c in contenders]
+    rows = [report.summarize(c.name, c.label, c.what, runs[c.name], c.shape) for c in contenders]
     ceiling = report.add_ratios(rows)
+    workload = workloads["keyed"]
     return {
         "config": {
             "events": workload.events,
@@ -208,6 +220,17 @@ def build_record(
             "topic": workload.topic,
             "publish_seconds": workload.publish_seconds,
             "partition_counts": workload.partition_counts,
+            "workloads": {
+                shape: {
+                    "topic": w.topic,
+                    "engines": w.engines,
+                    "unkeyed": w.unkeyed,
+                    "avg_bytes": w.avg_bytes,
+                    "partition_counts": w.partition_counts,
+                    "publish_seconds": w.publish_seconds,
+                }
+                for shape, w in workloads.items()
+            },
         },
         "ceiling": ceiling,
         "contenders": rows,

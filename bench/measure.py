@@ -5,19 +5,29 @@ the harness's. The harness polls what the contender has made durable (or written
 `POLL_SECONDS` and reads its CPU from /proc at two instants:
 
 - first: the first poll that sees output (the first batch is durable), with `n_first` events;
-- last: the poll that sees all N events durable (and the contender's own "done" marker).
+- end: the first poll that sees at least 95% of the N events durable, with `n_end` events;
+- last: the poll that sees all N events durable (and the contender's own "done" marker):
+  the run is complete and checked from here.
 
-steady events/s = (N - n_first) / (t_last - t_first), CPU s per million events over the same
-window; start-up = t_first - spawn. Counting from an observed instant to an observed instant
-makes the polling delay cancel out instead of biasing the rate. Peak RSS is the kernel's
+steady events/s = (n_end - n_first) / (t_end - t_first), CPU s per million events over the
+same window; start-up = t_first - spawn. Counting from an observed instant to an observed
+instant makes the polling delay cancel out instead of biasing the rate. The last 5% are left
+out of the window because the end of a finite topic is not a steady state: a last, partial
+batch waits for a flush timer (json-engine's auto_flush_seconds, Quix's checkpoint interval)
+and one worker may finish before the other; `rate_to_all` in the JSON keeps the figure with
+the end included. Peak RSS is the kernel's
 high-water mark of each process image (VmHWM, sampled), the largest of them.
+
+Over the same window it also reads what the contender shares the machine with: the broker's
+CPU per million events (when the benchmark started the broker, `BROKER_PIDS`) and how many
+cores the whole machine kept busy (/proc/stat), so that a contender held back by a saturated
+machine shows as such.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import time
@@ -27,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 POLL_SECONDS = 0.01
+END_SHARE = 0.95  # the steady window ends once this share of the events is durable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_FINISHED = re.compile(rb"^p(\d+)-(\d+)-(\d+)\.jsonl$")
-_IN_PROGRESS = re.compile(rb"^\.p(\d+)-(\d+)-(\d+)-(\d+)\.inprogress$")
+# PIDs of the broker the benchmark started (python -m bench sets them): its CPU is reported.
+BROKER_PIDS: list[int] = []
 
 
 class RunError(Exception):
@@ -46,6 +57,8 @@ class Run:
     cpu_s_per_m: float | None = None
     rss_mb: float | None = None
     steady: bool = True  # False: too few events after the first batch, whole-run rate
+    broker_cpu_s_per_m: float | None = None  # the broker's CPU over the same window
+    machine_busy_cores: float | None = None  # cores the whole machine kept busy, on average
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -101,11 +114,8 @@ class Child:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of all its threads so far (0 once it has been reaped)."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return self.rusage_cpu or 0.0
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        cpu = process_cpu_seconds(self.pid)
+        return (self.rusage_cpu or 0.0) if cpu is None else cpu
 
     def poll(self) -> int | None:
         """Exit code once it exited (reaping it with wait4 to keep its rusage)."""
@@ -148,14 +158,59 @@ class Child:
         return "\n".join(text[-lines:])
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of all threads of a running process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy since boot (all but idle and iowait)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What the contender shares the machine with, at one instant."""
+
+    broker_cpu: float
+    machine_busy: float
+
+    @classmethod
+    def now(cls) -> Shared:
+        broker = sum(process_cpu_seconds(pid) or 0.0 for pid in BROKER_PIDS)
+        return cls(broker, machine_busy_seconds())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One poll: when, events durable, the contender's CPU, what it shares the machine with."""
+
+    at: float
+    n: float
+    cpu: float
+    shared: Shared
+
+    @classmethod
+    def take(cls, now: float, n: float, children: Sequence[Child]) -> Snapshot:
+        return cls(now, n, sum(c.cpu_seconds() for c in children), Shared.now())
+
+
 @dataclass
 class Observation:
     spawned: float
-    first_at: float
-    n_first: float
-    cpu_first: float
-    last_at: float
-    cpu_last: float
+    first: Snapshot  # the first poll that saw output (with every process taking part)
+    end: Snapshot  # the first poll that saw at least END_SHARE of the events
+    last: Snapshot  # the poll that saw every event (and the done marker)
+    settled: bool = True  # False: `ready()` never held before `end`; `first` is without it
 
 
 def watch(
@@ -170,22 +225,30 @@ def watch(
     """Poll until `progress()` reaches `expected` (and `done()`); see the module docstring.
 
     `ready()` delays the first instant until every process takes part (several workers of
-    one group: the steady window starts once the group has settled).
+    one group: the steady window starts once the group has settled). If it never holds
+    before the end of the window, the window starts at the first output all the same and
+    the observation says it was not settled.
     """
     spawned = min(c.spawned for c in children)
     deadline = spawned + timeout
-    first: tuple[float, float, float] | None = None
+    first_any: Snapshot | None = None
+    first: Snapshot | None = None
+    end: Snapshot | None = None
     exited_at: float | None = None
     while True:
         now = time.monotonic()
         n = progress()
-        if first is None and n > 0 and (ready is None or ready()):
-            first = (now, n, sum(c.cpu_seconds() for c in children))
+        snap: Snapshot | None = None
+        if n > 0 and first_any is None:
+            snap = first_any = Snapshot.take(now, n, children)
+        if n > 0 and first is None and end is None and (ready is None or ready()):
+            first = snap or Snapshot.take(now, n, children)
+        if end is None and n >= END_SHARE * expected:
+            end = snap or Snapshot.take(now, n, children)
         if n >= expected and (done is None or done()):
-            cpu_last = sum(c.cpu_seconds() for c in children)
-            if first is None:
-                first = (now, n, cpu_last)
-            return Observation(spawned, first[0], first[1], first[2], now, cpu_last)
+            last = Snapshot.take(now, n, children)
+            assert first_any is not None and end is not None
+            return Observation(spawned, first or first_any, end, last, settled=first is not None)
         for child in children:
             if child.poll() is None:
                 continue
@@ -205,24 +268,41 @@ def watch(
 
 def result(obs: Observation, expected: int, children: Sequence[Child]) -> Run:
     """Rates from an observation; call after the children were stopped (for their RSS)."""
-    window_events = expected - obs.n_first
-    window = obs.last_at - obs.first_at
+    first, end, last = obs.first, obs.end, obs.last
+    window_events = end.n - first.n
+    window = end.at - first.at
     steady = window_events >= 0.05 * expected and window > 0.05
+    broker = busy = None
     if steady:
         rate = window_events / window
-        cpu = (obs.cpu_last - obs.cpu_first) / window_events * 1e6
+        cpu = (end.cpu - first.cpu) / window_events * 1e6
+        if BROKER_PIDS:
+            broker = (end.shared.broker_cpu - first.shared.broker_cpu) / window_events * 1e6
+        busy = (end.shared.machine_busy - first.shared.machine_busy) / window
     else:  # everything arrived in the first batch or two: only a whole-run figure
-        rate = expected / max(obs.last_at - obs.spawned, 1e-6)
-        cpu = obs.cpu_last / expected * 1e6
+        rate = expected / max(last.at - obs.spawned, 1e-6)
+        cpu = last.cpu / expected * 1e6
     rss = [c.peak_rss_mb for c in children if c.peak_rss_mb]
+    to_all = last.at - first.at
+    extra: dict[str, Any] = {
+        "n_first": round(first.n),
+        "n_end": round(end.n),
+        "window_s": round(window, 4),
+        # first output to every event durable: the rate with the end of the topic included
+        "rate_to_all": round((last.n - first.n) / to_all) if to_all > 0 else None,
+    }
+    if not obs.settled:
+        extra["settled"] = False
     return Run(
         events=expected,
         rate=rate,
-        startup_s=obs.first_at - obs.spawned,
+        startup_s=first.at - obs.spawned,
         cpu_s_per_m=cpu,
         rss_mb=max(rss) if rss else None,
         steady=steady,
-        extra={"n_first": round(obs.n_first), "window_s": round(window, 4)},
+        broker_cpu_s_per_m=broker,
+        machine_busy_cores=busy,
+        extra=extra,
     )
 
 
@@ -247,38 +327,44 @@ def file_progress(path: Path, total_bytes: int, events: int) -> Callable[[], flo
     return progress
 
 
-def part_file_progress(directory: Path) -> Callable[[], float]:
-    """Events durable in json-engine part files: per partition, the last offset a finished
-    or checkpointed in-progress name proves, plus one (a fresh topic starts at offset 0)."""
-    raw = os.fsencode(directory)
+class CommittedOffsets:
+    """Events durable in a consumer group: the sum of its committed offsets on a fresh topic
+    (every partition starts at 0, one offset per record), read with OffsetFetch.
 
-    def progress() -> float:
-        last: dict[int, int] = {}
+    A json-engine worker commits its offsets in the same Kafka transaction as its file
+    checkpoints (streams/worker/checkpoint.py), so a committed offset is exactly what is
+    durable. The reader is not a member of the group (it never subscribes, never commits) and
+    reads `read_uncommitted`: the broker then answers with the last committed offsets at once
+    instead of waiting for a transaction that is still open.
+    """
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int):
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "isolation.level": "read_uncommitted",
+            }
+        )
+        self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        self.last = 0.0
+
+    def __call__(self) -> float:
+        from confluent_kafka import KafkaException
+
         try:
-            entries = os.scandir(raw)
-        except FileNotFoundError:
-            return 0.0
-        with entries:
-            for entry in entries:
-                m = _FINISHED.match(entry.name) or _IN_PROGRESS.match(entry.name)
-                if m:
-                    partition, end = int(m.group(1)), int(m.group(3))
-                    if end > last.get(partition, -1):
-                        last[partition] = end
-        return float(sum(end + 1 for end in last.values()))
+            found = self.consumer.committed(self.partitions, timeout=5)
+        except KafkaException:
+            return self.last  # e.g. the coordinator moving: ask again at the next poll
+        total = sum(tp.offset for tp in found if tp.error is None and tp.offset > 0)
+        self.last = max(self.last, float(total))
+        return self.last
 
-    return progress
-
-
-def finished_events(directory: Path) -> int:
-    """Events in finished part files only (what readers see)."""
-    total = 0
-    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
-        for entry in entries:
-            m = _FINISHED.match(os.fsencode(entry.name))
-            if m:
-                total += int(m.group(3)) - int(m.group(2)) + 1
-    return total
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def count_lines(path: Path) -> int:

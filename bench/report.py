@@ -8,7 +8,7 @@ import platform
 import statistics
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -16,43 +16,85 @@ from typing import Any
 
 from bench import aggregation
 from bench.measure import Run
+from bench.workload import HOT_SHARE
 from streams import local_kafka
 
 CEILINGS = ("consumer-perf", "confluent-raw")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """`contender`'s median over `reference`'s in this one run, of `metric`: at least `bound`,
+    or for a cost (lower is better) at most `bound`. With `shared`, only if every worker of
+    the contender took part in every repetition: a second worker that wrote nothing has
+    shared no load, whatever the ratio says."""
+
+    issue: str
+    text: str
+    contender: str
+    reference: str
+    bound: float
+    metric: str = "events_per_s"
+    cost: bool = False
+    shared: bool = False
+
+
 GOALS = (
-    # (contender, reference, minimum ratio of median events/s, text)
-    ("json-engine-1w", "confluent-parse", 0.7, "≥ 0.7x the confluent-kafka parse+validate loop"),
-    ("json-engine-1w", "quix", 1.0, "≥ Quix Streams"),
-    ("json-engine-1w", "kafka-connect", 1.0, "≥ Kafka Connect FileStreamSink"),
-    ("json-engine-1w", "faust-naive", 6.0, "≥ 6x the naive Faust agent"),
-    ("json-engine-1w-agg", "json-engine-1w", 0.75, "aggregation on ≥ 0.75x sink-only throughput"),
-)
+    Goal("12", "one worker ≥ 0.85x the confluent-kafka parse+validate loop",
+         "json-engine-1w", "confluent-parse", 0.85),
+    Goal("12", "one worker ≥ 0.7x Kafka Connect FileStreamSink",
+         "json-engine-1w", "kafka-connect", 0.7),
+    Goal("12", "CPU per event ≤ 1.3x the parse+validate loop's",
+         "json-engine-1w", "confluent-parse", 1.3, "cpu_s_per_million", cost=True),
+    Goal("12", "two workers ≥ 1.0x one worker (24 engines, keys spread over all 6 partitions)",
+         "json-engine-2w-spread", "json-engine-1w-spread", 1.0, shared=True),
+    Goal("12 (diagnostic)", "two workers ≥ 1.0x one worker, spread keys, executions channel "
+         "only (one topic subscribed)", "json-engine-2w-spread-exec",
+         "json-engine-1w-spread-exec", 1.0, shared=True),
+    Goal("12", "fenced (Kafka transactions) ≥ 0.9x the same path unfenced",
+         "json-engine-1w", "json-engine-1w-unfenced", 0.9),
+    Goal("13", "aggregation on ≥ 0.8x sink-only", "json-engine-1w-agg", "json-engine-1w", 0.8),
+    Goal("13", f"hot engine ({HOT_SHARE:.0%} of events unkeyed), aggregation on: two "
+         "workers ≥ 1.0x one",
+         "json-engine-2w-hot-agg", "json-engine-1w-hot-agg", 1.0, shared=True),
+    Goal("7", "one worker ≥ Quix Streams", "json-engine-1w", "quix", 1.0),
+    Goal("7", "one worker ≥ 6x the naive Faust agent", "json-engine-1w", "faust-naive", 6.0),
+)  # fmt: skip
 STATE_GOAL_BYTES = 64 * 1024
 RSS_GOAL_MB = 300.0
 
 
-def summarize(name: str, label: str, what: str, runs: list[Run]) -> dict[str, Any]:
+def summarize(
+    name: str, label: str, what: str, runs: list[Run], shape: str = "keyed"
+) -> dict[str, Any]:
     """Median, min and max of the successful repetitions; errors kept verbatim."""
     ok = [r for r in runs if r.error is None and r.rate]
     out: dict[str, Any] = {
         "name": name,
         "label": label,
         "what": what,
+        "workload": shape,
         "runs": [asdict(r) for r in runs],
         "ok": len(ok),
         "errors": [r.error for r in runs if r.error],
     }
     if ok:
         rates = [r.rate for r in ok if r.rate is not None]
+        shares = [r.extra["written_share"] for r in ok if "written_share" in r.extra]
         out.update(
             events_per_s=statistics.median(rates),
             events_per_s_min=min(rates),
             events_per_s_max=max(rates),
             startup_s=_median([r.startup_s for r in ok]),
             cpu_s_per_million=_median([r.cpu_s_per_m for r in ok]),
+            broker_cpu_s_per_million=_median([r.broker_cpu_s_per_m for r in ok]),
+            machine_busy_cores=_median([r.machine_busy_cores for r in ok]),
             peak_rss_mb=max((r.rss_mb for r in ok if r.rss_mb), default=None),
             steady=all(r.steady for r in ok),
+            settled=all(r.extra.get("settled", True) for r in ok),
         )
+        if shares:
+            out["written_share"] = shares
     return out
 
 
@@ -78,20 +120,32 @@ def add_ratios(rows: list[dict[str, Any]]) -> str | None:
 def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_name = {r["name"]: r for r in rows}
     out = []
-    for name, ref, minimum, text in GOALS:
-        mine = by_name.get(name, {}).get("events_per_s")
-        theirs = by_name.get(ref, {}).get("events_per_s")
+    for g in GOALS:
+        mine = by_name.get(g.contender, {}).get(g.metric)
+        theirs = by_name.get(g.reference, {}).get(g.metric)
+        goal: dict[str, Any] = {"issue": g.issue, "goal": g.text}
+        goal |= {"contender": g.contender, "reference": g.reference}
         if mine and theirs:
             ratio = mine / theirs
-            out.append({"goal": text, "value": f"{ratio:.2f}x", "met": ratio >= minimum})
+            met = ratio <= g.bound if g.cost else ratio >= g.bound
+            value = f"{ratio:.2f}x"
+            if g.shared and not by_name[g.contender].get("settled", True):
+                met = False
+                value += " (a worker wrote nothing)"
+            goal |= {"ratio": ratio, "value": value, "met": met}
+            note = _note(by_name[g.contender], by_name[g.reference])
+            if note:
+                goal["note"] = note
         else:
-            out.append({"goal": text, "value": "not measured", "met": None})
-    for name in ("json-engine-1w", "json-engine-2w"):
-        rss = by_name.get(name, {}).get("peak_rss_mb")
-        if rss:
+            goal |= {"value": "not measured", "met": None}
+        out.append(goal)
+    for name, row in by_name.items():
+        rss = row.get("peak_rss_mb")
+        if name.startswith("json-engine") and rss:
             out.append(
                 {
-                    "goal": f"{by_name[name]['label']}: peak RSS per worker ≤ {RSS_GOAL_MB:.0f} MB",
+                    "issue": "7",
+                    "goal": f"{row['label']}: peak RSS per worker ≤ {RSS_GOAL_MB:.0f} MB",
                     "value": f"{rss:.0f} MB",
                     "met": rss <= RSS_GOAL_MB,
                 }
@@ -99,12 +153,33 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     state = aggregation.measure(50_000)[0]["max_state_bytes"]  # bench.aggregation, in-process
     out.append(
         {
+            "issue": "13",
             "goal": "aggregation state ≤ 64 KiB per engine-window (bench.aggregation)",
             "value": f"{state / 1024:.1f} KiB",
             "met": state <= STATE_GOAL_BYTES,
         }
     )
     return out
+
+
+def _note(mine: dict[str, Any], ref: dict[str, Any]) -> str:
+    """CPU figures beside a ratio: cores the machine kept busy (of all it has), per-event CPU
+    of both sides and the broker's, the workers' shares of the lines."""
+    parts = []
+    cores = os.cpu_count() or 0
+    a, b = mine.get("machine_busy_cores"), ref.get("machine_busy_cores")
+    if a is not None and b is not None:
+        parts.append(f"machine busy {a:.2f} vs {b:.2f} of {cores} cores")
+    a, b = mine.get("cpu_s_per_million"), ref.get("cpu_s_per_million")
+    if a is not None and b is not None:
+        parts.append(f"CPU {a:.1f} vs {b:.1f} s/M ev")
+    a, b = mine.get("broker_cpu_s_per_million"), ref.get("broker_cpu_s_per_million")
+    if a is not None and b is not None:
+        parts.append(f"broker {a:.1f} vs {b:.1f} s/M ev")
+    if mine.get("written_share"):
+        runs = ", ".join("/".join(f"{s:.0%}" for s in shares) for shares in mine["written_share"])
+        parts.append(f"lines written per worker, each repetition: {runs}")
+    return "; ".join(parts)
 
 
 # -- environment --------------------------------------------------------------------------
@@ -160,8 +235,31 @@ def environment(
             "platform": platform.platform(),
         },
         "versions": versions,
+        "source": source(),
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
     }
+
+
+def source() -> dict[str, Any] | None:
+    """The commit of the code measured, and which top-level folders differ from it."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    changed = sorted({line[3:].split("/", 1)[0] for line in status if len(line) > 3})
+    return {"commit": head, "uncommitted": changed}
 
 
 # -- output -------------------------------------------------------------------------------
@@ -178,14 +276,19 @@ def _fmt(value: float | None, spec: str) -> str:
 def _cells(row: dict[str, Any]) -> list[str]:
     if not row.get("events_per_s"):
         reason = (row["errors"] or ["skipped"])[0].splitlines()[0][:60]
-        return [row["label"], "failed", reason, "", "", "", "", f"0/{len(row['runs'])}"]
+        blank = [""] * (len(HEADER) - 4)
+        return [row["label"], "failed", reason, *blank, f"0/{len(row['runs'])}"]
     return [
         row["label"],
-        f"{row['events_per_s']:,.0f}" + ("" if row["steady"] else "*"),
+        f"{row['events_per_s']:,.0f}"
+        + ("" if row["steady"] else "*")
+        + ("" if row.get("settled", True) else "†"),
         f"{row['events_per_s_min']:,.0f}-{row['events_per_s_max']:,.0f}",
         _fmt(row.get("x_ceiling"), ".2f"),
         _fmt(row["startup_s"], ".1f"),
         _fmt(row["cpu_s_per_million"], ".1f"),
+        _fmt(row.get("broker_cpu_s_per_million"), ".1f"),
+        _fmt(row.get("machine_busy_cores"), ".2f"),
         _fmt(row["peak_rss_mb"], ".0f"),
         f"{row['ok']}/{len(row['runs'])}",
     ]
@@ -198,6 +301,8 @@ HEADER = [
     "x ceiling",
     "start-up s",
     "CPU s/M ev",
+    "broker CPU s/M ev",
+    "busy cores",
     "peak RSS MB",
     "runs",
 ]
@@ -221,12 +326,13 @@ def markdown(record: dict[str, Any]) -> str:
     out = [
         "# json-engine benchmark",
         "",
-        f"{env['date']}, `{env['command']}`; {cfg['events']:,} engine_execution events of "
-        f"~{cfg['avg_bytes']:.0f} B, {cfg['partitions']} partitions, 8 engines, seed "
+        f"{env['date']}, `{env['command']}`; engine_execution events of "
+        f"~{cfg['avg_bytes']:.0f} B, {cfg['partitions']} partitions, seed "
         f"{cfg['seed']}; median of {cfg['repeat']} repetition(s), each from a fresh consumer "
-        f"group, one contender at a time, on one broker ({cfg['broker']}). Keyed by engine, "
-        f"the events fall into the partitions as {', '.join(map(str, cfg['partition_counts']))}"
-        " (a second worker can only take over whole partitions).",
+        f"group, one contender at a time, on one broker ({cfg['broker']}). The workloads "
+        "(bench/workload.py), events per partition:",
+        "",
+        *_workload_lines(cfg),
         "",
         f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
         f"load average (1, 5, 15 min) {_loads(machine['load_avg_at_start'])} at the start, "
@@ -234,6 +340,7 @@ def markdown(record: dict[str, Any]) -> str:
         "the cores with whatever else runs, and a loaded machine makes every figure noisy.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + ".",
+        *_source_lines(env.get("source")),
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|",
@@ -242,21 +349,32 @@ def markdown(record: dict[str, Any]) -> str:
     ceiling = record.get("ceiling")
     out += [
         "",
-        "events/s: steady state, from the first durable batch to the last durable event "
-        "(N minus the events of the first observation, over the time between); `*` marks a "
-        "run too short for that, whose figure covers the whole run. start-up: process start "
-        "to first durable batch. CPU: user + system seconds of the contender's processes per "
-        "million events over the same window. Peak RSS: per process (per worker), "
-        "VmHWM." + (f" x ceiling: ratio to {ceiling}." if ceiling else ""),
+        "events/s: steady state, from the first durable batch until 95% of the events are "
+        "durable (the events between the two observations over the time between; the end of "
+        "a finite topic is not steady: a last partial batch waits for a flush timer); `*` marks a "
+        "run too short for that, whose figure covers the whole run; `†` a run with several "
+        "workers in which one had written nothing yet by the end of the window (the window "
+        "then starts at the first output all the same). json-engine's durable "
+        "progress is its group's committed offsets (committed in the checkpoint's "
+        "transaction). start-up: process start to first durable batch. CPU: user + system "
+        "seconds of the contender's processes per million events over the same window; "
+        "broker CPU: the broker's over the same window; busy cores: the whole machine's "
+        f"busy CPU over the window (of {machine['cores']} cores: contender, broker and "
+        "anything else). Peak RSS: per process (per worker), VmHWM."
+        + (f" x ceiling: ratio to {ceiling}." if ceiling else ""),
         "",
-        "## Goals (issue 7)",
+        "## Goals (issues 7, 12, 13)",
         "",
-        "| goal | measured | met |",
-        "|---|---:|:---:|",
+        "Ratios of the medians above, from this one run.",
+        "",
+        "| issue | goal | measured | met | CPU and shares (goal's row vs its reference) |",
+        "|---|---|---:|:---:|---|",
     ]
     for g in record["goals"]:
         met = {True: "yes", False: "**no**", None: "-"}[g["met"]]
-        out.append(f"| {g['goal']} | {g['value']} | {met} |")
+        out.append(
+            f"| {g.get('issue', '')} | {g['goal']} | {g['value']} | {met} | {g.get('note', '')} |"
+        )
     out += ["", "## What each contender does", ""]
     out += [f"- **{r['label']}** (`{r['name']}`): {r['what']}" for r in rows]
     extras = record.get("extras", {})
@@ -265,6 +383,34 @@ def markdown(record: dict[str, Any]) -> str:
     if extras.get("publisher"):
         out += ["", "## Publisher vs raw producer (bench.publisher)", "", extras["publisher"]]
     return "\n".join(out) + "\n"
+
+
+def _source_lines(src: dict[str, Any] | None) -> list[str]:
+    if not src:
+        return []
+    text = f"Code measured: commit `{src['commit']}`"
+    if src["uncommitted"]:
+        text += ", with uncommitted changes in " + ", ".join(f"`{d}/`" for d in src["uncommitted"])
+    return ["", text + "."]
+
+
+def _workload_lines(cfg: dict[str, Any]) -> list[str]:
+    texts = {
+        "keyed": "keyed by engine_id, 8 engines (murmur2 fills 4 of the 6 partitions; a second "
+        "worker can only take over whole partitions)",
+        "spread": "keyed by engine_id, {engines} engines, 4 hashing to each partition",
+        "hot": "one engine with {share:.0%} of the events, produced without key (spread over "
+        "every partition), the rest keyed over 7 engines",
+    }
+    lines = []
+    for shape, w in cfg.get("workloads", {}).items():
+        text = texts.get(shape, shape).format(
+            engines=w["engines"], share=w["unkeyed"] / max(1, sum(w["partition_counts"]))
+        )
+        counts = ", ".join(map(str, w["partition_counts"]))
+        events = sum(w["partition_counts"])
+        lines.append(f"- `{shape}` ({events:,} events): {text}: {counts}")
+    return lines
 
 
 def write(record: dict[str, Any], results_dir: Path, publish_page: Path | None) -> Path:

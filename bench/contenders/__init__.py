@@ -8,7 +8,7 @@ nothing beyond the project's own dependencies and the Kafka jars the broker alre
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.measure import Run
@@ -19,10 +19,14 @@ from bench.workload import Workload
 class Context:
     """What every repetition gets: the workload, a scratch directory, limits."""
 
-    workload: Workload
+    workload: Workload  # the one of the contender's shape (`for_shape`)
     work_dir: Path
     timeout_s: float
-    profile_dir: Path | None = None  # --profile: py-spy flame graphs of json-engine workers
+    profile_dir: Path | None = None  # --profile: py-spy profiles of json-engine workers
+    workloads: dict[str, Workload] = field(default_factory=dict)  # shape → workload
+
+    def for_shape(self, shape: str) -> Context:
+        return replace(self, workload=self.workloads.get(shape, self.workload))
 
     def run_dir(self, name: str, rep: int) -> Path:
         path = self.work_dir / f"{name}-r{rep}"
@@ -41,6 +45,7 @@ class Contender:
     label: str  # for the table
     what: str  # one sentence for the report: what it does per event
     smoke: bool = False  # runs in --smoke (needs no download beyond the broker's jars)
+    shape: str = "keyed"  # the workload it reads (bench.workload.SHAPES)
 
     def prepare(self, downloads: bool) -> None:
         """Fetch or install what the contender needs (not timed); raise to skip it.
@@ -64,8 +69,15 @@ def registry() -> list[Contender]:
         ConfluentRaw(),
         ConfluentParse(),
         JsonEngineSink(workers=1),
-        JsonEngineSink(workers=2),
-        JsonEngineSink(workers=1, aggregation=True),
+        JsonEngineSink(workers=1, fenced=False),  # what fencing costs (issue 12)
+        JsonEngineSink(workers=1, aggregation=True),  # what the aggregation costs (issue 13)
+        JsonEngineSink(workers=1, shape="spread"),  # two workers against one (issue 12)
+        JsonEngineSink(workers=2, shape="spread"),
+        # Diagnostic: the same with only the executions channel's topic subscribed.
+        JsonEngineSink(workers=1, shape="spread", only_executions=True),
+        JsonEngineSink(workers=2, shape="spread", only_executions=True),
+        JsonEngineSink(workers=1, shape="hot", aggregation=True),  # a hot engine (issue 13)
+        JsonEngineSink(workers=2, shape="hot", aggregation=True),
         # The aggregation's fold rate beside the naive way: python -m bench.aggregation
         FaustNaive(),
         KafkaConnectFile(),

@@ -1,18 +1,32 @@
 """json-engine's sink: real `json-engine worker` processes, validated, exactly-once part files.
 
-Every repetition gets its own output directory and the workload's consumer group
-(`<prefix>worker`, derived from the prefix) deleted beforehand, so the workers read the
-whole topic as a fresh group would. Workers of one repetition share config and group.
-Durable progress is read from the part-file names (the name is the checkpoint: the offset it
-carries is fsynced); the run ends once every event is durable, then waits for the files to
-be finished (roll_seconds) and stops the workers gracefully; the lines are counted after.
+Every repetition gets its own output directory, the workload's consumer group
+(`<prefix>worker`, derived from the prefix) deleted and every other topic of the prefix made
+anew beforehand (the aggregation's state and partials, dead letters, aggregated stats), so
+the workers read the whole topic as a fresh deployment would; a restored aggregation state
+would skip every record it already folded. Workers of one repetition share config and group.
 
-With 2 workers the steady window opens only once both have written (the group has settled:
-until the second joins, the first may hold every partition).
+Durable progress is the group's committed offsets on the workload topic (bench.measure.
+CommittedOffsets): the worker commits them in the Kafka transaction of its checkpoint, with
+the name, size and last offset of each open part file, so an offset is committed exactly when
+the lines before it are durable. (Part file names no longer say it: in-progress files under
+`<channel dir>/.inprogress/` are named by owner epoch and first offset only.) The run ends
+once every event is committed, then waits for the files to be finished (roll_seconds), stops
+the workers gracefully and checks, through sinks.reader, that the finished lines hold every
+record exactly once.
+
+Variants: `fenced=False` runs the same path with `JSON_ENGINE_UNFENCED=1` (plain offset
+commits and a non-transactional idempotent producer: what fencing costs); `shape` picks the
+workload (bench.workload); `only_executions` turns the other channels' sinks off, so the
+worker subscribes to one topic. With 2 workers the steady window opens only once both have
+written (the group has settled: until the second joins, the first may hold every partition);
+if one never writes, the run says so (`settled: false`) and the window opens at the first
+output all the same; the share of lines each worker wrote is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -29,18 +43,21 @@ from confluent_kafka.admin import AdminClient
 from bench.contenders import Contender, Context
 from bench.measure import (
     Child,
+    CommittedOffsets,
     Run,
     RunError,
-    finished_events,
-    part_file_progress,
     result,
     stop_all,
     watch,
 )
 from bench.profile import Profiler
-from sinks.reader import iter_lines
+from bench.workload import HOT_SHARE, PARTITIONS, Workload
+from sinks.files.part_files import finished_files
+from sinks.reader import iter_partition_lines
+from streams.topics import admin_client, create_topics, list_topics
 
 METRIC = b'json_engine_events_written_total{channel="engine_execution"}'
+FINISH_WAIT_S = 30.0
 
 
 def free_port() -> int:
@@ -49,16 +66,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def worker_config(ctx: Context, base_path: Path, aggregation: bool) -> dict[str, Any]:
+OTHER_CHANNELS = ("comparison_result", "training_sample", "aggregated_stats", "dead_letter")
+
+
+def worker_config(
+    ctx: Context, base_path: Path, aggregation: bool, only_executions: bool = False
+) -> dict[str, Any]:
     """Sink-only unless `aggregation`: the comparison and training paths are off (their
-    topics are empty anyway); small rolls so the finished files appear soon after the end."""
+    topics are empty anyway); small rolls so the finished files appear soon after the end.
+    The other channels' sinks stay on as in the default config (their topics are empty, but
+    the worker reads them), unless `only_executions`."""
     w = ctx.workload
-    return {
+    config: dict[str, Any] = {
         "json_engine": {
             "kafka": {
                 "bootstrap_servers": w.bootstrap,
                 "topic_prefix": w.prefix,
-                "partitions": 6,
+                "partitions": PARTITIONS,
             },
             "output": {"base_path": str(base_path)},
             "channels": {
@@ -73,6 +97,10 @@ def worker_config(ctx: Context, base_path: Path, aggregation: bool) -> dict[str,
             "models": {"path": str(base_path / "models")},
         }
     }
+    if only_executions:
+        channels = config["json_engine"]["channels"]
+        channels.update({channel: {"enabled": False} for channel in OTHER_CHANNELS})
+    return config
 
 
 def delete_group(bootstrap: str, group: str, timeout: float = 30.0) -> None:
@@ -93,6 +121,30 @@ def delete_group(bootstrap: str, group: str, timeout: float = 30.0) -> None:
             time.sleep(0.5)
 
 
+def fresh_topics(workload: Workload, timeout: float = 60.0) -> None:
+    """Every topic of the prefix but the workload's deleted and created empty again (not
+    timed): the aggregation restores no state and no partial of an earlier repetition."""
+    cfg = workload.config()
+    doomed = [t.name for t in list_topics(cfg) if t.name != workload.topic]
+    if doomed:
+        admin = admin_client(cfg)
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            future.result(30)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {t.name for t in list_topics(cfg)} & set(doomed)
+        if not left:
+            try:
+                create_topics(cfg)
+                return
+            except KafkaException as exc:  # still marked for deletion on the broker
+                if time.monotonic() > deadline:
+                    raise RunError(f"cannot create the topics of {workload.prefix}: {exc}") from exc
+        elif time.monotonic() > deadline:
+            raise RunError(f"topics {sorted(left)} not deleted after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def _written(port: int) -> float:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=0.5) as r:
@@ -104,42 +156,101 @@ def _written(port: int) -> float:
     return 0.0
 
 
+def check_files(directory: Path, workload: Workload) -> None:
+    """The finished lines hold every record of the workload exactly once: each partition's
+    count as published, and no line twice (every event has its own trace_id). Read through
+    sinks.reader, so whatever layout the sink writes (flat, time buckets) is checked."""
+    counts = [0] * len(workload.partition_counts)
+    seen: set[int] = set()
+    for partition, line in iter_partition_lines(directory):
+        counts[partition] += 1
+        seen.add(hash(line))
+    if tuple(counts) != workload.partition_counts:
+        raise RunError(
+            f"finished lines per partition {counts}, published {list(workload.partition_counts)}"
+        )
+    if len(seen) != workload.events:
+        raise RunError(f"{workload.events - len(seen)} finished lines are duplicates")
+
+
+def _shape_text(shape: str) -> str:
+    return {
+        "keyed": "",
+        "spread": ", keys spread over all partitions",
+        "hot": f", hot engine ({HOT_SHARE:.0%} unkeyed)",
+    }[shape]
+
+
 class JsonEngineSink(Contender):
-    """`workers` processes of one group; the aggregation flag is the hook for issue 7's
-    "worker with aggregation on" line (not registered until the aggregator exists)."""
+    """`workers` processes of one group on the `shape` workload; sink-only unless
+    `aggregation`; fenced (Kafka transactions) unless `fenced=False`; every channel's sink
+    on (the default config) unless `only_executions`."""
 
-    smoke = True
-
-    def __init__(self, workers: int = 1, aggregation: bool = False):
+    def __init__(
+        self,
+        workers: int = 1,
+        aggregation: bool = False,
+        fenced: bool = True,
+        shape: str = "keyed",
+        only_executions: bool = False,
+    ):
         self.workers = workers
         self.aggregation = aggregation
-        suffix = "-agg" if aggregation else ""
-        self.name = f"json-engine-{workers}w{suffix}"
-        plural = "s" if workers > 1 else ""
-        agg = ", aggregation on" if aggregation else ""
-        self.label = f"json-engine sink, {workers} worker{plural}{agg}"
-        self.what = (
-            "`json-engine worker` process(es) of one group, sink-only config: batches from "
-            "Faust's consumer, Validator per event, per-partition part files, write + fsync + "
-            "rename per batch (buffer_size 10000, auto_flush 0.5 s, roll 1 s), offsets from files"
+        self.fenced = fenced
+        self.shape = shape
+        self.only_executions = only_executions
+        self.name = (
+            f"json-engine-{workers}w"
+            + ("" if fenced else "-unfenced")
+            + ("" if shape == "keyed" else f"-{shape}")
+            + ("-exec" if only_executions else "")
+            + ("-agg" if aggregation else "")
         )
-        self.smoke = workers == 1 and not aggregation
+        plural = "s" if workers > 1 else ""
+        self.label = (
+            f"json-engine, {workers} worker{plural}"
+            + ("" if fenced else ", unfenced")
+            + _shape_text(shape)
+            + (", executions channel only" if only_executions else "")
+            + (", aggregation on" if aggregation else "")
+        )
+        commit = (
+            "plain offset commit + idempotent producer (JSON_ENGINE_UNFENCED=1)"
+            if not fenced
+            else "one Kafka transaction per checkpoint (offsets + file checkpoints, KIP-447)"
+        )
+        channels = "the executions channel only" if only_executions else "every channel's sink"
+        self.what = (
+            f"`json-engine worker` process(es) of one group, {self.shape} workload, "
+            f"{'aggregation on' if aggregation else 'sink-only config'}, {channels}: one "
+            "librdkafka consumer in a thread, consume(10000), Validator per event, "
+            f"per-partition part files, write + fsync per batch, {commit} (buffer_size 10000, "
+            "auto_flush 0.5 s, roll 1 s); progress = the group's committed offsets"
+        )
+        self.smoke = self.name == "json-engine-1w"
 
     def run(self, ctx: Context, rep: int) -> Run:
         w = ctx.workload
         run_dir = ctx.run_dir(self.name, rep)
         base = run_dir / "output"
         config_file = run_dir / "json-engine.yaml"
-        config_file.write_text(yaml.safe_dump(worker_config(ctx, base, self.aggregation)))
-        delete_group(w.bootstrap, f"{w.prefix}worker")
+        config = worker_config(ctx, base, self.aggregation, self.only_executions)
+        config_file.write_text(yaml.safe_dump(config))
+        delete_group(w.bootstrap, w.group)
+        fresh_topics(w)
         ports = [free_port() for _ in range(self.workers)]
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith("JSON_ENGINE_") and k != "KAFKA_BOOTSTRAP_SERVERS"
         }
+        if not self.fenced:
+            env["JSON_ENGINE_UNFENCED"] = "1"
         children: list[Child] = []
         profilers: list[Profiler] = []
+        committed = CommittedOffsets(w.bootstrap, w.group, w.topic, PARTITIONS)
+        directory = base / "events"
+        shares: list[float] = []
         try:
             for i, port in enumerate(ports):
                 children.append(
@@ -161,32 +272,38 @@ class JsonEngineSink(Contender):
                         cwd=run_dir,
                     )
                 )
-                if ctx.profile_dir is not None:
-                    out = ctx.profile_dir / f"{self.name}-r{rep}-w{i}.svg"
-                    profilers.append(Profiler(children[-1].pid, out))
-            directory = base / "events"
-            obs = watch(
-                children,
-                part_file_progress(directory),
-                w.events,
-                ctx.timeout_s,
-                ready=self._all_written(ports),
-            )
-            deadline = time.monotonic() + 30
-            while finished_events(directory) < w.events and time.monotonic() < deadline:
+
+            def progress() -> float:
+                """Committed events; with --profile, py-spy attaches at the first output, so
+                that the profile is of the steady state, not of the start-up."""
+                n = committed()
+                if n > 0 and ctx.profile_dir is not None and not profilers:
+                    for i, child in enumerate(children):
+                        out = ctx.profile_dir / f"{self.name}-r{rep}-w{i}"
+                        profilers.append(Profiler(child.pid, out))
+                return n
+
+            obs = watch(children, progress, w.events, ctx.timeout_s, ready=self._all_written(ports))
+            for profiler in profilers:
+                profiler.stop()
+            deadline = time.monotonic() + FINISH_WAIT_S
+            while _finished_bytes(directory) < w.total_bytes and time.monotonic() < deadline:
                 time.sleep(0.1)
+            time.sleep(0.3)  # the metrics are refreshed every 0.2 s
+            shares = [_written(p) for p in ports]
         finally:
+            committed.close()
             for profiler in profilers:
                 profiler.stop()
             stop_all(children)
         codes = [c.returncode for c in children]
         if any(codes):
             raise RunError(f"worker exit codes {codes}:\n{children[0].tail()}")
-        lines = sum(1 for _ in iter_lines(base / "events"))
-        if lines != w.events:
-            raise RunError(f"{lines} lines in finished files, expected {w.events}")
+        check_files(directory, w)
         run = result(obs, w.events, children)
         run.extra["workers"] = self.workers
+        if self.workers > 1 and sum(shares):
+            run.extra["written_share"] = [round(s / sum(shares), 3) for s in shares]
         shutil.rmtree(base, ignore_errors=True)
         return run
 
@@ -205,3 +322,13 @@ class JsonEngineSink(Contender):
             return bool(state["ok"])
 
         return ready
+
+
+def _finished_bytes(directory: Path) -> int:
+    """Bytes in finished part files (what readers see): the workload's `total_bytes` once
+    every line is finished, since every line is the value as published plus a newline."""
+    total = 0
+    for part in finished_files(directory):
+        with contextlib.suppress(FileNotFoundError):
+            total += part.path.stat().st_size
+    return total
