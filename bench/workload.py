@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streams import events
 from streams.config import ChannelsConfig, JsonEngineConfig, KafkaConfig
 from streams.publisher import producer_settings
-from streams.topics import create_topics, topic_name
+from streams.topics import consumer_group, create_topics, topic_name
 
 PARTITIONS = 6
 TS = 1_764_300_000_000
@@ -117,8 +117,9 @@ class Workload:
 
     @property
     def group(self) -> str:
-        """The consumer group of json-engine workers of this workload's prefix."""
-        return self.config().kafka.app_id
+        """The consumer group of json-engine workers on this workload's topic."""
+        config = self.config()
+        return consumer_group(config, topic_name(config, "engine_execution"))
 
     def describe(self) -> str:
         text = f"{self.shape}: {self.engines} engines"

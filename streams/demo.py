@@ -23,7 +23,7 @@ from streams import events, local_kafka
 from streams.config import CHANNELS, JsonEngineConfig, load_config
 from streams.otlp.produce import request_of
 from streams.publisher import Publisher
-from streams.topics import admin_client, create_topics, topic_name
+from streams.topics import admin_client, consumer_group, create_topics, topic_name
 
 ENGINES = [f"engine-{name}" for name in ("alpha", "beta", "gamma", "delta")]
 INVALID_PAYLOADS = [
@@ -122,7 +122,7 @@ def publish_spans(cfg: JsonEngineConfig, rng: random.Random, executions: list[di
 def wait_committed(cfg: JsonEngineConfig, topic: str, timeout: float = 60) -> None:
     """Until the workers' group has committed every record of `topic` (the executions derived
     from them are published in the same transactions)."""
-    consumer = Consumer({**cfg.kafka.client_config(), "group.id": cfg.kafka.app_id})
+    consumer = Consumer({**cfg.kafka.client_config(), "group.id": consumer_group(cfg, topic)})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         tps = [TopicPartition(topic, p) for p in partitions]

@@ -38,6 +38,15 @@ def input_topics(config: JsonEngineConfig) -> list[str]:
     return [config.otlp.topic] if config.otlp.enabled else []
 
 
+def consumer_group(config: JsonEngineConfig, topic: str) -> str:
+    """The workers' consumer group of one topic: `<prefix>worker.<topic without prefix>`.
+
+    One group per topic, so that the assignor spreads every topic over the workers (with one
+    group for all topics, cooperative-sticky balances the count of partitions only, and a
+    second worker could get none of the executions)."""
+    return f"{config.kafka.app_id}.{topic.removeprefix(config.kafka.topic_prefix)}"
+
+
 def aggregates_partials_topic(config: JsonEngineConfig) -> str:
     """Per-partition partials and stream-time marks, keyed by engine_id (the merge's input)."""
     return f"{config.kafka.app_id}-aggregates-partials"

@@ -172,7 +172,7 @@ def test_aggregates_do_not_depend_on_the_producers_partitioner(
     # The hot engine: its executions sit in every partition, unless a key pins them to one.
     spread = {
         int(name.split("-")[0][1:])
-        for name in (p.name for p in (cfg.output.base_path / "events").glob("p*.jsonl"))
+        for name in (p.name for p in (cfg.output.base_path / "events").rglob("p*.jsonl"))
     }
     if how != "murmur2":
         assert spread == set(range(PARTITIONS))

@@ -666,7 +666,8 @@ def test_keda_scales_on_lag_capped_at_the_partitions(
     assert spec["scaleTargetRef"]["name"] == one(docs, "Deployment")["metadata"]["name"]
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "kafka"
-    assert trigger["metadata"]["consumerGroup"] == "team-a.worker"  # Faust app id
+    # the group of the executions topic (one group per topic)
+    assert trigger["metadata"]["consumerGroup"] == "team-a.worker.engine-execution"
     assert trigger["metadata"]["bootstrapServers"] == "kafka:9092"
     # KEDA owns the replica count; the Deployment must not fight it.
     assert "replicas" not in one(docs, "Deployment")["spec"]

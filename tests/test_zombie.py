@@ -197,7 +197,7 @@ def test_a_thawed_zombie_never_makes_a_line_visible_twice(
     expected = oracle(feed.execs, feed.cmps)
     wait_for_lines(cfg, "aggregated_stats", len(expected), timeout=120)
     assert zombie.alive(), zombie.tail()
-    assert b"lost 18 partitions (session expired)" in zombie.log()  # it was a zombie indeed
+    assert b"partitions (session expired)" in zombie.log()  # it was a zombie indeed
     assert owner.terminate() == 0
     assert zombie.terminate() == 0
 

@@ -4,8 +4,9 @@ A checkpoint is one transaction of the worker's transactional producer that hold
 - the records queued since the last one (dead letters, training samples, the aggregation's
   partials, state and closed windows; streams/worker/outbox.py);
 - the consumer offsets of every partition that moved, each with metadata naming the owner
-  epoch and the partition's open part file, its size and last offset
-  (sinks/files/part_files.py), sent with the consumer's group metadata.
+  epoch and the partition's open part files, their sizes and last offsets
+  (sinks/files/part_files.py), sent with the group metadata of the topic's consumer (one
+  group per topic: streams/topics.py consumer_group).
 Before it, every waiting line is written and fsynced. The group coordinator refuses the
 offsets of a member whose generation is stale: a zombie worker (frozen while its partitions
 moved) can never commit, so nothing it wrote or produced ever counts. Sinks and derivers
@@ -72,9 +73,11 @@ class CheckpointError(Exception):
 
 
 class Checkpointer:
-    def __init__(self, config: JsonEngineConfig, consumer: Consumer, pipeline: Pipeline):
+    def __init__(
+        self, config: JsonEngineConfig, consumers: dict[str, Consumer], pipeline: Pipeline
+    ):
         self.config = config
-        self.consumer = consumer
+        self.consumers = consumers  # topic → the consumer of its group
         self.pipeline = pipeline
         self._producer: Producer | None = None
         self._generation = 0  # bumped when a producer is given up on
@@ -136,11 +139,11 @@ class Checkpointer:
             producer.begin_transaction()
             for topic, key, value, partition in records:
                 _produce(producer, topic, key, value, partition)
-            if offsets:
-                group = self.consumer.consumer_group_metadata()
+            for topic, of_topic in _by_topic(offsets).items():  # each group fences its own
+                group = self.consumers[topic].consumer_group_metadata()
                 bounded(
-                    lambda: producer.send_offsets_to_transaction(
-                        offsets, group, OPERATION_TIMEOUT_S
+                    lambda of_topic=of_topic, group=group: producer.send_offsets_to_transaction(
+                        of_topic, group, OPERATION_TIMEOUT_S
                     ),
                     STUCK_AFTER_S,
                 )
@@ -156,8 +159,8 @@ class Checkpointer:
                 _produce(producer, topic, key, value, partition)
             if bounded(lambda: producer.flush(OPERATION_TIMEOUT_S), STUCK_AFTER_S):
                 raise CheckpointError("records not acknowledged")
-            if offsets:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+            for topic, of_topic in _by_topic(offsets).items():
+                self.consumers[topic].commit(offsets=of_topic, asynchronous=False)
         except KafkaException as exc:
             raise CheckpointError(f"not committed: {exc}") from exc
 
@@ -203,9 +206,11 @@ class Checkpointer:
 
     def recover(self, tps: list[TP]) -> dict[TP, int]:
         """Take partitions over; returns where to resume reading each."""
-        found = self.consumer.committed(
-            [TopicPartition(t, p) for t, p in tps], timeout=OPERATION_TIMEOUT_S
-        )
+        found = []
+        for topic in sorted({t for t, _p in tps}):
+            found += self.consumers[topic].committed(
+                [TopicPartition(t, p) for t, p in tps if t == topic], timeout=OPERATION_TIMEOUT_S
+            )
         claims = []
         plan: list[tuple[TP, int, int, list[Checkpoint]]] = []
         for tp in found:
@@ -228,7 +233,7 @@ class Checkpointer:
         return resume
 
     def _beginning(self, tp: TP) -> int:
-        low, _high = self.consumer.get_watermark_offsets(
+        low, _high = self.consumers[tp[0]].get_watermark_offsets(
             TopicPartition(*tp), timeout=OPERATION_TIMEOUT_S
         )
         return low
@@ -237,6 +242,13 @@ class Checkpointer:
         """Upgrade from part files written before fenced checkpoints: what they prove."""
         sink = self.pipeline.sinks.get(tp[0])
         return None if sink is None else sink.legacy_recover(tp[1])
+
+
+def _by_topic(offsets: list[TopicPartition]) -> dict[str, list[TopicPartition]]:
+    grouped: dict[str, list[TopicPartition]] = {}
+    for tp in offsets:
+        grouped.setdefault(tp.topic, []).append(tp)
+    return grouped
 
 
 def bounded(call: Callable[[], T], seconds: float) -> T:

@@ -3,8 +3,9 @@
 All of a worker's high-volume work happens here, in the thread that calls `consume()`:
 parsing and validation, the sinks' writes, the aggregation's folds and the checkpoints. The
 rebalance callbacks run in this thread too (librdkafka serves them inside `consume()`), so
-they seal files and commit without waiting on anything else. The consumer group is
-`<prefix>worker` with the cooperative-sticky assignor:
+they seal files and commit without waiting on anything else. Each topic has a consumer and a
+group of its own, `<prefix>worker.<topic>` (streams/topics.py), with the cooperative-sticky
+assignor, so that every topic spreads over the workers:
 
 - assigned: the partitions are paused and recovered (streams/worker/checkpoint.py) before a
   record of theirs is read;
@@ -26,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sinks.files.retention import delete_before
 from streams.config import JsonEngineConfig
-from streams.topics import create_topics
+from streams.topics import consumer_group, create_topics
 from streams.worker.checkpoint import Checkpointer, CheckpointError, bounded
 from streams.worker.observability import Health
 from streams.worker.pipeline import TP, Pipeline
@@ -58,7 +59,6 @@ class BatchLoop(threading.Thread):
         self.failed = False
         self.pending: set[TP] = set()
         self.assigned: set[TP] = set()
-        self.joined = False
         self._down_since: float | None = None
         self._probed_at = 0.0
         self.ready = False  # joined, every partition recovered, a broker answers
@@ -68,10 +68,22 @@ class BatchLoop(threading.Thread):
         self.lag: dict[TP, int] = {}  # read by the metrics, from the event loop
         self._retry_at = 0.0
         self._topics_at: float | None = 0.0
-        self.consumer = Consumer(
+        # One consumer (and group) per topic: each topic is spread over all workers.
+        self.consumers = {topic: self._consumer(topic) for topic in pipeline.topics}
+        self.joined: set[str] = set()
+        self.checkpointer = Checkpointer(config, self.consumers, pipeline)
+        self.checkpointer.on_error = self._on_error
+        if pipeline.aggregator is not None:
+            pipeline.aggregator.set_unread_probe(self._unread)
+        # A consumed batch never holds more than a sink may buffer before it must flush.
+        sizes = [sink.config.buffer_size for sink in pipeline.sinks.values()]
+        self.batch = min([BATCH, *sizes])
+
+    def _consumer(self, topic: str) -> Consumer:
+        return Consumer(
             {
-                **config.kafka.client_config(),
-                "group.id": config.kafka.app_id,
+                **self.config.kafka.client_config(),
+                "group.id": consumer_group(self.config, topic),
                 "partition.assignment.strategy": "cooperative-sticky",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -83,13 +95,6 @@ class BatchLoop(threading.Thread):
                 "error_cb": self._on_error,
             }
         )
-        self.checkpointer = Checkpointer(config, self.consumer, pipeline)
-        self.checkpointer.on_error = self._on_error
-        if pipeline.aggregator is not None:
-            pipeline.aggregator.set_unread_probe(self._unread)
-        # A consumed batch never holds more than a sink may buffer before it must flush.
-        sizes = [sink.config.buffer_size for sink in pipeline.sinks.values()]
-        self.batch = min([BATCH, *sizes])
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -105,26 +110,24 @@ class BatchLoop(threading.Thread):
         self._leave()
 
     def _run(self) -> None:
-        consumer, pipeline = self.consumer, self.pipeline
-        consumer.subscribe(
-            pipeline.topics,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        pipeline = self.pipeline
+        for topic, consumer in self.consumers.items():
+            consumer.subscribe(
+                [topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        wait = POLL_SECONDS / len(self.consumers)
         while not self.stopping.is_set():
             now = time.monotonic()
             self._ensure_topics(now)
             if self.pending and now >= self._retry_at:
                 self._recover_pending()
-            messages = consumer.consume(self.batch, POLL_SECONDS)
-            if messages:
-                if any(m.error() is None for m in messages):
-                    self._broker_answered()
-                self._log_errors(messages, now)
-                rest = pipeline.on_messages(messages)
-                while rest and self._checkpoint():  # a sink took part: room after a commit
-                    rest = pipeline.on_messages(rest)
+            for consumer in self.consumers.values():
+                messages = consumer.consume(self.batch, wait)
+                if messages:
+                    self._take(messages, now)
             now = time.monotonic()
             if pipeline.due(now):
                 self._checkpoint()
@@ -133,7 +136,19 @@ class BatchLoop(threading.Thread):
             self._measure_lag(now)
             self._watch_outage(now)
             self.health.tick()
-            self.ready = self.joined and not self.pending and self._down_since is None
+            joined = len(self.joined) == len(self.consumers)
+            self.ready = joined and not self.pending and self._down_since is None
+
+    def _take(self, messages: list, now: float) -> None:
+        """One consumer's batch to the pipeline, and a checkpoint as soon as one is due."""
+        if any(m.error() is None for m in messages):
+            self._broker_answered()
+        self._log_errors(messages, now)
+        rest = self.pipeline.on_messages(messages)
+        while rest and self._checkpoint():  # a sink took part: room after a commit
+            rest = self.pipeline.on_messages(rest)
+        if self.pipeline.due(time.monotonic()):
+            self._checkpoint()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -141,10 +156,11 @@ class BatchLoop(threading.Thread):
     def _leave(self) -> None:
         """Leave the group: on a graceful stop the revocation checkpoints and finishes files;
         after a fatal error nothing more is committed (the next owner reads it again)."""
-        try:
-            bounded(self.consumer.close, CLOSE_SECONDS)
-        except (KafkaException, RuntimeError, TimeoutError) as exc:
-            log.warning("consumer close: %s", exc)
+        for consumer in self.consumers.values():
+            try:
+                bounded(consumer.close, CLOSE_SECONDS)
+            except (KafkaException, RuntimeError, TimeoutError) as exc:
+                log.warning("consumer close: %s", exc)
         if not self.failed:
             self.checkpointer.close()
 
@@ -165,8 +181,8 @@ class BatchLoop(threading.Thread):
     def _roll_back(self) -> None:
         self.pipeline.reset()
         held = self.assigned
-        if held:
-            self.consumer.pause([TopicPartition(t, p) for t, p in held])
+        for topic, tps in _by_topic(held).items():
+            self.consumers[topic].pause(tps)
         self.pending = set(held)
         self._retry_at = time.monotonic() + RETRY_SECONDS
 
@@ -175,20 +191,21 @@ class BatchLoop(threading.Thread):
         try:
             resume = self.checkpointer.recover(tps)
             for (topic, partition), offset in resume.items():
-                self.consumer.seek(TopicPartition(topic, partition, offset))
+                self.consumers[topic].seek(TopicPartition(topic, partition, offset))
         except (CheckpointError, KafkaException) as exc:
             log.warning("recovering %d partitions failed (will retry): %s", len(tps), exc)
             self.pipeline.reset()
             self._retry_at = time.monotonic() + RETRY_SECONDS
             return
-        self.consumer.resume([TopicPartition(t, p) for t, p in tps])
+        for topic, of_topic in _by_topic(set(tps)).items():
+            self.consumers[topic].resume(of_topic)
         self.pending.clear()
         self._broker_answered()
 
     # -- rebalance callbacks (inside consume(), in this thread) ------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.joined = True
+        self.joined |= {t for t, c in self.consumers.items() if c is consumer}
         consumer.incremental_assign(partitions)
         if partitions:
             consumer.pause(partitions)
@@ -247,7 +264,7 @@ class BatchLoop(threading.Thread):
         if position is None:
             return 0
         try:
-            _low, high = self.consumer.get_watermark_offsets(
+            _low, high = self.consumers[topic].get_watermark_offsets(
                 TopicPartition(topic, partition), cached=True
             )
         except KafkaException:
@@ -299,7 +316,7 @@ class BatchLoop(threading.Thread):
             return
         self._probed_at = now
         try:
-            self.consumer.list_topics(timeout=1.0)
+            next(iter(self.consumers.values())).list_topics(timeout=1.0)
         except KafkaException:
             return
         self._broker_answered()
@@ -318,3 +335,10 @@ class BatchLoop(threading.Thread):
         if created:
             log.info("created topics: %s", ", ".join(created))
         self._topics_at = None
+
+
+def _by_topic(tps: set[TP]) -> dict[str, list[TopicPartition]]:
+    grouped: dict[str, list[TopicPartition]] = {}
+    for topic, partition in sorted(tps):
+        grouped.setdefault(topic, []).append(TopicPartition(topic, partition))
+    return grouped

@@ -61,10 +61,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- int (default 6 $kafka.partitions) }}
 {{- end }}
 
-{{/* The consumer group (and Faust app id): <topic_prefix>worker. */}}
+{{/* The consumer group of the executions topic: <topic_prefix>worker.engine-execution. */}}
 {{- define "json-engine.consumerGroup" -}}
 {{- $kafka := .Values.config.kafka | default dict }}
-{{- printf "%sworker" (hasKey $kafka "topic_prefix" | ternary $kafka.topic_prefix "json-engine.") }}
+{{- $prefix := hasKey $kafka "topic_prefix" | ternary $kafka.topic_prefix "json-engine." }}
+{{- printf "%sworker.engine-execution" $prefix }}
 {{- end }}
 
 {{/* The fewest workers that run: replicaCount, or autoscaling.minReplicas under KEDA. */}}
