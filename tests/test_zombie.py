@@ -189,17 +189,22 @@ def test_a_thawed_zombie_never_makes_a_line_visible_twice(
     wait_all(cfg, feed, timeout=150)  # the owner took every partition over, and wrote it all
     before = finished_files(cfg.output.base_path)
 
-    zombie.thaw()  # it wakes with its batches (or its recovery) in hand
-    time.sleep(8)
-    feed.send()
-    feed.close_windows()
-    wait_all(cfg, feed, timeout=150)
-    expected = oracle(feed.execs, feed.cmps)
-    wait_for_lines(cfg, "aggregated_stats", len(expected), timeout=120)
-    assert zombie.alive(), zombie.tail()
-    assert b"partitions (session expired)" in zombie.log()  # it was a zombie indeed
-    assert owner.terminate() == 0
-    assert zombie.terminate() == 0
+    try:
+        zombie.thaw()  # it wakes with its batches (or its recovery) in hand
+        time.sleep(8)
+        feed.send()
+        feed.close_windows()
+        wait_all(cfg, feed, timeout=150)
+        expected = oracle(feed.execs, feed.cmps)
+        wait_for_lines(cfg, "aggregated_stats", len(expected), timeout=120)
+        assert zombie.alive(), zombie.tail()
+        assert b"partitions (session expired)" in zombie.log()  # it was a zombie indeed
+        assert owner.terminate() == 0
+        assert zombie.terminate() == 0
+    finally:
+        owner.kill()
+        zombie.thaw()
+        zombie.kill()
 
     after = finished_files(cfg.output.base_path)
     for name, identity in before.items():
