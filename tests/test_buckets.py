@@ -230,3 +230,43 @@ def test_a_worker_upgraded_on_the_flat_layout_carries_on_exactly_once(
     assert worker.terminate() == 0
     assert [orjson.loads(x)["trace_id"] for x in lines] == [e["trace_id"] for e in execs]
     assert lines_of(cfg, "engine_execution") == lines
+
+
+@pytest.mark.slow
+def test_retention_under_load_deletes_only_old_buckets(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    path, cfg = make_config(
+        {
+            "output": {"retention_days": 1, "retention_check_seconds": 1},
+            "aggregation": {"enabled": False},
+            "training": {"enabled": False},
+        }
+    )
+    create_topics(cfg)
+    rng = random.Random(5)
+    now = int(time.time() * 1000)
+    old = [events.engine_execution(rng, "e", now - 3 * 24 * HOUR_MS + i) for i in range(300)]
+    fresh = [events.engine_execution(rng, "e", now - 60_000 + i) for i in range(3000)]
+    worker = WorkerProcess(path, tmp_path).start()
+    try:
+        produce(cfg, "engine-execution", [orjson.dumps(e) for e in old])
+        for start in range(0, len(fresh), 300):  # load goes on while retention runs
+            chunk = fresh[start : start + 300]
+            produce(cfg, "engine-execution", [orjson.dumps(e) for e in chunk])
+            time.sleep(0.3)
+        directory = channel_dir(cfg.output.base_path, "events.jsonl")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            days = {p.parent.parent.name for p in directory.rglob("*.jsonl")}
+            if days == {bucket_of(now - 60_000).split("/")[0]} and len(
+                lines_of(cfg, "engine_execution")
+            ) >= len(fresh):
+                break
+            time.sleep(0.5)
+        assert worker.terminate() == 0
+    finally:
+        worker.kill()
+    ids = [r["trace_id"] for r in records(lines_of(cfg, "engine_execution"))]
+    assert sorted(ids) == sorted(e["trace_id"] for e in fresh)  # the old bucket went, whole
+    assert b"retention: deleted" in worker.log()

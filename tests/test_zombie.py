@@ -56,7 +56,8 @@ class Feed:
         self.round = 0
 
     def send(self, executions: int = 300) -> None:
-        rng, base = self.rng, T0 + self.round * 2 * WIDTH
+        # From 12 s before an hour on: the rounds straddle a bucket boundary.
+        rng, base = self.rng, T0 - 4 * WIDTH + self.round * 2 * WIDTH
         self.round += 1
         execs = sorted(
             (
@@ -92,7 +93,7 @@ class Feed:
     def close_windows(self) -> None:
         """Stream time moves past every window on every partition of both inputs (windows
         close by stream time alone: no input goes idle during the test)."""
-        ts = T0 + (self.round + 3) * 2 * WIDTH
+        ts = T0 - 4 * WIDTH + (self.round + 3) * 2 * WIDTH
         partitions = range(self.cfg.kafka.partitions)
         self.closers = [execution(self.rng, "e0", ts) for _ in partitions]
         self.closing_cmps = [comparison(self.rng, ENGINES, ts) for _ in partitions]
@@ -214,6 +215,8 @@ def test_a_thawed_zombie_never_makes_a_line_visible_twice(
     assert set(streamed) == set(expected)
     for key, record in streamed.items():
         assert_matches(record, expected[key])
+    hours = {p.parent.name for p in (cfg.output.base_path / "events").rglob("*.jsonl")}
+    assert hours == {"hour=07", "hour=08"}  # the feed crossed an hour
     for channel in ("engine_execution", "training_sample", "dead_letter"):
         spool = channel_dir(cfg.output.base_path, cfg.channels.get(channel).filename)
         for name in os.listdir(spool / ".inprogress"):
