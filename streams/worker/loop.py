@@ -40,6 +40,7 @@ OUTAGE_LOG_SECONDS = 5.0
 TOPICS_RETRY_SECONDS = 10.0
 LAG_EVERY_SECONDS = 5.0
 CLOSE_SECONDS = 60.0
+QUEUED_KBYTES = 16 * 1024
 
 
 class BatchLoop(threading.Thread):
@@ -92,6 +93,9 @@ class BatchLoop(threading.Thread):
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "fetch.wait.max.ms": 100,
+                # Prefetch per consumer (librdkafka's default is 64 MiB): one consumer a topic
+                # would otherwise hold several hundred MB of fetched records.
+                "queued.max.messages.kbytes": QUEUED_KBYTES,
                 "error_cb": self._on_error,
             }
         )
