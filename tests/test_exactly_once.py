@@ -19,6 +19,17 @@ from tests.conftest import ConfigFactory
 from tests.workers import READY, WorkerProcess, lines_of, produce, wait_for_lines
 
 
+def finished(directory: Path) -> list[Path]:
+    """Finished part files in every time bucket (and the flat layout); none hidden."""
+    if not directory.exists():
+        return []
+    return sorted(
+        p
+        for p in directory.rglob("*.jsonl")
+        if not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
+
+
 class PartialLineWatcher(threading.Thread):
     """Reads every finished file over and over; records any line that is not whole JSON."""
 
@@ -31,7 +42,7 @@ class PartialLineWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for path in sorted(self.directory.glob("*.jsonl")) if self.directory.exists() else []:
+            for path in finished(self.directory):
                 with contextlib.suppress(FileNotFoundError):
                     data = path.read_bytes()
                     self.reads += 1
