@@ -33,6 +33,7 @@ from sinks.files.part_files import FINISHED, finished_name
 from sinks.files.retention import delete_before
 from streams.config import ChannelConfig, JsonEngineConfig
 from streams.worker.dead_letter import DeadLetterPolicy
+from streams.worker.route import LocalRecord
 from streams.worker.sink import ChannelSink
 
 
@@ -52,20 +53,6 @@ def synthesize(directory: Path, hours: int, partitions: int, lines: int, now_ms:
             (folder / finished_name(p, first, first + lines - 1)).write_bytes(body)
             made += 1
     return made
-
-
-class Record:
-    def __init__(self, offset: int, value: bytes):
-        self._offset, self._value = offset, value
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, 0)
 
 
 def sink(base: Path) -> ChannelSink:
@@ -95,7 +82,7 @@ def take_partition(base: Path, now_ms: int) -> None:
     s = sink(base)
     s.assign(0, 1, [])
     new = {"sample_id": str(uuid.uuid4()), "created_at": now_ms}
-    s.on_parsed(0, [(Record(10**9, orjson.dumps(new)), new, None)])
+    s.on_parsed(0, [(LocalRecord(10**9, orjson.dumps(new)), new, None)])
 
 
 def restart(base: Path, partitions: int) -> None:
@@ -133,7 +120,9 @@ def files_per_hour(rate: float, seconds: float, scale: float) -> float:
         started, offset = time.monotonic(), 0
         while time.monotonic() - started < seconds:
             count = max(1, int(rate / 10))  # 0.1 s a tick at the real rate; rolls scaled down
-            items = [(Record(offset + i, value), orjson.loads(value), None) for i in range(count)]
+            items = [
+                (LocalRecord(offset + i, value), orjson.loads(value), None) for i in range(count)
+            ]
             offset += count
             s.on_parsed(0, items)
             s.flush()

@@ -38,25 +38,11 @@ from streams.otlp.mapping import genai_spans, to_event
 from streams.otlp.reader import OtlpReader
 from streams.validation import Validator
 from streams.worker.dead_letter import DeadLetterPolicy
+from streams.worker.route import LocalRecord
 
 TS = 1_764_300_000_000
 MS = 1_000_000
 DIALECTS = ("gen_ai", "gen_ai_legacy", "openinference")
-
-
-class Record:
-    """What the reader needs of a consumed Kafka message."""
-
-    __slots__ = ("_offset", "_value")
-
-    def __init__(self, offset: int, value: bytes):
-        self._offset, self._value = offset, value
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
 
 
 def sdk_requests(count: int, per_record: int, seed: int) -> list[Any]:
@@ -159,14 +145,16 @@ def measure(spans: int, per_record: int, repeat: int, seed: int) -> dict[str, An
         raws = [
             r.SerializeToString() if encoding == "otlp_proto" else encode_json(r) for r in requests
         ]
-        records = [Record(offset, raw) for offset, raw in enumerate(raws)]
+        records = [LocalRecord(offset, raw) for offset, raw in enumerate(raws)]
         config = JsonEngineConfig(otlp=OtlpConfig(enabled=True, encoding=encoding))
 
         def decode_only(raws: list[bytes] = raws, encoding: str = encoding) -> None:
             for raw in raws:
                 decode(raw, encoding)
 
-        def reader_path(records: list[Record] = records, config: JsonEngineConfig = config) -> None:
+        def reader_path(
+            records: list[LocalRecord] = records, config: JsonEngineConfig = config
+        ) -> None:
             reader = OtlpReader(config, validator, DeadLetterPolicy(config))
             reader._window(0, 0)  # a window that starts at offset 0: nothing to read again
             for record in records:

@@ -20,6 +20,7 @@ from sinks.aggregate_batch import aggregate_frames
 from streams.aggregates.windows import WindowState
 from streams.publisher import Publisher
 from streams.topics import create_topics
+from streams.worker.route import LocalRecord
 from tests.conftest import ConfigFactory
 from tests.workers import READY, WorkerProcess, lines_of, records, wait_for_lines
 
@@ -278,22 +279,6 @@ def test_sigkill_mid_window_gives_one_record_per_window_with_the_same_values(
             assert_matches(record, expected[key])
 
 
-class Record:
-    """A consumed record as the readers see it (offset, value, timestamp), for unit tests."""
-
-    def __init__(self, offset: int, value: bytes):
-        self._offset, self._value = offset, value
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return (0, 0)
-
-
 def test_lateness_is_decided_by_the_partitions_own_stream_time_in_offset_order() -> None:
     from streams.aggregates.aggregator import Aggregator
     from streams.aggregates.local import LocalState
@@ -313,7 +298,7 @@ def test_lateness_is_decided_by_the_partitions_own_stream_time_in_offset_order()
     # Partition 1 is at T0 + 3999, one ms short of closing window 0: an old event still counts.
     on_1 = [execution(rng, "e", T0 + 3999), execution(rng, "e", T0 + 20)]
     for partition, events in ((0, on_0), (1, on_1)):
-        items = [(Record(i, orjson.dumps(e)), e, None) for i, e in enumerate(events)]
+        items = [(LocalRecord(i, orjson.dumps(e)), e, None) for i, e in enumerate(events)]
         agg.executions.on_parsed(partition, items)
     assert agg.late_events == 1
     assert [orjson.loads(v)["offset"] for _t, _k, v, _p in dead.drain()] == [1]

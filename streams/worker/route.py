@@ -28,6 +28,25 @@ class Reader(Protocol):
         ...
 
 
+class LocalRecord:
+    """A record made in memory with what the readers use of a consumed Message (offset,
+    value, timestamp): for feeding readers without a broker (benches, unit tests)."""
+
+    __slots__ = ("_offset", "_timestamp", "_value")
+
+    def __init__(self, offset: int, value: bytes | None, timestamp: int | None = None):
+        self._offset, self._value, self._timestamp = offset, value, timestamp
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0) if self._timestamp is None else (1, self._timestamp)
+
+
 def record_time(record: Any) -> int | None:
     """The Kafka record timestamp in epoch ms, if the record has one."""
     kind, ts = record.timestamp()
