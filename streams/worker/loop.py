@@ -34,13 +34,12 @@ from streams.worker.pipeline import TP, Pipeline
 
 log = logging.getLogger(__name__)
 BATCH = 10_000
-POLL_SECONDS = 0.1
+IDLE_SECONDS = 0.01  # a pass over the consumers found nothing: wait this long
 RETRY_SECONDS = 1.0
 OUTAGE_LOG_SECONDS = 5.0
 TOPICS_RETRY_SECONDS = 10.0
 LAG_EVERY_SECONDS = 5.0
 CLOSE_SECONDS = 60.0
-QUEUED_KBYTES = 16 * 1024
 
 
 class BatchLoop(threading.Thread):
@@ -93,9 +92,6 @@ class BatchLoop(threading.Thread):
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "fetch.wait.max.ms": 100,
-                # Prefetch per consumer (librdkafka's default is 64 MiB): one consumer a topic
-                # would otherwise hold several hundred MB of fetched records.
-                "queued.max.messages.kbytes": QUEUED_KBYTES,
                 "error_cb": self._on_error,
             }
         )
@@ -122,16 +118,19 @@ class BatchLoop(threading.Thread):
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-        wait = POLL_SECONDS / len(self.consumers)
         while not self.stopping.is_set():
             now = time.monotonic()
             self._ensure_topics(now)
             if self.pending and now >= self._retry_at:
                 self._recover_pending()
-            for consumer in self.consumers.values():
-                messages = consumer.consume(self.batch, wait)
+            idle = True
+            for consumer in self.consumers.values():  # none may wait while another has records
+                messages = consumer.consume(self.batch, 0)
                 if messages:
+                    idle = False
                     self._take(messages, now)
+            if idle:
+                time.sleep(IDLE_SECONDS)
             now = time.monotonic()
             if pipeline.due(now):
                 self._checkpoint()
