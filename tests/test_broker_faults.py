@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams import events, local_kafka
@@ -108,7 +108,15 @@ def create_internal_topics(bootstrap: str) -> None:
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": topic, "enable.auto.commit": False}
     )
-    consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    deadline = time.monotonic() + 60
+    while True:  # the new __consumer_offsets answers "load in progress" for a moment
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+            break
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     consumer.close()
 
 
@@ -178,6 +186,36 @@ def wait_for_all(cfg: JsonEngineConfig, execs: list, cmps: list, timeout: float 
         wait_for_lines(cfg, channel, count, max(0.0, deadline - time.monotonic()))
 
 
+def committed_sources(cfg: JsonEngineConfig, channel: str) -> set[str]:
+    """The source_trace_id of every committed record of the channel's topic (read to its end)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cfg.kafka.bootstrap_servers,
+            "group.id": f"{cfg.kafka.topic_prefix}diagnosis",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    topic = topic_name(cfg, channel)
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+        for p in range(cfg.kafka.partitions)
+    }
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(cfg.kafka.partitions)])
+    found: set[str] = set()
+    deadline = time.monotonic() + 60
+    positions = dict.fromkeys(ends, 0)
+    while any(positions[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+        for message in consumer.consume(1000, 1.0):
+            if message.error() is None:
+                positions[message.partition()] = message.offset() + 1
+                found.add(orjson.loads(message.value())["source_trace_id"])
+        for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+            positions[tp.partition] = max(positions[tp.partition], tp.offset)
+    consumer.close()
+    return found
+
+
 def assert_exactly_once(cfg: JsonEngineConfig, execs: list[dict], cmps: list[dict]) -> None:
     """Every execution, comparison and derived training sample in exactly one line."""
     ids = [orjson.loads(x)["trace_id"] for x in lines_of(cfg, "engine_execution")]
@@ -191,6 +229,13 @@ def assert_exactly_once(cfg: JsonEngineConfig, execs: list[dict], cmps: list[dic
     assert set(cids) == {c["comparison_id"] for c in cmps}
     samples = [orjson.loads(x)["source_trace_id"] for x in lines_of(cfg, "training_sample")]
     assert len(samples) - len(set(samples)) == 0, f"{len(samples) - len(set(samples))} twice"
+    missing = qualifying(cfg, cmps) - set(samples)
+    if missing:  # where they went: never published, or published and not written
+        published = committed_sources(cfg, "training_sample") & missing
+        pytest.fail(
+            f"{len(missing)} training samples missing, {len(published)} of them committed in "
+            f"the topic: {sorted(missing)[:5]}"
+        )
     assert set(samples) == qualifying(cfg, cmps)
     assert lines_of(cfg, "dead_letter") == []
 
