@@ -14,7 +14,9 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from sinks.aggregate_batch import (
+from sinks.atomic import atomic_write
+from sinks.files.buckets import parse_time
+from sinks.offline.aggregate_batch import (
     aggregate_frames,
     channel_dirs,
     load_comparisons,
@@ -22,10 +24,8 @@ from sinks.aggregate_batch import (
     untimed_comparisons,
     window_ms,
 )
-from sinks.atomic import atomic_write
-from sinks.files.buckets import parse_time
+from sinks.offline.report import render_html
 from sinks.reader import channel_dir, read_records
-from sinks.report import render_html
 from streams.config import JsonEngineConfig
 
 WindowOption = Annotated[

@@ -298,7 +298,7 @@ def export(
     until: aggregate_cli.UntilOption = None,
 ) -> None:
     """Export training data as JSONL for fine-tuning (TRL / OpenAI formats)."""
-    from sinks.export import TIERS, export_rows, write_jsonl
+    from sinks.offline.export import TIERS, export_rows, write_jsonl
 
     if fmt not in ("sft", "dpo", "chat"):
         raise fail(f"--format must be sft, dpo or chat, not {fmt!r}", 2)
