@@ -1,6 +1,6 @@
 """`json-engine models ...`: save, list and remove model artifacts in the configured store.
 
-Thin on purpose: each command loads the config and calls `sinks.model_store`. A store or I/O
+Thin on purpose: each command loads the config and calls `sinks.models`. A store or I/O
 error exits 1 with one unwrapped line; a bad config exits 2 (from `config_or_exit`).
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from sinks.model_store import ModelInfo, ModelStore, ModelStoreError
+from sinks.models import ModelInfo, ModelStore, ModelStoreError
 
 models_app = typer.Typer(
     help="Versioned model artifacts: atomic, size-limited, checksummed.", no_args_is_help=True
