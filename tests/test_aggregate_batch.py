@@ -36,7 +36,7 @@ from sinks.offline.aggregate_batch import (
 from sinks.offline.report import leaderboard, render_html
 from sinks.reader import read_dataframe
 from streams import events
-from streams.aggregate_cli import aggregate, report
+from streams.cli.offline import aggregate, report
 from streams.config import JsonEngineConfig
 
 T0 = 1_764_300_000_000  # a multiple of 60 000 ms

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from sinks import models
 from sinks.models import ModelStore, ModelStoreError, check_name
-from streams.model_cli import models_app
+from streams.cli.models import models_app
 
 MiB = 1024 * 1024
 

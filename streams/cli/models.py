@@ -13,22 +13,14 @@ from typing import Annotated
 import typer
 
 from sinks.models import ModelInfo, ModelStore, ModelStoreError
+from streams.cli.common import ConfigOption, config_or_exit
 
 models_app = typer.Typer(
     help="Versioned model artifacts: atomic, size-limited, checksummed.", no_args_is_help=True
 )
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="YAML config file (else $JSON_ENGINE_CONFIG, else defaults)."
-    ),
-]
-
 
 def _store(config: Path | None) -> ModelStore:
-    from streams.cli import config_or_exit
-
     return ModelStore.from_config(config_or_exit(config))
 
 
