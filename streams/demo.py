@@ -17,8 +17,8 @@ from confluent_kafka.admin import NewTopic
 from rich.console import Console
 
 from sinks.atomic import atomic_write
+from sinks.offline.report import render_html
 from sinks.reader import channel_dir, iter_lines, read_records
-from sinks.report import render_html
 from streams import events, local_kafka
 from streams.config import CHANNELS, JsonEngineConfig, load_config
 from streams.otlp.produce import request_of

@@ -24,7 +24,8 @@ from jsonschema import Draft7Validator
 from typer.testing import CliRunner
 
 from schemas import schema_file
-from sinks.aggregate_batch import (
+from sinks.files.part_files import finished_name
+from sinks.offline.aggregate_batch import (
     aggregate_dir,
     aggregate_frames,
     load_comparisons,
@@ -32,11 +33,10 @@ from sinks.aggregate_batch import (
     untimed_comparisons,
     window_ms,
 )
-from sinks.files.part_files import finished_name
+from sinks.offline.report import leaderboard, render_html
 from sinks.reader import read_dataframe
-from sinks.report import leaderboard, render_html
 from streams import events
-from streams.aggregate_cli import aggregate, report
+from streams.cli.offline import aggregate, report
 from streams.config import JsonEngineConfig
 
 T0 = 1_764_300_000_000  # a multiple of 60 000 ms
@@ -567,7 +567,7 @@ def test_report_without_records() -> None:
 
 
 def test_late_rows_follow_each_partitions_own_order() -> None:
-    from sinks.aggregate_batch import late_rows
+    from sinks.offline.aggregate_batch import late_rows
 
     width, grace = 1000, 500
     frame = pd.DataFrame(

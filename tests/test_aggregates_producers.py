@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Producer
 
-from sinks.aggregate_batch import aggregate_dir, aggregate_frames
+from sinks.offline.aggregate_batch import aggregate_dir, aggregate_frames
 from streams.topics import create_topics
 from tests.conftest import ConfigFactory
 from tests.test_aggregator import (

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer
 
-from sinks.aggregate_batch import aggregate_frames
+from sinks.offline.aggregate_batch import aggregate_frames
 from streams.aggregates.windows import WindowState
 from streams.publisher import Publisher
 from streams.topics import create_topics

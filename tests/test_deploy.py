@@ -420,7 +420,7 @@ def test_image_build_step_builds_the_wheel(tmp_path: Path) -> None:
         scripts = archive.read(entry_points).decode()
     for schema in ("engine_execution", "comparison_result", "training_sample"):
         assert f"schemas/v1/{schema}.json" in names
-    assert "streams/cli.py" in names and "sinks/files/part_files.py" in names
+    assert "streams/cli/app.py" in names and "sinks/files/part_files.py" in names
     assert re.search(r"^json-engine\s*=\s*streams\.cli:main$", scripts, re.M)
 
 

@@ -18,9 +18,9 @@ import pytest
 from scipy.optimize import minimize
 from typer.testing import CliRunner
 
-from sinks.aggregate_batch import aggregate_dir
 from sinks.files.buckets import HOUR_MS, bucket_of
 from sinks.files.part_files import IN_PROGRESS_DIR, finished_name
+from sinks.offline.aggregate_batch import aggregate_dir
 from sinks.offline.leaderboard import (
     FIELDS,
     RIDGE,
@@ -31,7 +31,7 @@ from sinks.offline.leaderboard import (
     rate,
     to_ratings,
 )
-from sinks.report import render_html
+from sinks.offline.report import render_html
 from streams.cli import app
 
 HOUR_8 = 1_800_000_000_000  # 2027-01-15 08:00:00 UTC

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sinks import model_store
-from sinks.model_store import ModelStore, ModelStoreError, check_name
-from streams.model_cli import models_app
+from sinks import models
+from sinks.models import ModelStore, ModelStoreError, check_name
+from streams.cli.models import models_app
 
 MiB = 1024 * 1024
 
@@ -103,14 +103,14 @@ def test_module_functions_use_the_configured_store(tmp_path: Path) -> None:
     cfg_file.write_text(
         f"json_engine:\n  models: {{path: '{tmp_path / 'm'}', max_model_bytes: 4}}\n"
     )
-    info = model_store.save_model("x", b"1234", config=cfg_file)
+    info = models.save_model("x", b"1234", config=cfg_file)
     assert info["path"] == str(tmp_path / "m" / "x" / "1.bin")
     with pytest.raises(ModelStoreError, match="max_model_bytes=4"):
-        model_store.save_model("x", b"12345", config=cfg_file)
-    assert model_store.list_models(config=cfg_file) == [info]
-    assert model_store.latest("x", config=cfg_file) == info
-    assert model_store.load_model("x", config=cfg_file) is None  # not a native format
-    assert model_store.delete_model("x", "1", config=cfg_file) == info
+        models.save_model("x", b"12345", config=cfg_file)
+    assert models.list_models(config=cfg_file) == [info]
+    assert models.latest("x", config=cfg_file) == info
+    assert models.load_model("x", config=cfg_file) is None  # not a native format
+    assert models.delete_model("x", "1", config=cfg_file) == info
 
 
 # -- size limit -----------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def test_sigkilled_writer_leaves_previous_version_and_no_visible_partial(
     writer = child(
         """
         import sys
-        from sinks.model_store import ModelStore
+        from sinks.models import ModelStore
         ModelStore(sys.argv[1], 64 * 1024 * 1024).save("m", sys.stdin.buffer)
         """,
         str(store.root),
@@ -288,7 +288,7 @@ def test_sigkilled_writer_leaves_previous_version_and_no_visible_partial(
     assert store.list_models() == [before]
     assert store.verify("m") == before
     # The dead writer's hidden temp is swept by the next save once it is no longer fresh.
-    monkeypatch.setattr(model_store, "STALE_UPLOAD_SECONDS", 0.0)
+    monkeypatch.setattr(models, "STALE_UPLOAD_SECONDS", 0.0)
     store.save("m", b"version two")
     assert not list((store.root / "m").glob(".upload.*"))
 
@@ -296,7 +296,7 @@ def test_sigkilled_writer_leaves_previous_version_and_no_visible_partial(
 def test_two_processes_saving_one_name_at_once_both_complete(store: ModelStore) -> None:
     code = """
         import hashlib, pathlib, sys, time
-        from sinks.model_store import ModelStore
+        from sinks.models import ModelStore
 
         root, me, other = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
         store = ModelStore(root, 64 * 1024 * 1024)

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from sinks.aggregate_batch import aggregate_dir
+from sinks.offline.aggregate_batch import aggregate_dir
 from streams.aggregates.windows import WindowState
 from streams.config import JsonEngineConfig
 from streams.otlp.decode import OtlpError, decode, encode_json

@@ -12,8 +12,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from sinks.export import dpo_rows
 from sinks.files.part_files import finished_name
+from sinks.offline.export import dpo_rows
 from streams import events
 from streams.config import Thresholds
 from streams.publisher import Publisher

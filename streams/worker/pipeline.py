@@ -18,7 +18,7 @@ from streams.aggregates.aggregator import Aggregator
 from streams.config import CHANNELS, JsonEngineConfig
 from streams.otlp.reader import OtlpReader
 from streams.topics import topic_name
-from streams.training import TrainingDeriver
+from streams.training.deriver import TrainingDeriver
 from streams.validation import Validator
 from streams.worker.dead_letter import DeadLetterPolicy
 from streams.worker.outbox import Outgoing

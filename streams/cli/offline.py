@@ -1,8 +1,7 @@
-"""`json-engine aggregate` and `json-engine report`: the batch twin and the HTML report.
+"""`json-engine aggregate`, `report` and `export`: the offline work on the files (sinks/offline/).
 
-Plain functions with typer annotations; `streams.cli` registers them on the main app
-(`app.command("aggregate")(aggregate)`). They import `streams.cli` inside their bodies only,
-because `streams.cli` imports this module.
+Plain functions with typer annotations; `streams.cli.app` registers them on the main app
+(`app.command("aggregate")(aggregate)`).
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from sinks.aggregate_batch import (
+from sinks.atomic import atomic_write
+from sinks.offline.aggregate_batch import (
     aggregate_frames,
     channel_dirs,
     load_comparisons,
@@ -22,10 +22,18 @@ from sinks.aggregate_batch import (
     untimed_comparisons,
     window_ms,
 )
-from sinks.atomic import atomic_write
-from sinks.files.buckets import parse_time
+from sinks.offline.report import render_html
 from sinks.reader import channel_dir, read_records
-from sinks.report import render_html
+from streams.cli.common import (
+    ConfigOption,
+    OutputDir,
+    SinceOption,
+    UntilOption,
+    config_or_exit,
+    err,
+    fail,
+    time_bounds,
+)
 from streams.config import JsonEngineConfig
 
 WindowOption = Annotated[
@@ -33,18 +41,6 @@ WindowOption = Annotated[
     typer.Option(
         "--window-minutes",
         help="Window length in minutes, fractions allowed (default: aggregation.window_minutes).",
-    ),
-]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="YAML config file (else $JSON_ENGINE_CONFIG, else defaults)."
-    ),
-]
-OutputDir = Annotated[
-    Path,
-    typer.Argument(
-        exists=True, file_okay=False, help="The output base path (holds events/, comparisons/…)."
     ),
 ]
 
@@ -57,29 +53,6 @@ def _window(window_minutes: float | None, cfg: JsonEngineConfig) -> float:
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--window-minutes") from None
     return minutes
-
-
-def _time(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=name) from None
-
-
-SinceOption = Annotated[
-    str | None,
-    typer.Option("--since", help="Only records at or after T (epoch ms or ISO-8601)."),
-]
-UntilOption = Annotated[
-    str | None, typer.Option("--until", help="Only records before T (epoch ms or ISO-8601).")
-]
-
-
-def time_bounds(since: str | None, until: str | None) -> tuple[int | None, int | None]:
-    """--since / --until as epoch ms; a bad value exits 2 naming the option."""
-    return _time(since, "--since"), _time(until, "--until")
 
 
 def recompute(
@@ -129,8 +102,6 @@ def aggregate(
     Prints one JSON record per line, sorted by (window_start, engine_id); a summary goes to
     stderr. Comparisons without a timestamp are skipped: their Kafka time is not in the files.
     """
-    from streams.cli import config_or_exit
-
     cfg = config_or_exit(config)
     records, note = recompute(
         from_files, _window(window_minutes, cfg), cfg, *time_bounds(since, until)
@@ -159,8 +130,6 @@ def report(
     is given (a different window than the stream's), recomputes with the batch twin. Exits 1
     without writing when there is nothing to report.
     """
-    from streams.cli import config_or_exit, fail
-
     cfg = config_or_exit(config)
     bounds = time_bounds(since, until)
     records: list[dict[str, Any]] = []
@@ -182,3 +151,31 @@ def report(
     )
     atomic_write(html, page.encode("utf-8"))
     typer.echo(f"report: {html} ({note})")
+
+
+def export(
+    output_dir: Annotated[Path, typer.Argument(help="A pipeline's output.base_path.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="sft, dpo or chat.")],
+    min_tier: Annotated[str, typer.Option("--min-tier", help="gold, silver or bronze.")] = "bronze",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Else standard output.")] = None,
+    config: ConfigOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """Export training data as JSONL for fine-tuning (TRL / OpenAI formats)."""
+    from sinks.offline.export import TIERS, export_rows, write_jsonl
+
+    if fmt not in ("sft", "dpo", "chat"):
+        raise fail(f"--format must be sft, dpo or chat, not {fmt!r}", 2)
+    if min_tier not in TIERS:
+        raise fail(f"--min-tier must be one of {', '.join(TIERS)}, not {min_tier!r}", 2)
+    cfg = config_or_exit(config)
+    bounds = time_bounds(since, until)
+    rows = export_rows(cfg, output_dir, fmt, min_tier, *bounds)  # type: ignore[arg-type]
+    if out_file is None:
+        count = write_jsonl(rows, sys.stdout.buffer)
+        sys.stdout.flush()
+    else:
+        with open(out_file, "wb") as f:
+            count = write_jsonl(rows, f)
+    err.print(f"{count} {fmt} rows", highlight=False)

@@ -1,7 +1,7 @@
 """`json-engine leaderboard`: Bradley-Terry ratings with bootstrap intervals (issue 16).
 
-A plain function with typer annotations, registered by `streams.cli`
-(`app.command("leaderboard")(leaderboard_cli.leaderboard)`); the fit lives in
+A plain function with typer annotations, registered by `streams.cli.app`
+(`app.command("leaderboard")(leaderboard.leaderboard)`); the fit lives in
 `sinks.offline.leaderboard`, imported when the command runs (scikit-learn is slow to import).
 """
 
@@ -17,7 +17,15 @@ from rich.console import Console
 from rich.table import Table
 
 from sinks.reader import channel_dir
-from streams.aggregate_cli import ConfigOption, OutputDir, SinceOption, UntilOption, time_bounds
+from streams.cli.common import (
+    ConfigOption,
+    OutputDir,
+    SinceOption,
+    UntilOption,
+    config_or_exit,
+    fail,
+    time_bounds,
+)
 
 if TYPE_CHECKING:
     from sinks.offline.leaderboard import Leaderboard
@@ -55,7 +63,6 @@ def leaderboard(
     disconnected groups, bounds) go to stderr; no comparisons is not an error (exit 0).
     """
     from sinks.offline.leaderboard import FIELDS, load_comparisons, rate
-    from streams.cli import config_or_exit, fail
 
     if fmt not in FORMATS:
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}", 2)

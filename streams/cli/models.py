@@ -1,6 +1,6 @@
 """`json-engine models ...`: save, list and remove model artifacts in the configured store.
 
-Thin on purpose: each command loads the config and calls `sinks.model_store`. A store or I/O
+Thin on purpose: each command loads the config and calls `sinks.models`. A store or I/O
 error exits 1 with one unwrapped line; a bad config exits 2 (from `config_or_exit`).
 """
 
@@ -12,23 +12,15 @@ from typing import Annotated
 
 import typer
 
-from sinks.model_store import ModelInfo, ModelStore, ModelStoreError
+from sinks.models import ModelInfo, ModelStore, ModelStoreError
+from streams.cli.common import ConfigOption, config_or_exit
 
 models_app = typer.Typer(
     help="Versioned model artifacts: atomic, size-limited, checksummed.", no_args_is_help=True
 )
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="YAML config file (else $JSON_ENGINE_CONFIG, else defaults)."
-    ),
-]
-
 
 def _store(config: Path | None) -> ModelStore:
-    from streams.cli import config_or_exit
-
     return ModelStore.from_config(config_or_exit(config))
 
 

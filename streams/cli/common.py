@@ -1,0 +1,70 @@
+"""What the commands share: the two consoles, the common options, config loading, failing.
+
+Every command module imports its helpers from here; only `streams.cli.app` imports the command
+modules, so no module of the CLI imports another that imports it back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sinks.files.buckets import parse_time
+from streams.config import ConfigError, JsonEngineConfig, load_config
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML config file (else $JSON_ENGINE_CONFIG, else defaults)."
+    ),
+]
+PortOption = Annotated[int, typer.Option("--port", help="Client port of the first node.")]
+OutputDir = Annotated[
+    Path,
+    typer.Argument(
+        exists=True, file_okay=False, help="The output base path (holds events/, comparisons/…)."
+    ),
+]
+
+
+def config_or_exit(path: Path | None) -> JsonEngineConfig:
+    """Bad configuration exits 2 with the message naming the key, never a traceback."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"error: {message}", highlight=False, markup=False)
+    return typer.Exit(code)
+
+
+def _time(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from None
+
+
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", help="Only records at or after T (epoch ms or ISO-8601)."),
+]
+UntilOption = Annotated[
+    str | None, typer.Option("--until", help="Only records before T (epoch ms or ISO-8601).")
+]
+
+
+def time_bounds(since: str | None, until: str | None) -> tuple[int | None, int | None]:
+    """--since / --until as epoch ms; a bad value exits 2 naming the option."""
+    return _time(since, "--since"), _time(until, "--until")
