@@ -619,7 +619,8 @@ def mutations(draw: st.DrawFn) -> tuple[str, dict[str, Any], str]:
     if kind == "engine_execution":
         field = draw(st.sampled_from(["latency_ms", "memory_mb", "cpu_percent"]))
         event["metrics"][field] = draw(
-            st.floats(max_value=-1e-9, allow_infinity=False) | st.integers(max_value=-1)
+            st.floats(max_value=-1e-9, allow_infinity=False)
+            | st.integers(min_value=-(2**63), max_value=-1)  # JSON numbers orjson can write
         )
         return kind, event, f"metrics.{field}"
     if kind == "comparison_result":
