@@ -27,6 +27,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from sinks.reader import channel_dir
 from streams import events, local_kafka
 from streams.config import JsonEngineConfig
 from streams.publisher import Publisher
@@ -232,9 +233,16 @@ def assert_exactly_once(cfg: JsonEngineConfig, execs: list[dict], cmps: list[dic
     missing = qualifying(cfg, cmps) - set(samples)
     if missing:  # where they went: never published, or published and not written
         published = committed_sources(cfg, "training_sample") & missing
+        spool = channel_dir(cfg.output.base_path, cfg.channels.training_sample.filename)
+        spool = spool / ".inprogress"
+        unfinished = {
+            orjson.loads(line)["source_trace_id"]
+            for part in spool.glob("*.part")
+            for line in part.read_bytes().splitlines()
+        } & missing
         pytest.fail(
             f"{len(missing)} training samples missing, {len(published)} of them committed in "
-            f"the topic: {sorted(missing)[:5]}"
+            f"the topic, {len(unfinished)} in unfinished part files: {sorted(missing)[:5]}"
         )
     assert set(samples) == qualifying(cfg, cmps)
     assert lines_of(cfg, "dead_letter") == []
