@@ -162,3 +162,38 @@ def test_full_disk_stops_the_worker_and_a_restart_completes(
     listing = sorted(p.name for p in (small_disk / "out" / "events").iterdir())
     (tmp_path / "listing.txt").write_text("\n".join(listing))
     assert len(ids) == len(set(ids)) == len(execs), (listing, worker.tail(80))
+
+
+@pytest.mark.parametrize("skip", [7, -5])
+def test_a_fetch_resuming_off_the_committed_offset_loses_and_duplicates_nothing(
+    make_config: ConfigFactory, tmp_path: Path, skip: int
+) -> None:
+    """Adversary: after a recovery the consumer's fetch resumes `skip` records past the
+    committed offset (records would be lost) or before it (records read twice), as
+    librdkafka's can after a pause, a seek and a leader change (its issues #2190, #4686).
+    The fault makes every recovery's seek land there; the worker must notice and read from
+    the committed offset."""
+    path, cfg = make_config({"channels": {"engine_execution": {"auto_flush_seconds": 0.2}}})
+    create_topics(cfg)
+    rng = random.Random(skip)
+    now = int(time.time() * 1000)
+    execs = [events.engine_execution(rng, f"e{i % 9}", now + i) for i in range(4000)]
+    fault = {"JSON_ENGINE_FAULT": f"after_seek:skip:{skip}"}
+    worker = WorkerProcess(path, tmp_path, env=fault if skip > 0 else {})
+    try:
+        produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[:2000]])
+        worker.start()
+        wait_for_lines(cfg, "engine_execution", 2000, timeout=60)
+        assert worker.terminate() == 0, worker.tail()
+        produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[2000:]])
+        worker.env = fault  # a committed offset to seek from: before it is past 0 too
+        worker.start()
+        wait_for_lines(cfg, "engine_execution", len(execs), timeout=60)
+        assert worker.terminate() == 0, worker.tail()
+    finally:
+        worker.kill()
+    ids = [orjson.loads(line)["trace_id"] for line in lines_of(cfg, "engine_execution")]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
+    assert set(ids) == {e["trace_id"] for e in execs}, f"{len(execs) - len(set(ids))} missing"
+    marker = b"after a second seek" if skip > 0 else b"fetched again from"
+    assert marker in worker.log(), worker.tail()

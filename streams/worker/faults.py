@@ -6,6 +6,9 @@ fsynced, not committed), `after_commit` (committed, files not yet finished) — 
 count only checkpoints that have lines to write — or `after_claim` (partitions' epochs
 claimed, their files not yet recovered). `stop` sends the process
 SIGSTOP, as a long GC pause or a frozen VM would; `kill` sends SIGKILL. Unset: a no-op.
+
+`JSON_ENGINE_FAULT=after_seek:skip:<n>` makes every seek of a recovery land n records past
+the committed offset, as librdkafka's fetch sometimes resumes (its issues #2190, #4686).
 """
 
 from __future__ import annotations
@@ -26,3 +29,8 @@ def fault_point(name: str) -> None:
     _remaining -= 1
     if _remaining == 0:
         os.kill(os.getpid(), signal.SIGKILL if _action == "kill" else signal.SIGSTOP)
+
+
+def fault_skip(name: str) -> int:
+    """How many records a `skip` fault at `name` moves a seek forward (0 when unset)."""
+    return _remaining if name == _point and _action == "skip" else 0

@@ -29,6 +29,7 @@ from sinks.files.retention import delete_before
 from streams.config import JsonEngineConfig
 from streams.topics import consumer_group, create_topics
 from streams.worker.checkpoint import Checkpointer, CheckpointError, bounded
+from streams.worker.faults import fault_skip
 from streams.worker.observability import Health
 from streams.worker.pipeline import TP, Pipeline
 
@@ -150,6 +151,8 @@ class BatchLoop(threading.Thread):
         rest = self.pipeline.on_messages(messages)
         while rest and self._checkpoint():  # a sink took part: room after a commit
             rest = self.pipeline.on_messages(rest)
+        if self.pipeline.seek_again:
+            self._seek_again()
         if self.pipeline.due(time.monotonic()):
             self._checkpoint()
 
@@ -194,6 +197,7 @@ class BatchLoop(threading.Thread):
         try:
             resume = self.checkpointer.recover(tps)
             for (topic, partition), offset in resume.items():
+                offset += fault_skip("after_seek")  # the tests' stand-in for a fetch that skips
                 self.consumers[topic].seek(TopicPartition(topic, partition, offset))
         except (CheckpointError, KafkaException) as exc:
             log.warning("recovering %d partitions failed (will retry): %s", len(tps), exc)
@@ -204,6 +208,17 @@ class BatchLoop(threading.Thread):
             self.consumers[topic].resume(of_topic)
         self.pending.clear()
         self._broker_answered()
+
+    def _seek_again(self) -> None:
+        """Partitions whose first fetch after a recovery started past their position."""
+        tps, self.pipeline.seek_again = self.pipeline.seek_again, set()
+        try:
+            for topic, partition in sorted(tps):
+                position = self.pipeline.positions[(topic, partition)]
+                self.consumers[topic].seek(TopicPartition(topic, partition, position))
+        except KafkaException as exc:
+            log.warning("seeking again failed, rolling back: %s", exc)
+            self._roll_back()
 
     # -- rebalance callbacks (inside consume(), in this thread) ------------------------------
 

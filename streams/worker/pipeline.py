@@ -47,6 +47,13 @@ class Pipeline:
         self.ready: set[TP] = set()
         self.positions: dict[TP, int] = {}  # next offset to read, of what was read
         self.epochs: dict[TP, int] = {}  # this worker's owner epoch of each ready partition
+        # Recovered partitions whose first fetch is not checked yet, and those sought twice.
+        # librdkafka can resume a partition's fetch past the offset it was sought to (its
+        # issues #2190, #4686: a pause, a seek and a leader change in flight): the first batch
+        # after a recovery must start at the position, else the loop seeks it once more.
+        self.unchecked: set[TP] = set()
+        self.seek_again: set[TP] = set()
+        self._sought_again: set[TP] = set()
         self._committed: dict[TP, Progress] = {}
         for channel in CHANNELS:
             channel_config = config.channels.get(channel)
@@ -102,12 +109,60 @@ class Pipeline:
         ready, positions = self.ready, self.positions
         rest: list[Any] = []
         for tp, batch in batches.items():
-            if tp in ready:
-                taken = self.routes[tp[0]].on_records(tp[1], batch)
-                if taken:
-                    positions[tp] = batch[taken - 1].offset() + 1
-                rest += batch[taken:]
+            if tp not in ready:
+                continue
+            if batch[0].offset() != positions[tp]:
+                batch = self._from_position(tp, batch)
+            elif tp in self.unchecked:
+                self._checked(tp)
+            if not batch:
+                continue
+            taken = self.routes[tp[0]].on_records(tp[1], batch)
+            if taken:
+                positions[tp] = batch[taken - 1].offset() + 1
+            rest += batch[taken:]
         return rest
+
+    def _from_position(self, tp: TP, batch: list[Any]) -> list[Any]:
+        """A batch that does not start at the partition's position: records before it were
+        read already (a fetch replayed); a first batch after a recovery that starts past it
+        is sought again once (after that the gap is real: transaction markers, retention)."""
+        position = self.positions[tp]
+        if batch[0].offset() < position:
+            log.warning(
+                "%s[%d]: fetched again from %d, position %d: dropping what was read",
+                *tp,
+                batch[0].offset(),
+                position,
+            )
+            batch = [m for m in batch if m.offset() >= position]
+            if not batch or batch[0].offset() == position:
+                if batch and tp in self.unchecked:
+                    self._checked(tp)
+                return batch
+        if tp in self.unchecked:
+            if tp not in self._sought_again:
+                log.info(
+                    "%s[%d]: fetch resumed at %d, not at %d: seeking again",
+                    *tp,
+                    batch[0].offset(),
+                    position,
+                )
+                self._sought_again.add(tp)
+                self.seek_again.add(tp)
+                return []
+            self._unchecked_forget(tp)  # the same gap twice: no records in it
+        return batch
+
+    def _checked(self, tp: TP) -> None:
+        """The first batch since the recovery starts at the position."""
+        if tp in self._sought_again:  # and the first fetch had not: librdkafka skipped those
+            log.warning(
+                "%s[%d]: read from %d after a second seek (the first fetch had skipped records)",
+                *tp,
+                self.positions[tp],
+            )
+        self._unchecked_forget(tp)
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -122,6 +177,8 @@ class Pipeline:
             self.aggregator.assign([tp for tp, *_ in plan])
         for tp, offset, epoch, files in plan:
             self.ready.add(tp)
+            self.unchecked.add(tp)
+            self._sought_again.discard(tp)
             self.positions[tp] = offset
             self.epochs[tp] = epoch
             self._committed[tp] = (offset, tuple(files))
@@ -135,6 +192,7 @@ class Pipeline:
             if self.aggregator is not None:
                 self.aggregator.release(topic, partition)
             self.ready.discard((topic, partition))
+            self._unchecked_forget((topic, partition))
             self.positions.pop((topic, partition), None)
             self.epochs.pop((topic, partition), None)
             self._committed.pop((topic, partition), None)
@@ -149,9 +207,17 @@ class Pipeline:
         if self.aggregator is not None:
             self.aggregator.reset()
         self.ready.clear()
+        self.unchecked.clear()
+        self.seek_again.clear()
+        self._sought_again.clear()
         self.positions.clear()
         self.epochs.clear()
         self._committed.clear()
+
+    def _unchecked_forget(self, tp: TP) -> None:
+        self.unchecked.discard(tp)
+        self.seek_again.discard(tp)
+        self._sought_again.discard(tp)
 
     # -- checkpoints -------------------------------------------------------------------------
 
