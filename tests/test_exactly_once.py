@@ -197,3 +197,35 @@ def test_a_fetch_resuming_off_the_committed_offset_loses_and_duplicates_nothing(
     assert set(ids) == {e["trace_id"] for e in execs}, f"{len(execs) - len(set(ids))} missing"
     marker = b"after a second seek" if skip > 0 else b"fetched again from"
     assert marker in worker.log(), worker.tail()
+
+
+def test_a_recovery_that_fails_leaves_the_partitions_being_read_alone(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """Adversary: a recovery fails (a broker went away) while the worker reads other
+    partitions, here when a second worker leaves and hands its partitions back. The failed
+    recovery is retried; the partitions read meanwhile keep being read, none falls silent."""
+    path, cfg = make_config({"channels": {"engine_execution": {"auto_flush_seconds": 0.2}}})
+    create_topics(cfg)
+    rng = random.Random(7)
+    now = int(time.time() * 1000)
+    execs = [events.engine_execution(rng, f"e{i % 9}", now + i) for i in range(3000)]
+    fault = {"JSON_ENGINE_FAULT": "recover_while_reading:fail:1"}
+    first = WorkerProcess(path, tmp_path, "first", env=fault)
+    second = WorkerProcess(path, tmp_path, "second")
+    try:
+        first.start()
+        first.wait_for(b"ready: reading", timeout=60)
+        second.start()
+        second.wait_for(b"ready: reading", timeout=60)
+        assert second.terminate() == 0, second.tail()  # its partitions go back to the first
+        first.wait_for(b"fault injected", timeout=60)
+        produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs])
+        wait_for_lines(cfg, "engine_execution", len(execs), timeout=60)
+        assert first.terminate() == 0, first.tail()
+    finally:
+        first.kill()
+        second.kill()
+    ids = [orjson.loads(line)["trace_id"] for line in lines_of(cfg, "engine_execution")]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
+    assert set(ids) == {e["trace_id"] for e in execs}, f"{len(execs) - len(set(ids))} missing"

@@ -7,6 +7,9 @@ count only checkpoints that have lines to write — or `after_claim` (partitions
 claimed, their files not yet recovered). `stop` sends the process
 SIGSTOP, as a long GC pause or a frozen VM would; `kill` sends SIGKILL. Unset: a no-op.
 
+`JSON_ENGINE_FAULT=recover_while_reading:fail[:<n>]` makes the n-th recovery after the
+worker was first ready (others' partitions are being read) fail, as when a broker goes away.
+
 `JSON_ENGINE_FAULT=after_seek:skip:<n>` makes every seek of a recovery land n records past
 the committed offset, as librdkafka's fetch sometimes resumes (its issues #2190, #4686).
 """
@@ -23,12 +26,21 @@ _remaining = int(_count or 1)
 
 
 def fault_point(name: str) -> None:
-    global _remaining
-    if name != _point or _remaining <= 0:
-        return
-    _remaining -= 1
-    if _remaining == 0:
+    if _count_down(name, ("kill", "stop")):
         os.kill(os.getpid(), signal.SIGKILL if _action == "kill" else signal.SIGSTOP)
+
+
+def fault_fails(name: str) -> bool:
+    """True the n-th time a `fail` fault's point is passed: the caller fails there."""
+    return _count_down(name, ("fail",))
+
+
+def _count_down(name: str, actions: tuple[str, ...]) -> bool:
+    global _remaining
+    if name != _point or _action not in actions or _remaining <= 0:
+        return False
+    _remaining -= 1
+    return _remaining == 0
 
 
 def fault_skip(name: str) -> int:

@@ -29,7 +29,7 @@ from sinks.files.retention import delete_before
 from streams.config import JsonEngineConfig
 from streams.topics import consumer_group, create_topics
 from streams.worker.checkpoint import Checkpointer, CheckpointError, bounded
-from streams.worker.faults import fault_skip
+from streams.worker.faults import fault_fails, fault_skip
 from streams.worker.observability import Health
 from streams.worker.pipeline import TP, Pipeline
 
@@ -63,6 +63,7 @@ class BatchLoop(threading.Thread):
         self._down_since: float | None = None
         self._probed_at = 0.0
         self.ready = False  # joined, every partition recovered, a broker answers
+        self.was_ready = False
         self._errors_logged = 0.0
         self._retention_at = 0.0
         self._lag_at = 0.0
@@ -141,7 +142,11 @@ class BatchLoop(threading.Thread):
             self._watch_outage(now)
             self.health.tick()
             joined = len(self.joined) == len(self.consumers)
-            self.ready = joined and not self.pending and self._down_since is None
+            ready = joined and not self.pending and self._down_since is None
+            if ready and not self.ready:
+                log.info("ready: reading %d partitions", len(self.pipeline.ready))
+                self.was_ready = True
+            self.ready = ready
 
     def _take(self, messages: list, now: float) -> None:
         """One consumer's batch to the pipeline, and a checkpoint as soon as one is due."""
@@ -195,13 +200,17 @@ class BatchLoop(threading.Thread):
     def _recover_pending(self) -> None:
         tps = sorted(self.pending)
         try:
+            if self.was_ready and fault_fails("recover_while_reading"):
+                raise CheckpointError("fault injected: the recovery failed")
             resume = self.checkpointer.recover(tps)
             for (topic, partition), offset in resume.items():
                 offset += fault_skip("after_seek")  # the tests' stand-in for a fetch that skips
                 self.consumers[topic].seek(TopicPartition(topic, partition, offset))
         except (CheckpointError, KafkaException) as exc:
             log.warning("recovering %d partitions failed (will retry): %s", len(tps), exc)
-            self.pipeline.reset()
+            # Undo only these partitions' recovery: the partitions read meanwhile stay as they
+            # are (a reset would leave them unready and unpaused, their records dropped).
+            self.pipeline.release([tp for tp in tps if tp in self.pipeline.ready], finish=False)
             self._retry_at = time.monotonic() + RETRY_SECONDS
             return
         for topic, of_topic in _by_topic(set(tps)).items():
@@ -293,6 +302,21 @@ class BatchLoop(threading.Thread):
         if now - self._lag_at >= LAG_EVERY_SECONDS:
             self._lag_at = now
             self.lag = {tp: self._behind(*tp) for tp in self.pipeline.ready}
+            self._recover_orphans()
+
+    def _recover_orphans(self) -> None:
+        """Every assigned partition is read or being recovered; one that is neither would
+        fall silent (its records dropped unread), so it is recovered again."""
+        orphans = self.assigned - self.pending - self.pipeline.ready
+        if orphans:
+            log.error(
+                "%d assigned partitions were neither read nor recovering: %s",
+                len(orphans),
+                sorted(orphans),
+            )
+            for topic, tps in _by_topic(orphans).items():
+                self.consumers[topic].pause(tps)
+            self.pending |= orphans
 
     def _log_errors(self, messages: list, now: float) -> None:
         """Errors the consumer hands over as messages (a topic not there yet…), once a while."""
