@@ -26,6 +26,7 @@ from sinks.atomic import atomic_write
 from sinks.files.buckets import parse_time
 from sinks.reader import channel_dir, read_records
 from sinks.report import render_html
+from sinks.s3.location import is_s3
 from streams.config import JsonEngineConfig
 
 WindowOption = Annotated[
@@ -41,10 +42,20 @@ ConfigOption = Annotated[
         "--config", "-c", help="YAML config file (else $JSON_ENGINE_CONFIG, else defaults)."
     ),
 ]
+
+
+def existing_output(value: Path) -> Path:
+    """A directory that exists, or an `s3://bucket/prefix` (checked when it is read)."""
+    if not is_s3(value) and not value.is_dir():
+        raise typer.BadParameter(f"Directory '{value}' does not exist.")
+    return value
+
+
 OutputDir = Annotated[
     Path,
     typer.Argument(
-        exists=True, file_okay=False, help="The output base path (holds events/, comparisons/…)."
+        callback=existing_output,
+        help="The output base path (holds events/, comparisons/…), or s3://bucket/prefix.",
     ),
 ]
 
@@ -110,9 +121,9 @@ def aggregate(
         Path,
         typer.Option(
             "--from-files",
-            exists=True,
-            file_okay=False,
-            help="Output base path whose events/ and comparisons/ files are aggregated.",
+            callback=existing_output,
+            help="Output base path (or s3://bucket/prefix) whose events/ and comparisons/ "
+            "files are aggregated.",
         ),
     ],
     window_minutes: WindowOption = None,

@@ -181,6 +181,19 @@ class S3Store:
         except BotoCoreError as exc:
             raise self._fail(exc, f"reading {where}") from exc
 
+    def open(self, where: S3Location) -> Any:
+        """A streaming body of the object (botocore StreamingBody), or None when there is none."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=where.bucket, Key=where.key)["Body"]
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._fail(exc, f"reading {where}") from exc
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"reading {where}") from exc
+
     def list(self, where: S3Location, prefix: str = "") -> Iterator[tuple[str, int]]:
         """(key, size) of every object whose key starts with `where.prefix + prefix`."""
         from botocore.exceptions import BotoCoreError, ClientError
