@@ -50,13 +50,14 @@ def iter_partition_lines(
     """
     bounded = since is not None or until is not None
     for part in finished_files(location(directory), since, until):
-        for line in _lines(part):
+        for line in part_lines(part):
             if bounded and not _in_range(line, part, since, until):
                 continue
             yield part.partition, line
 
 
-def _lines(part: PartFile) -> Iterator[bytes]:
+def part_lines(part: PartFile) -> Iterator[bytes]:
+    """The lines of one finished part file or object, without their newlines."""
     if isinstance(part.path, S3Location):
         from sinks.s3.listing import open_lines
 

@@ -102,6 +102,21 @@ class Checkpoint:
         return code_bucket(self._match().group(4))
 
 
+def bucket_files(directory: Path | S3Location, bucket: str) -> list[PartFile]:
+    """The finished part files of one time bucket (`date=…/hour=…`), unordered."""
+    if is_s3(directory):
+        from sinks.s3.listing import in_bucket
+
+        return in_bucket(location(directory), bucket)  # type: ignore[arg-type]
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(Path(directory) / bucket):
+            m = FINISHED.match(entry.name)
+            if m:
+                found.append(PartFile(Path(entry.path), *map(int, m.groups())))
+    return found
+
+
 def finished_files(
     directory: Path | S3Location, since: int | None = None, until: int | None = None
 ) -> list[PartFile]:
@@ -239,6 +254,9 @@ class PartitionWriter:
         file.size += len(data)
         file.last = last
         self._active = bucket
+
+    def sync(self) -> None:
+        """Every append is durable when it returns (fsynced): nothing to wait for."""
 
     @property
     def open_buckets(self) -> set[str]:
