@@ -176,8 +176,9 @@ def test_sigkill_at_random_moments_on_s3(
 def own_s3(tmp_path: Path, s3_service: S3Service, monkeypatch: pytest.MonkeyPatch):
     """A versitygw of this test's own (it stops and starts it), on a tmpfs it can make
     read-only; the AWS variables point at it."""
-    mount = tmp_path / "s3-disk"
-    mount.mkdir()
+    data_dir = tmp_path / "s3"
+    mount = data_dir / "buckets"  # the posix backend's folder; log and PID stay outside
+    mount.mkdir(parents=True)
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)],
         capture_output=True,
@@ -185,7 +186,7 @@ def own_s3(tmp_path: Path, s3_service: S3Service, monkeypatch: pytest.MonkeyPatc
     )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    server = local_s3.up(TEST_S3_PORT + 1, mount)
+    server = local_s3.up(TEST_S3_PORT + 1, data_dir)
     try:
         server.create_bucket("json-engine-outage")
         for name, value in server.env().items():
@@ -208,7 +209,7 @@ def test_an_s3_outage_pauses_the_worker_and_commits_nothing_past_it(
     worker = WorkerProcess(path, tmp_path).start()
     produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[:2000]])
     wait_for_lines(cfg, "engine_execution", 2000, timeout=60)
-    mount = own_s3.data_dir
+    mount = own_s3.root
     if outage == "stopped":
         local_s3.down(own_s3)
     else:
