@@ -1,7 +1,10 @@
 """Readers of a channel's finished lines, in (partition, offset) order; hidden files ignored.
 
 A channel directory holds time buckets (`date=…/hour=…/`) and, written by older versions,
-flat part files: both are read. A DuckDB one-liner over the same files:
+flat part files: both are read. Every reader takes an `s3://bucket/prefix` as well as a
+directory (the same layout as objects, sinks/s3/listing.py; endpoint and credentials from the
+standard AWS sources, or `output.s3` when the location comes from a config). A DuckDB
+one-liner over the same files:
 `SELECT * FROM read_json_auto('output/events/**/*.jsonl', hive_partitioning = true)`.
 """
 
@@ -16,15 +19,19 @@ import pandas as pd
 
 from sinks.files.buckets import bucket_start, event_time
 from sinks.files.part_files import PartFile, finished_files
+from sinks.s3.location import S3Location, location
+
+Location = str | Path | S3Location
 
 
-def channel_dir(base_path: str | Path, filename: str) -> Path:
-    """The Contract's layout: channel file `events.jsonl` → `<base_path>/events/`."""
-    return Path(base_path) / filename.removesuffix(".jsonl")
+def channel_dir(base_path: Location, filename: str) -> Path | S3Location:
+    """The Contract's layout: channel file `events.jsonl` → `<base_path>/events/` (a folder,
+    or a prefix below `s3://bucket/prefix`)."""
+    return location(base_path) / filename.removesuffix(".jsonl")
 
 
 def iter_lines(
-    directory: str | Path, since: int | None = None, until: int | None = None
+    directory: Location, since: int | None = None, until: int | None = None
 ) -> Iterator[bytes]:
     """Every finished line (without its newline), partition by partition, in offset order;
     with `since` / `until` (epoch ms) only lines whose time is in [since, until)."""
@@ -33,7 +40,7 @@ def iter_lines(
 
 
 def iter_partition_lines(
-    directory: str | Path, since: int | None = None, until: int | None = None
+    directory: Location, since: int | None = None, until: int | None = None
 ) -> Iterator[tuple[int, bytes]]:
     """(Kafka partition, line) of every finished line, in (partition, offset) order.
 
@@ -42,13 +49,23 @@ def iter_partition_lines(
     range; a line without one is judged by its bucket.
     """
     bounded = since is not None or until is not None
-    for part in finished_files(Path(directory), since, until):
-        with open(part.path, "rb") as f:
-            for raw in f:
-                line = raw.rstrip(b"\n")
-                if bounded and not _in_range(line, part, since, until):
-                    continue
-                yield part.partition, line
+    for part in finished_files(location(directory), since, until):
+        for line in part_lines(part):
+            if bounded and not _in_range(line, part, since, until):
+                continue
+            yield part.partition, line
+
+
+def part_lines(part: PartFile) -> Iterator[bytes]:
+    """The lines of one finished part file or object, without their newlines."""
+    if isinstance(part.path, S3Location):
+        from sinks.s3.listing import open_lines
+
+        yield from open_lines(part)
+        return
+    with open(part.path, "rb") as f:
+        for raw in f:
+            yield raw.rstrip(b"\n")
 
 
 def _in_range(line: bytes, part: PartFile, since: int | None, until: int | None) -> bool:
@@ -62,13 +79,13 @@ def _in_range(line: bytes, part: PartFile, since: int | None, until: int | None)
 
 
 def read_records(
-    directory: str | Path, since: int | None = None, until: int | None = None
+    directory: Location, since: int | None = None, until: int | None = None
 ) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in iter_lines(directory, since, until)]
 
 
 def read_dataframe(
-    directory: str | Path, since: int | None = None, until: int | None = None
+    directory: Location, since: int | None = None, until: int | None = None
 ) -> pd.DataFrame:
     """One row per line; nested objects flattened to dotted columns (`metrics.latency_ms`)."""
     records = read_records(directory, since, until)

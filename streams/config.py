@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sinks.s3.location import S3Location
+from sinks.s3.store import S3Options
 
 CONFIG_ENV = "JSON_ENGINE_CONFIG"
 CHANNELS = (
@@ -80,13 +91,65 @@ class KafkaConfig(_Strict):
         return f"{self.topic_prefix}worker"
 
 
+def _base_path(value: Any) -> Path | S3Location:
+    if isinstance(value, Path | S3Location):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a directory or s3://bucket/prefix")
+    return S3Location.parse(value) if value.startswith("s3://") else Path(value)
+
+
+# A directory, or `s3://bucket/prefix` (sinks/s3/): the same layout as objects.
+BasePath = Annotated[Path | S3Location, PlainValidator(_base_path), PlainSerializer(str)]
+
+
+class S3Config(_Strict):
+    """`output.s3`: how to reach `s3://` output; unset keys come from the standard AWS sources
+    (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_PROFILE, web identity…)."""
+
+    endpoint_url: str | None = Field(None, pattern=r"^https?://[^\s/]+")
+    region: str | None = Field(None, pattern=r"^[a-z0-9-]+$")
+    profile: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    ca_bundle: Path | None = None  # PEM file of the CA that signed the endpoint's certificate
+    verify_tls: bool = True
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=600)
+    read_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    max_attempts: int = Field(3, ge=1, le=20)  # per request, botocore's standard retry mode
+    concurrency: int = Field(16, ge=1, le=256)  # uploads in flight at once, per worker
+    spool_dir: Path | None = None  # in-progress bytes on local disk; default: the temp dir
+
+    def options(self) -> S3Options:
+        return S3Options(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            profile=self.profile,
+            addressing_style=self.addressing_style,
+            ca_bundle=str(self.ca_bundle) if self.ca_bundle else None,
+            verify=self.verify_tls,
+            connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.read_timeout_seconds,
+            max_attempts=self.max_attempts,
+            concurrency=self.concurrency,
+            spool_dir=str(self.spool_dir) if self.spool_dir else None,
+        )
+
+
 class OutputConfig(_Strict):
-    base_path: Path = Path("./output")
+    base_path: BasePath = Path("./output")
+    s3: S3Config = Field(default_factory=S3Config)
     # An id seen again (training samples, aggregated stats) is dropped when its copy's time
     # bucket is this recent; older buckets keep no dedupe state.
     dedupe_horizon_hours: float = Field(168, gt=0)
     retention_days: float | None = Field(None, gt=0)  # delete older buckets; None: keep all
     retention_check_seconds: float = Field(600, gt=0)
+
+    @model_validator(mode="after")
+    def _s3_options(self) -> OutputConfig:
+        """An `s3://` base path carries `output.s3` to every sink and reader made from it."""
+        if isinstance(self.base_path, S3Location):
+            object.__setattr__(self, "base_path", self.base_path.with_options(self.s3.options()))
+        return self
 
 
 class ChannelConfig(_Strict):

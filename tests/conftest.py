@@ -3,6 +3,11 @@
 Where the broker comes from: `KAFKA_BOOTSTRAP_SERVERS` if set; else a testcontainers Kafka
 container when a Docker engine answers; else the project's own local broker (`streams.local_kafka`),
 started once per session and stopped after.
+
+The S3 server (tests of the S3 sink, `s3_base`): `AWS_ENDPOINT_URL` with the standard AWS
+credential variables if set (bucket `JSON_ENGINE_TEST_S3_BUCKET`, else one is created); else
+the project's own versitygw (`streams.local_s3`) on `JSON_ENGINE_TEST_S3_PORT` (19730),
+started once per session and stopped after, by PID.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
-from streams import local_kafka
+from streams import local_kafka, local_s3
 from streams.config import CHANNELS, JsonEngineConfig, load_config
 
 TEST_BROKER_PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT", "19092"))
+TEST_S3_PORT = int(os.environ.get("JSON_ENGINE_TEST_S3_PORT", "19730"))
+AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
 
 
 def _docker_answers() -> bool:
@@ -50,6 +57,56 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield cluster.bootstrap
     finally:
         local_kafka.down(cluster)
+
+
+class S3Service:
+    """Where the S3 tests write: an endpoint, the AWS variables for it, and a bucket."""
+
+    def __init__(self, env: dict[str, str], bucket: str, server: local_s3.LocalS3 | None):
+        self.env = env
+        self.bucket = bucket
+        self.server = server  # the local versitygw, when the session started one
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=self.env.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=self.env.get("AWS_SECRET_ACCESS_KEY"),
+            region_name=self.env.get("AWS_REGION", local_s3.REGION),
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """A real S3 API: `AWS_ENDPOINT_URL` if set, else a local versitygw for the session."""
+    bucket = (
+        os.environ.get("JSON_ENGINE_TEST_S3_BUCKET") or f"json-engine-test-{uuid.uuid4().hex[:8]}"
+    )
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        env = {name: os.environ[name] for name in AWS_VARIABLES if os.environ.get(name)}
+        service = S3Service(env, bucket, None)
+        if not os.environ.get("JSON_ENGINE_TEST_S3_BUCKET"):
+            service.client().create_bucket(Bucket=bucket)
+        yield service
+        return
+    server = local_s3.up(TEST_S3_PORT, tmp_path_factory.mktemp("s3"))
+    try:
+        server.create_bucket(bucket)
+        yield S3Service(server.env(), bucket, server)
+    finally:
+        local_s3.down(server)
+
+
+@pytest.fixture
+def s3_base(s3_service: S3Service, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`s3://bucket/<prefix of this test>`, with the AWS variables set for it (and so for the
+    workers this test starts)."""
+    for name, value in s3_service.env.items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{s3_service.bucket}/t-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

@@ -836,3 +836,92 @@ def test_dashboard_uses_every_worker_metric_and_only_those() -> None:
     # Balanced braces and parentheses in every query.
     for expr in exprs:
         assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
+
+
+# --- object storage (issue 15) ------------------------------------------------------------
+
+S3_VALUES: dict[str, Any] = {
+    "replicaCount": 3,
+    "s3": {
+        "enabled": True,
+        "bucket": "team-data",
+        "prefix": "json-engine/prod",
+        "endpoint": "http://versitygw.storage:7070",
+        "region": "eu-west-1",
+        "addressingStyle": "path",
+        "existingSecret": "s3-keys",
+    },
+}
+
+
+def test_chart_s3_mode_writes_to_the_bucket_with_no_claim(
+    helm: str, values_dir: Path, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    done = _helm(helm, "lint", "--strict", str(CHART), "-f", _values_file(values_dir, S3_VALUES))
+    assert done.returncode == 0, done.stdout + done.stderr
+    docs = render(helm, values_dir, S3_VALUES)
+    assert kinds(docs, "PersistentVolumeClaim") == []
+    spec = pod_spec(docs)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "output" not in volumes and "persistentVolumeClaim" not in str(volumes)
+    cfg = rendered_config(docs, tmp_path)  # the worker's own loader accepts it
+    assert str(cfg.output.base_path) == "s3://team-data/json-engine/prod"
+    s3 = cfg.output.s3
+    assert (s3.endpoint_url, s3.region, s3.addressing_style) == (
+        "http://versitygw.storage:7070",
+        "eu-west-1",
+        "path",
+    )
+    for container in _all_containers(docs):
+        env = {e["name"]: e for e in container["env"]}
+        for name, key in (
+            ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+            ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        ):
+            ref = env[name]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == ("s3-keys", key) and "value" not in env[name]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert "output" not in mounts
+        assert mounts["spool"] == str(s3.spool_dir) == "/var/spool/json-engine"
+    assert "emptyDir" in volumes["spool"]
+    assert kinds(docs, "Secret") == [], "the chart never holds credentials itself"
+
+
+def test_chart_s3_mode_takes_credentials_from_the_service_account(
+    helm: str, values_dir: Path
+) -> None:
+    role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/json-engine"}
+    values = {
+        "s3": {"enabled": True, "bucket": "team-data"},
+        "serviceAccount": {"annotations": role},
+    }
+    docs = render(helm, values_dir, values)
+    account = one(docs, "ServiceAccount")
+    assert account["metadata"]["annotations"] == role
+    assert pod_spec(docs)["serviceAccountName"] == account["metadata"]["name"]
+    env = {e["name"] for e in worker_container(docs)["env"]}
+    assert not env & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # web identity decides
+    config = yaml.safe_load(config_map(docs)["data"]["config.yaml"])["json_engine"]
+    assert config["output"]["base_path"] == "s3://team-data"
+    for bad in ({"s3": {"enabled": True}}, {"s3": {"enabled": True, "bucket": "Bad_Name"}}):
+        done = _helm(helm, "template", "rel", str(CHART), "-f", str(_values_file(values_dir, bad)))
+        assert done.returncode != 0, bad
+
+
+def test_compose_s3_profile_writes_to_a_bucket_of_its_own_server(
+    compose: dict[str, Any], clean_env: pytest.MonkeyPatch
+) -> None:
+    services = compose["services"]
+    s3, worker = services["s3"], services["worker-s3"]
+    assert s3["profiles"] == worker["profiles"] == services["s3-init"]["profiles"] == ["s3"]
+    assert s3["image"].startswith("versity/versitygw:")
+    assert "profiles" not in services["worker"]  # the volume variant stays the default
+    assert "volumes" not in worker and worker["read_only"] is True and "/tmp" in worker["tmpfs"]
+    assert worker["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
+    for name, value in worker["environment"].items():
+        clean_env.setenv(name, str(value))
+    clean_env.setenv("JSON_ENGINE_CONFIG", "")
+    cfg = load_config()
+    assert str(cfg.output.base_path) == "s3://json-engine/output"
+    assert worker["environment"]["AWS_ENDPOINT_URL"] == "http://s3:7070"
+    assert s3["environment"]["ROOT_ACCESS_KEY"] == worker["environment"]["AWS_ACCESS_KEY_ID"]

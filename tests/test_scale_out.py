@@ -1,5 +1,6 @@
 """Several workers in one consumer group, joining, killed and stopped mid-stream: every
-channel exactly once, every aggregate window once, all in one shared base_path."""
+channel exactly once, every aggregate window once, all in one shared base_path (a directory,
+or an s3:// prefix)."""
 
 from __future__ import annotations
 
@@ -33,11 +34,18 @@ from tests.workers import WorkerProcess, lines_of, wait_for_lines
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("output", ["files", "s3"])
 def test_workers_join_die_and_leave_without_loss_or_duplicate(
-    make_config: ConfigFactory, tmp_path: Path
+    make_config: ConfigFactory, tmp_path: Path, output: str, request: pytest.FixtureRequest
 ) -> None:
+    shared = {"base_path": request.getfixturevalue("s3_base")} if output == "s3" else {}
     path, cfg = make_config(
-        {"kafka": {"partitions": 6}, "aggregation": {**AGG, "idle_seconds": 20}, "channels": FAST}
+        {
+            "kafka": {"partitions": 6},
+            "aggregation": {**AGG, "idle_seconds": 20},
+            "channels": FAST,
+            "output": shared,
+        }
     )
     create_topics(cfg)
     rng = random.Random(99)

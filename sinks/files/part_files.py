@@ -38,6 +38,7 @@ from pathlib import Path
 
 from sinks.atomic import fsync_dir
 from sinks.files.buckets import buckets_between
+from sinks.s3.location import S3Location, is_s3, location
 
 FINISHED = re.compile(r"^p(\d+)-(\d+)-(\d+)\.jsonl$")
 IN_PROGRESS_DIR = ".inprogress"
@@ -70,9 +71,9 @@ def in_progress_name(
 
 @dataclass(frozen=True)
 class PartFile:
-    """A finished part file and the offsets its lines came from."""
+    """A finished part file (or S3 object) and the offsets its lines came from."""
 
-    path: Path
+    path: Path  # or an S3Location
     partition: int
     first: int
     last: int
@@ -101,11 +102,31 @@ class Checkpoint:
         return code_bucket(self._match().group(4))
 
 
+def bucket_files(directory: Path | S3Location, bucket: str) -> list[PartFile]:
+    """The finished part files of one time bucket (`date=…/hour=…`), unordered."""
+    if is_s3(directory):
+        from sinks.s3.listing import in_bucket
+
+        return in_bucket(location(directory), bucket)  # type: ignore[arg-type]
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(Path(directory) / bucket):
+            m = FINISHED.match(entry.name)
+            if m:
+                found.append(PartFile(Path(entry.path), *map(int, m.groups())))
+    return found
+
+
 def finished_files(
-    directory: Path, since: int | None = None, until: int | None = None
+    directory: Path | S3Location, since: int | None = None, until: int | None = None
 ) -> list[PartFile]:
     """Finished part files in (partition, offset) order, from the buckets that can hold times
-    in [since, until) and the flat layout of older versions; hidden and foreign names ignored."""
+    in [since, until) and the flat layout of older versions; hidden and foreign names ignored.
+    An `s3://` location lists its finished objects instead (sinks/s3/listing.py)."""
+    if is_s3(directory):
+        from sinks.s3.listing import finished_objects
+
+        return finished_objects(location(directory), since, until)  # type: ignore[arg-type]
     found = []
     for folder in [directory, *buckets_between(directory, since, until)]:
         with contextlib.suppress(FileNotFoundError):
@@ -233,6 +254,9 @@ class PartitionWriter:
         file.size += len(data)
         file.last = last
         self._active = bucket
+
+    def sync(self) -> None:
+        """Every append is durable when it returns (fsynced): nothing to wait for."""
 
     @property
     def open_buckets(self) -> set[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sinks.files.buckets import HOUR_MS, bucket_start, buckets
 from sinks.files.part_files import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, code_bucket
+from sinks.s3.location import S3Location
 
 
 def headed_for(directory: Path) -> set[str]:
@@ -27,9 +28,13 @@ def headed_for(directory: Path) -> set[str]:
     return found
 
 
-def delete_before(directory: Path, cutoff_ms: int) -> int:
+def delete_before(directory: Path | S3Location, cutoff_ms: int) -> int:
     """Delete the finished files of every bucket that ended at or before `cutoff_ms`;
-    return how many files went."""
+    return how many files went (objects, below an `s3://` location: sinks/s3/retention.py)."""
+    if isinstance(directory, S3Location):
+        from sinks.s3 import retention
+
+        return retention.delete_before(directory, cutoff_ms)
     busy = headed_for(directory)
     deleted = 0
     for name, path in sorted(buckets(directory)):

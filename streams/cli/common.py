@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from sinks.files.buckets import parse_time
+from sinks.s3.location import is_s3
 from streams.config import ConfigError, JsonEngineConfig, load_config
 
 err = Console(stderr=True, soft_wrap=True)
@@ -25,10 +26,20 @@ ConfigOption = Annotated[
     ),
 ]
 PortOption = Annotated[int, typer.Option("--port", help="Client port of the first node.")]
+
+
+def existing_output(value: Path) -> Path:
+    """A directory that exists, or an `s3://bucket/prefix` (checked when it is read)."""
+    if not is_s3(value) and not value.is_dir():
+        raise typer.BadParameter(f"Directory '{value}' does not exist.")
+    return value
+
+
 OutputDir = Annotated[
     Path,
     typer.Argument(
-        exists=True, file_okay=False, help="The output base path (holds events/, comparisons/…)."
+        callback=existing_output,
+        help="The output base path (holds events/, comparisons/…), or s3://bucket/prefix.",
     ),
 ]
 

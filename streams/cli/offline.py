@@ -31,6 +31,7 @@ from streams.cli.common import (
     UntilOption,
     config_or_exit,
     err,
+    existing_output,
     fail,
     time_bounds,
 )
@@ -83,9 +84,9 @@ def aggregate(
         Path,
         typer.Option(
             "--from-files",
-            exists=True,
-            file_okay=False,
-            help="Output base path whose events/ and comparisons/ files are aggregated.",
+            callback=existing_output,
+            help="Output base path (or s3://bucket/prefix) whose events/ and comparisons/ "
+            "files are aggregated.",
         ),
     ],
     window_minutes: WindowOption = None,

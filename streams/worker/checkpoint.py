@@ -37,6 +37,7 @@ from streams.topics import PARTITIONER
 from streams.worker.faults import fault_point
 from streams.worker.outbox import Outgoing
 from streams.worker.pipeline import TP, Pipeline
+from streams.worker.sink import SinkUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -187,7 +188,10 @@ class Checkpointer:
         lines_waiting = pipeline.waiting > 0
         if lines_waiting:
             fault_point("before_write")
-        pipeline.flush()
+        try:
+            pipeline.flush()
+        except SinkUnavailable as exc:  # nothing of it is committed: roll back, retry later
+            raise CheckpointError(str(exc)) from exc
         if lines_waiting:
             fault_point("after_write")
         outgoing = list(pipeline.drain())
@@ -201,7 +205,10 @@ class Checkpointer:
         self._transact(outgoing, offsets)
         if lines_waiting:
             fault_point("after_commit")
-        pipeline.committed(progress)
+        try:
+            pipeline.committed(progress)
+        except SinkUnavailable as exc:  # committed, not published: the recovery publishes it
+            raise CheckpointError(str(exc)) from exc
         return True
 
     def recover(self, tps: list[TP]) -> dict[TP, int]:
@@ -227,7 +234,10 @@ class Checkpointer:
             claims.append(TopicPartition(*key, offset, metadata=encode(epoch + 1, files)))
         self._transact([], claims)  # fenced: from here on these epochs are ours
         fault_point("after_claim")
-        self.pipeline.recover(plan)
+        try:
+            self.pipeline.recover(plan)
+        except SinkUnavailable as exc:
+            raise CheckpointError(str(exc)) from exc
         resume = {key: offset for key, offset, _epoch, _file in plan}
         log.info("recovered %d partitions: %s", len(resume), sorted(resume.items()))
         return resume

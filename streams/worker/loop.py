@@ -32,6 +32,7 @@ from streams.worker.checkpoint import Checkpointer, CheckpointError, bounded
 from streams.worker.faults import fault_fails, fault_skip
 from streams.worker.observability import Health
 from streams.worker.pipeline import TP, Pipeline
+from streams.worker.sink import SinkUnavailable
 
 log = logging.getLogger(__name__)
 BATCH = 10_000
@@ -112,7 +113,6 @@ class BatchLoop(threading.Thread):
         self._leave()
 
     def _run(self) -> None:
-        pipeline = self.pipeline
         for topic, consumer in self.consumers.items():
             consumer.subscribe(
                 [topic],
@@ -121,32 +121,42 @@ class BatchLoop(threading.Thread):
                 on_lost=self._on_lost,
             )
         while not self.stopping.is_set():
-            now = time.monotonic()
-            self._ensure_topics(now)
-            if self.pending and now >= self._retry_at:
-                self._recover_pending()
-            idle = True
-            for consumer in self.consumers.values():  # none may wait while another has records
-                messages = consumer.consume(self.batch, 0)
-                if messages:
-                    idle = False
-                    self._take(messages, now)
-            if idle:
-                time.sleep(IDLE_SECONDS)
-            now = time.monotonic()
-            if pipeline.due(now):
-                self._checkpoint()
-            pipeline.roll_due(now)
-            self._retention(now)
-            self._measure_lag(now)
-            self._watch_outage(now)
-            self.health.tick()
-            joined = len(self.joined) == len(self.consumers)
-            ready = joined and not self.pending and self._down_since is None
-            if ready and not self.ready:
-                log.info("ready: reading %d partitions", len(self.pipeline.ready))
-                self.was_ready = True
-            self.ready = ready
+            try:
+                self._pass()
+            except SinkUnavailable as exc:  # e.g. the S3 server is down: wait, never commit
+                log.error("output unavailable, back to the last checkpoint (will retry): %s", exc)
+                self._roll_back()
+                self.ready = False
+
+    def _pass(self) -> None:
+        """One pass: recover what waits, read every consumer once, checkpoint when due."""
+        pipeline = self.pipeline
+        now = time.monotonic()
+        self._ensure_topics(now)
+        if self.pending and now >= self._retry_at:
+            self._recover_pending()
+        idle = True
+        for consumer in self.consumers.values():  # none may wait while another has records
+            messages = consumer.consume(self.batch, 0)
+            if messages:
+                idle = False
+                self._take(messages, now)
+        if idle:
+            time.sleep(IDLE_SECONDS)
+        now = time.monotonic()
+        if pipeline.due(now):
+            self._checkpoint()
+        pipeline.roll_due(now)
+        self._retention(now)
+        self._measure_lag(now)
+        self._watch_outage(now)
+        self.health.tick()
+        joined = len(self.joined) == len(self.consumers)
+        ready = joined and not self.pending and self._down_since is None
+        if ready and not self.ready:
+            log.info("ready: reading %d partitions", len(self.pipeline.ready))
+            self.was_ready = True
+        self.ready = ready
 
     def _take(self, messages: list, now: float) -> None:
         """One consumer's batch to the pipeline, and a checkpoint as soon as one is due."""

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import sys
+
 import faust
 
+from sinks.s3.location import S3Location
+from sinks.s3.store import ObjectStoreError, store_of
 from streams.config import JsonEngineConfig
 from streams.worker.app import create_app
 from streams.worker.observability import logging_config, serve
 
 EXIT_FATAL = 3
+EXIT_SETUP = 2  # the output cannot be used: nothing started
 
 
 def run_worker(config: JsonEngineConfig, loglevel: str = "info", log_format: str = "json") -> int:
-    """Return the process exit code: 0 after a graceful stop, EXIT_FATAL after a crash."""
-    config.output.base_path.mkdir(parents=True, exist_ok=True)
+    """Return the process exit code: 0 after a graceful stop, EXIT_FATAL after a crash,
+    EXIT_SETUP when the output cannot be used (a missing bucket, refused credentials)."""
+    base = config.output.base_path
+    if isinstance(base, S3Location):
+        try:
+            store_of(base).check(base)
+        except ObjectStoreError as exc:
+            print(f"error: output.base_path {base}: {exc}", file=sys.stderr)
+            return EXIT_SETUP
+    else:
+        base.mkdir(parents=True, exist_ok=True)
     app, worker = create_app(config)
     if config.metrics.port:
         serve(config.metrics.port, worker.metrics, worker.health)

@@ -10,9 +10,7 @@ never become visible.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +20,9 @@ from typing import Any
 import orjson
 
 from sinks.files.buckets import HOUR_MS, bucket_of, bucket_start
-from sinks.files.part_files import FINISHED, Checkpoint, PartitionWriter
+from sinks.files.part_files import Checkpoint, PartitionWriter, bucket_files
+from sinks.reader import part_lines
+from sinks.s3.location import S3Location
 from streams.config import ChannelConfig
 from streams.validation import ValidationError
 from streams.worker.dead_letter import DeadLetterPolicy
@@ -33,6 +33,17 @@ log = logging.getLogger(__name__)
 
 class SinkWriteError(Exception):
     """A part file could not be written (full disk, unwritable directory): stop committing."""
+
+
+class SinkUnavailable(SinkWriteError):
+    """The output cannot be reached for now (an S3 server down or failing): nothing past the
+    last checkpoint counts; roll back and try again later."""
+
+
+def write_error(message: str, exc: BaseException) -> SinkWriteError:
+    """SinkUnavailable for a failure that a retry later may get past, else SinkWriteError."""
+    transient = getattr(exc, "transient", False)
+    return (SinkUnavailable if transient else SinkWriteError)(f"{message}: {exc}")
 
 
 @dataclass
@@ -77,7 +88,7 @@ class ChannelSink:
         channel: str,
         topic: str,
         config: ChannelConfig,
-        base_path: Path,
+        base_path: Path | S3Location,
         dead_letters: DeadLetterPolicy,
         dedupe_key: Callable[[dict[str, Any]], str] | None = None,
         dedupe_horizon_hours: float = 168,
@@ -103,22 +114,32 @@ class ChannelSink:
 
     def assign(self, partition: int, epoch: int, checkpoints: list[Checkpoint]) -> None:
         """The partition is ours in `epoch`: roll forward its committed files, drop older ones."""
-        writer = PartitionWriter(
-            self.directory, partition, epoch, self.config.roll_bytes, self.config.roll_seconds
-        )
+        writer = self._writer(partition, epoch)
         try:
             writer.recover(checkpoints)
         except OSError as exc:
-            raise SinkWriteError(
+            writer.abandon()
+            raise write_error(
                 f"{self.channel}: cannot recover part files of partition {partition} in "
-                f"{self.directory} (do all workers share output.base_path?): {exc}"
+                f"{self.directory} (do all workers share output.base_path?)",
+                exc,
             ) from exc
         self._writers[partition] = writer
         log.info("%s: partition %d recovered (owner epoch %d)", self.channel, partition, epoch)
 
+    def _writer(self, partition: int, epoch: int) -> PartitionWriter:
+        roll_bytes, roll_seconds = self.config.roll_bytes, self.config.roll_seconds
+        if isinstance(self.directory, S3Location):
+            from sinks.s3.part_objects import S3PartitionWriter
+
+            return S3PartitionWriter(self.directory, partition, epoch, roll_bytes, roll_seconds)
+        return PartitionWriter(self.directory, partition, epoch, roll_bytes, roll_seconds)
+
     def legacy_recover(self, partition: int) -> int | None:
         """Finish part files of the layout before fenced checkpoints (an upgrade); return the
         next offset they prove, if they hold any of the partition."""
+        if isinstance(self.directory, S3Location):
+            return None  # S3 output began with fenced checkpoints
         writer = PartitionWriter(self.directory, partition, 0, 0, 0)
         try:
             return writer.recover_legacy()
@@ -235,17 +256,16 @@ class ChannelSink:
         """The ids one bucket's files of this partition already hold."""
         assert self.dedupe_key is not None
         seen: set[str] = set()
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.directory / bucket):
-                m = FINISHED.match(entry.name)
-                if m is None or int(m.group(1)) != partition:
-                    continue
-                with open(entry.path, "rb") as f:
-                    for line in f:
-                        try:
-                            seen.add(self.dedupe_key(orjson.loads(line)))
-                        except (orjson.JSONDecodeError, KeyError, TypeError):
-                            continue
+        try:
+            parts = [p for p in bucket_files(self.directory, bucket) if p.partition == partition]
+            for part in parts:
+                for line in part_lines(part):
+                    try:
+                        seen.add(self.dedupe_key(orjson.loads(line)))
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue
+        except OSError as exc:
+            raise write_error(f"{self.channel}: reading the ids of {bucket}", exc) from exc
         return seen
 
     def _forget_old_ids(self) -> None:
@@ -279,6 +299,15 @@ class ChannelSink:
         for partition, by_bucket in self._pending.items():
             for bucket, pending in by_bucket.items():
                 self._write(partition, bucket, pending)
+        for partition in self._pending:
+            try:
+                self._writers[partition].sync()  # S3: the uploads of the parts, in parallel
+            except OSError as exc:
+                raise write_error(
+                    f"{self.channel}: writing partition {partition} to {self.directory} "
+                    "failed; nothing after the last checkpoint counts",
+                    exc,
+                ) from exc
         self._pending.clear()
         self.counters.batches += 1
         self.flush_durations.append(time.perf_counter() - started)
@@ -290,9 +319,10 @@ class ChannelSink:
         try:
             self._writers[partition].append(data, pending.first, pending.last, bucket)
         except OSError as exc:
-            raise SinkWriteError(
+            raise write_error(
                 f"{self.channel}: writing {len(data)} bytes for partition {partition} to "
-                f"{self.directory} failed: {exc}; nothing after the last checkpoint counts"
+                f"{self.directory} failed; nothing after the last checkpoint counts",
+                exc,
             ) from exc
         self.counters.written += len(pending.lines)
         self.counters.bytes += len(data)
@@ -303,13 +333,19 @@ class ChannelSink:
 
     def committed(self) -> None:
         """The checkpoint was committed: files may finish now."""
-        for writer in self._writers.values():
-            writer.committed()
+        try:
+            for writer in self._writers.values():
+                writer.committed()
+        except OSError as exc:  # the next recovery publishes what is committed
+            raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
         self._forget_old_ids()
 
     def roll_due(self, now: float) -> None:
-        for writer in self._writers.values():
-            writer.roll_due(now)
+        try:
+            for writer in self._writers.values():
+                writer.roll_due(now)
+        except OSError as exc:
+            raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
 
 
 def _jsonl(values: list[bytes]) -> bytes:

@@ -50,6 +50,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.persistence.existingClaim | default (printf "%s-output" (include "json-engine.fullname" .)) }}
 {{- end }}
 
+{{/* s3://bucket/prefix of the output in S3 mode. */}}
+{{- define "json-engine.s3Url" -}}
+{{- if .Values.s3.prefix }}
+{{- printf "s3://%s/%s" .Values.s3.bucket .Values.s3.prefix }}
+{{- else }}
+{{- printf "s3://%s" .Values.s3.bucket }}
+{{- end }}
+{{- end }}
+
 {{/* Path of the config file inside the container. */}}
 {{- define "json-engine.configPath" -}}
 /etc/json-engine/config.yaml
@@ -89,7 +98,14 @@ so that the mounts, probes and Service agree with what the worker does.
 */}}
 {{- define "json-engine.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
-{{- $owned := dict "output" (dict "base_path" .Values.persistence.mountPath) "metrics" (dict "port" (int .Values.metrics.port)) }}
+{{- $output := dict "base_path" .Values.persistence.mountPath }}
+{{- if .Values.s3.enabled }}
+{{- $s3 := dict "addressing_style" .Values.s3.addressingStyle "spool_dir" .Values.s3.spool.mountPath }}
+{{- with .Values.s3.endpoint }}{{ $_ := set $s3 "endpoint_url" . }}{{ end }}
+{{- with .Values.s3.region }}{{ $_ := set $s3 "region" . }}{{ end }}
+{{- $output = dict "base_path" (include "json-engine.s3Url" .) "s3" $s3 }}
+{{- end }}
+{{- $owned := dict "output" $output "metrics" (dict "port" (int .Values.metrics.port)) }}
 {{- if and .Values.kafka.bootstrapServers (not .Values.kafka.existingSecret) }}
 {{- $_ := set $owned "kafka" (dict "bootstrap_servers" .Values.kafka.bootstrapServers) }}
 {{- end }}
@@ -153,6 +169,18 @@ so that the mounts, probes and Service agree with what the worker does.
   value: /etc/json-engine/tls/{{ . }}
 {{- end }}
 {{- end }}
+{{- if and .Values.s3.enabled .Values.s3.existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.s3.existingSecret }}
+      key: {{ .Values.s3.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.s3.existingSecret }}
+      key: {{ .Values.s3.secretAccessKeyKey }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -164,8 +192,13 @@ so that the mounts, probes and Service agree with what the worker does.
   mountPath: /etc/json-engine/config.yaml
   subPath: config.yaml
   readOnly: true
+{{- if .Values.s3.enabled }}
+- name: spool
+  mountPath: {{ .Values.s3.spool.mountPath }}
+{{- else }}
 - name: output
   mountPath: {{ .Values.persistence.mountPath }}
+{{- end }}
 - name: tmp
   mountPath: /tmp
 {{- if .Values.kafka.tls.existingSecret }}

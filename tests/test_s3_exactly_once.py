@@ -1,0 +1,231 @@
+"""Exactly once on S3 under SIGKILL at every fault point and at random instants, and an S3
+server that stops or refuses writes: the worker waits with a clear error, never commits past
+what is durable, and completes the job once the server is back.
+
+A restarted worker starts with an empty spool (a new process, as on another machine), so
+every committed file it finishes comes from the hidden part objects alone. Every visible
+object is whole at every instant and never rewritten (PartialObjectWatcher).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from sinks.s3.location import S3Location
+from streams import events, local_s3
+from streams.topics import create_topics
+from tests.conftest import TEST_S3_PORT, ConfigFactory, S3Service
+from tests.workers import READY, WorkerProcess, lines_of, produce, wait_for_lines
+
+FAST = {
+    "engine_execution": {
+        "buffer_size": 500,
+        "auto_flush_seconds": 0.2,
+        "roll_bytes": 400_000,
+        "roll_seconds": 1.0,
+    }
+}
+
+
+def objects(client: object, base: str) -> dict[str, tuple[str, int]]:
+    """key below the base → (ETag, size) of every object."""
+    where = S3Location.parse(base)
+    found = {}
+    paginator = client.get_paginator("list_objects_v2")  # type: ignore[attr-defined]
+    for page in paginator.paginate(Bucket=where.bucket, Prefix=where.prefix):
+        for item in page.get("Contents", ()):
+            found[item["Key"][len(where.prefix) :]] = (item["ETag"], item["Size"])
+    return found
+
+
+def visible(keys: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+    return {
+        k: v
+        for k, v in keys.items()
+        if k.endswith(".jsonl") and not any(s.startswith(".") for s in k.split("/"))
+    }
+
+
+class PartialObjectWatcher(threading.Thread):
+    """Lists and reads every visible object over and over: any that is not whole JSON lines,
+    or that changes after it was first seen, is a failure."""
+
+    def __init__(self, s3: S3Service, base: str):
+        super().__init__(daemon=True)
+        self.client = s3.client()
+        self.base = base
+        self.where = S3Location.parse(base)
+        self.stop = threading.Event()
+        self.bad: list[str] = []
+        self.seen: dict[str, tuple[str, int]] = {}
+        self.reads = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(Exception):  # the server may be down on purpose
+                for key, identity in visible(objects(self.client, self.base)).items():
+                    first = self.seen.setdefault(key, identity)
+                    if first != identity:
+                        self.bad.append(f"{key} rewritten: {first} → {identity}")
+                    if key in self.seen and self.reads % 7:
+                        continue  # read each object now and then, list all the time
+                    body = self.client.get_object(
+                        Bucket=self.where.bucket, Key=self.where.prefix + key
+                    )["Body"].read()
+                    self.reads += 1
+                    if not body.endswith(b"\n"):
+                        self.bad.append(f"{key}: no final newline")
+                    for line in body.splitlines():
+                        try:
+                            orjson.loads(line)
+                        except orjson.JSONDecodeError:
+                            self.bad.append(f"{key}: {line[:60]!r}")
+            time.sleep(0.05)
+
+
+def executions(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    return [events.engine_execution(rng, f"e{i % 8}", now + i) for i in range(n)]
+
+
+def assert_once(cfg: object, execs: list[dict]) -> None:
+    ids = [orjson.loads(line)["trace_id"] for line in lines_of(cfg, "engine_execution")]  # type: ignore[arg-type]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
+    assert set(ids) == {e["trace_id"] for e in execs}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fault",
+    ["before_write:kill:3", "after_write:kill:3", "after_commit:kill:3", "after_claim:kill:1"],
+)
+def test_sigkill_at_each_fault_point_on_s3(
+    make_config: ConfigFactory, tmp_path: Path, s3_base: str, s3_service: S3Service, fault: str
+) -> None:
+    path, cfg = make_config({"output": {"base_path": s3_base}, "channels": FAST})
+    create_topics(cfg)
+    execs = executions(6000, seed=len(fault))
+    worker = WorkerProcess(path, tmp_path, "faulty", env={"JSON_ENGINE_FAULT": fault})
+    worker.start(wait_ready=False)
+    produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[:3000]])
+    assert worker.wait(120) == -9, worker.tail()  # killed at the fault point
+    before = visible(objects(s3_service.client(), s3_base))
+    hidden = [k for k in objects(s3_service.client(), s3_base) if "/.inprogress/" in f"/{k}"]
+    if fault.startswith(("after_write", "after_commit")):
+        assert hidden, "the killed worker left no part objects"
+    again = WorkerProcess(path, tmp_path, "after").start()  # a new process: an empty spool
+    produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[3000:]])
+    wait_for_lines(cfg, "engine_execution", len(execs), timeout=120)
+    assert again.terminate() == 0
+    assert_once(cfg, execs)
+    after = objects(s3_service.client(), s3_base)
+    for key, identity in before.items():
+        assert after.get(key) == identity, f"{key} was rewritten or removed"
+    left = [k for k in after if any(s.startswith(".") for s in k.split("/"))]
+    assert left == [], "hidden objects left after a graceful stop"
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_on_s3(
+    make_config: ConfigFactory, tmp_path: Path, s3_base: str, s3_service: S3Service
+) -> None:
+    path, cfg = make_config({"output": {"base_path": s3_base}, "channels": FAST})
+    create_topics(cfg)
+    rng = random.Random(42)
+    execs = executions(20_000, seed=42)
+    watcher = PartialObjectWatcher(s3_service, s3_base)
+    watcher.start()
+    worker = WorkerProcess(path, tmp_path).start()
+
+    def publish_in_chunks() -> None:
+        for start in range(0, len(execs), 2000):
+            produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[start : start + 2000]])
+            time.sleep(0.3)
+
+    publisher = threading.Thread(target=publish_in_chunks)
+    publisher.start()
+    kills = 0
+    try:
+        while kills < 5:
+            time.sleep(rng.uniform(0.5, 2.5))
+            worker.kill()
+            kills += 1
+            worker.start(wait_ready=kills % 2 == 0)  # sometimes killed again during start-up
+        publisher.join()
+        wait_for_lines(cfg, "engine_execution", len(execs), timeout=180)
+        worker.wait_for(READY)
+        assert worker.terminate() == 0
+    finally:
+        watcher.stop.set()
+        watcher.join()
+        worker.kill()
+    assert_once(cfg, execs)
+    assert watcher.reads > 0 and watcher.bad == []
+
+
+@pytest.fixture
+def own_s3(tmp_path: Path, s3_service: S3Service, monkeypatch: pytest.MonkeyPatch):
+    """A versitygw of this test's own (it stops and starts it), on a tmpfs it can make
+    read-only; the AWS variables point at it."""
+    data_dir = tmp_path / "s3"
+    mount = data_dir / "buckets"  # the posix backend's folder; log and PID stay outside
+    mount.mkdir(parents=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    server = local_s3.up(TEST_S3_PORT + 1, data_dir)
+    try:
+        server.create_bucket("json-engine-outage")
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield server
+    finally:
+        local_s3.down(server)
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outage", ["stopped", "read-only"])
+def test_an_s3_outage_pauses_the_worker_and_commits_nothing_past_it(
+    make_config: ConfigFactory, tmp_path: Path, own_s3: local_s3.LocalS3, outage: str
+) -> None:
+    base = f"s3://json-engine-outage/{outage}"
+    path, cfg = make_config({"output": {"base_path": base}, "channels": FAST})
+    create_topics(cfg)
+    execs = executions(6000, seed=9)
+    worker = WorkerProcess(path, tmp_path).start()
+    produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[:2000]])
+    wait_for_lines(cfg, "engine_execution", 2000, timeout=60)
+    mount = own_s3.root
+    if outage == "stopped":
+        local_s3.down(own_s3)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[2000:4000]])
+    time.sleep(12)  # several checkpoints and retries while it is out
+    assert worker.alive(), worker.tail()
+    log = worker.log()
+    assert b"checkpoint failed" in log or b"output unavailable" in log, worker.tail()
+    if outage == "stopped":
+        assert own_s3.endpoint.encode() in log  # the error says which server
+        local_s3.up(own_s3.port, own_s3.data_dir)
+    else:
+        assert b"writing" in log
+        subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=True)
+    produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[4000:]])
+    wait_for_lines(cfg, "engine_execution", len(execs), timeout=120)
+    assert worker.terminate() == 0
+    assert_once(cfg, execs)
