@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -307,9 +308,28 @@ class S3Store:
                 self.delete(probe.bucket, [probe.key])
 
 
-@functools.lru_cache(maxsize=8)
+# The standard AWS variables a client reads when it is made: a store made before one of them
+# changed (tests, a process that re-points its environment) is not the one to use after.
+AWS_ENVIRONMENT = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
+
+
 def store_for(options: S3Options | None) -> S3Store:
-    """One store per set of options in a process (boto3 clients are thread-safe)."""
+    """One store per set of options and AWS environment in a process (boto3 clients are
+    thread-safe)."""
+    return _store(options, tuple(os.environ.get(name) for name in AWS_ENVIRONMENT))
+
+
+@functools.lru_cache(maxsize=8)
+def _store(options: S3Options | None, _environment: tuple[str | None, ...]) -> S3Store:
     return S3Store(options or S3Options())
 
 
