@@ -32,8 +32,8 @@ from sinks.files.buckets import HOUR_MS, bucket_of
 from sinks.files.part_files import FINISHED, finished_name
 from sinks.files.retention import delete_before
 from streams.config import ChannelConfig, JsonEngineConfig
-from streams.worker.dead_letter import DeadLetterPolicy
-from streams.worker.route import LocalRecord
+from streams.readers.dead_letter import DeadLetterPolicy
+from streams.readers.route import LocalRecord
 from streams.worker.sink import ChannelSink
 
 

@@ -36,9 +36,9 @@ from streams.config import JsonEngineConfig, OtlpConfig
 from streams.otlp.decode import decode, encode_json
 from streams.otlp.mapping import genai_spans, to_event
 from streams.otlp.reader import OtlpReader
+from streams.readers.dead_letter import DeadLetterPolicy
+from streams.readers.route import LocalRecord
 from streams.validation import Validator
-from streams.worker.dead_letter import DeadLetterPolicy
-from streams.worker.route import LocalRecord
 
 TS = 1_764_300_000_000
 MS = 1_000_000

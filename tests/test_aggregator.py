@@ -19,8 +19,8 @@ from confluent_kafka import Consumer
 from sinks.offline.aggregate_batch import aggregate_frames
 from streams.aggregates.windows import WindowState
 from streams.publisher import Publisher
+from streams.readers.route import LocalRecord
 from streams.topics import create_topics
-from streams.worker.route import LocalRecord
 from tests.conftest import ConfigFactory
 from tests.workers import READY, WorkerProcess, lines_of, records, wait_for_lines
 
@@ -283,7 +283,7 @@ def test_lateness_is_decided_by_the_partitions_own_stream_time_in_offset_order()
     from streams.aggregates.aggregator import Aggregator
     from streams.aggregates.local import LocalState
     from streams.config import JsonEngineConfig
-    from streams.worker.dead_letter import DeadLetterPolicy
+    from streams.readers.dead_letter import DeadLetterPolicy
 
     cfg = JsonEngineConfig()
     cfg.aggregation.window_minutes = 0.05

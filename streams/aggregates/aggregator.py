@@ -25,10 +25,10 @@ from streams.aggregates.local import (
 )
 from streams.aggregates.merge import Merge
 from streams.config import JsonEngineConfig
+from streams.readers.dead_letter import DeadLetterPolicy
+from streams.readers.outbox import Outgoing
 from streams.topics import aggregates_partials_topic, topic_name
 from streams.validation import ValidationError
-from streams.worker.dead_letter import DeadLetterPolicy
-from streams.worker.outbox import Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ import orjson
 from streams.aggregates import changelog
 from streams.aggregates.windows import WindowState, window_start
 from streams.config import JsonEngineConfig
+from streams.readers.outbox import Outgoing
+from streams.readers.route import Parsed, record_time
 from streams.topics import aggregates_partials_topic, aggregates_state_topic
 from streams.validation import ValidationError
-from streams.worker.outbox import Outgoing
-from streams.worker.route import Parsed, record_time
 
 # (engine_id, event time, fold into the window): one observation of an input record.
 Fold = Callable[[WindowState], None]

@@ -24,9 +24,9 @@ import orjson
 from streams.aggregates import changelog
 from streams.aggregates.windows import WindowState
 from streams.config import JsonEngineConfig
+from streams.readers.outbox import Outgoing
+from streams.readers.route import Parsed
 from streams.topics import aggregates_state_topic, topic_name
-from streams.worker.outbox import Outgoing
-from streams.worker.route import Parsed
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ mapped (streams/otlp/mapping.py), validated against the engine_execution schema 
 keyed by engine_id, for the engine-execution topic. From there it is sunk, aggregated and
 reported like any other execution.
 
-- **Replays: exactly once by transaction** (streams/worker/derived.py). The events are
+- **Replays: exactly once by transaction** (streams/readers/derived.py). The events are
   published in the checkpoint transaction that commits the OTLP offsets they came from; a
   replay after a crash derives them again, and the earlier copies, in an aborted transaction,
   are never seen by the read-committed sink and aggregation.
@@ -42,12 +42,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from streams.config import JsonEngineConfig
 from streams.otlp.decode import INVALID_OTLP, OtlpError, decode
 from streams.otlp.mapping import NoModel, SpanError, genai_spans, identity, span_json, to_event
+from streams.readers.dead_letter import DeadLetterPolicy
+from streams.readers.derived import DerivingReader
+from streams.readers.outbox import Outgoing
+from streams.readers.route import Parsed
 from streams.topics import topic_name
 from streams.validation import ValidationError, Validator
-from streams.worker.dead_letter import DeadLetterPolicy
-from streams.worker.derived import DerivingReader
-from streams.worker.outbox import Outgoing
-from streams.worker.route import Parsed
 
 log = logging.getLogger(__name__)
 CHANNEL = "otlp"  # the dead letters' channel: the config key of this input

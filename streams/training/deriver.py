@@ -1,6 +1,6 @@
 """The training-sample deriver: a reader of the comparison topic inside the worker.
 
-Exactly once end to end by transaction (streams/worker/derived.py): a sample is published in
+Exactly once end to end by transaction (streams/readers/derived.py): a sample is published in
 the checkpoint transaction that commits its comparison's offset, so a replay after a crash
 never shows a second copy to the read-committed sink. Its id is a UUIDv5 of the comparison_id
 and it is keyed by that id, so a copy published by anyone else lands in the same partition,
@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 
 from streams.config import JsonEngineConfig
+from streams.readers.derived import DerivingReader
+from streams.readers.route import record_time
 from streams.topics import topic_name
 from streams.training.samples import derive_sample
 from streams.validation import ValidationError, Validator
-from streams.worker.derived import DerivingReader
-from streams.worker.route import record_time
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A checkpoint is one transaction of the worker's transactional producer that holds:
 - the records queued since the last one (dead letters, training samples, the aggregation's
-  partials, state and closed windows; streams/worker/outbox.py);
+  partials, state and closed windows; streams/readers/outbox.py);
 - the consumer offsets of every partition that moved, each with metadata naming the owner
   epoch and the partition's open part files, their sizes and last offsets
   (sinks/files/part_files.py), sent with the group metadata of the topic's consumer (one
@@ -33,9 +33,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from sinks.files.part_files import Checkpoint
 from streams.config import JsonEngineConfig
+from streams.readers.outbox import Outgoing
 from streams.topics import PARTITIONER
 from streams.worker.faults import fault_point
-from streams.worker.outbox import Outgoing
 from streams.worker.pipeline import TP, Pipeline
 from streams.worker.sink import SinkUnavailable
 

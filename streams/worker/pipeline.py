@@ -17,12 +17,12 @@ from sinks.files.part_files import Checkpoint
 from streams.aggregates.aggregator import Aggregator
 from streams.config import CHANNELS, JsonEngineConfig
 from streams.otlp.reader import OtlpReader
+from streams.readers.dead_letter import DeadLetterPolicy
+from streams.readers.outbox import Outgoing
+from streams.readers.route import RAW, Reader, TopicRoute
 from streams.topics import topic_name
 from streams.training.deriver import TrainingDeriver
 from streams.validation import Validator
-from streams.worker.dead_letter import DeadLetterPolicy
-from streams.worker.outbox import Outgoing
-from streams.worker.route import RAW, Reader, TopicRoute
 from streams.worker.sink import ChannelSink
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from sinks.files.part_files import Checkpoint, PartitionWriter, bucket_files
 from sinks.reader import part_lines
 from sinks.s3.location import S3Location
 from streams.config import ChannelConfig
+from streams.readers.dead_letter import DeadLetterPolicy
+from streams.readers.route import Parsed, record_time
 from streams.validation import ValidationError
-from streams.worker.dead_letter import DeadLetterPolicy
-from streams.worker.route import Parsed, record_time
 
 log = logging.getLogger(__name__)
 

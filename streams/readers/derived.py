@@ -2,7 +2,7 @@
 
 Exactly once by transaction: the derived records are queued while their sources are read and
 published in the checkpoint's transaction, together with the source offsets
-(streams/worker/outbox.py). A replay after a crash re-derives records whose earlier copies
+(streams/readers/outbox.py). A replay after a crash re-derives records whose earlier copies
 were aborted and are never seen by the read-committed sinks.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from streams.worker.outbox import Outgoing
-from streams.worker.route import Parsed
+from streams.readers.outbox import Outgoing
+from streams.readers.route import Parsed
 
 
 class DerivingReader:

@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 
 from streams.config import JsonEngineConfig
+from streams.readers.outbox import Outgoing
 from streams.topics import topic_name
 from streams.validation import ValidationError
-from streams.worker.outbox import Outgoing
 
 log = logging.getLogger(__name__)
 
