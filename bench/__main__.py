@@ -30,7 +30,7 @@ from bench.contenders import Contender, Context, registry
 from bench.contenders.quix import installed_version
 from bench.measure import Run, RunError
 from bench.workload import EVENTS_SCALE, PARTITIONS, SHAPES, Workload, publish
-from streams.local_kafka import LocalKafkaError
+from streams.local.kafka import LocalKafkaError
 
 HERE = Path(__file__).resolve().parent
 EXTRAS = ("validation", "publisher")

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams import local_kafka
+from streams.local import kafka as local_kafka
 
 DEFAULT_PORT = 19620
 

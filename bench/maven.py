@@ -1,5 +1,5 @@
 """Jars of extra JVM contenders (Kafka Connect), resolved from Maven Central with `mvn`, once,
-by the same resolver as the broker's (`streams.local_kafka.resolve_jars`). The cache sits
+by the same resolver as the broker's (`streams.local.kafka.resolve_jars`). The cache sits
 beside the broker's (`JSON_ENGINE_CACHE` or ~/.cache/json-engine), so `mvn`'s local
 repository serves what the broker already fetched.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams import local_kafka
+from streams.local import kafka as local_kafka
 
 
 def cache_root() -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 from bench import aggregation
 from bench.measure import Run
 from bench.workload import HOT_SHARE
-from streams import local_kafka
+from streams.local import kafka as local_kafka
 
 CEILINGS = ("consumer-perf", "confluent-raw")
 

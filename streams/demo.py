@@ -19,8 +19,9 @@ from rich.console import Console
 from sinks.atomic import atomic_write
 from sinks.offline.report import render_html
 from sinks.reader import channel_dir, iter_lines, read_records
-from streams import events, local_kafka
+from streams import events
 from streams.config import CHANNELS, JsonEngineConfig, load_config
+from streams.local import kafka as local_kafka
 from streams.otlp.produce import request_of
 from streams.publisher import Publisher
 from streams.topics import admin_client, consumer_group, create_topics, topic_name

@@ -1,12 +1,12 @@
 """One real broker for the whole session, and per-test topic prefixes and directories.
 
 Where the broker comes from: `KAFKA_BOOTSTRAP_SERVERS` if set; else a testcontainers Kafka
-container when a Docker engine answers; else the project's own local broker (`streams.local_kafka`),
+container when a Docker engine answers; else the project's own local broker (`streams.local.kafka`),
 started once per session and stopped after.
 
 The S3 server (tests of the S3 sink, `s3_base`): `AWS_ENDPOINT_URL` with the standard AWS
 credential variables if set (bucket `JSON_ENGINE_TEST_S3_BUCKET`, else one is created); else
-the project's own versitygw (`streams.local_s3`) on `JSON_ENGINE_TEST_S3_PORT` (19730),
+the project's own versitygw (`streams.local.s3`) on `JSON_ENGINE_TEST_S3_PORT` (19730),
 started once per session and stopped after, by PID.
 """
 
@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from streams import local_kafka, local_s3
 from streams.config import CHANNELS, JsonEngineConfig, load_config
+from streams.local import kafka as local_kafka
+from streams.local import s3 as local_s3
 
 TEST_BROKER_PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT", "19092"))
 TEST_S3_PORT = int(os.environ.get("JSON_ENGINE_TEST_S3_PORT", "19730"))

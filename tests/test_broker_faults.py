@@ -28,8 +28,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sinks.reader import channel_dir
-from streams import events, local_kafka
+from streams import events
 from streams.config import JsonEngineConfig
+from streams.local import kafka as local_kafka
 from streams.publisher import Publisher
 from streams.topics import PARTITIONER, create_topics, topic_name
 from streams.training import derive_sample

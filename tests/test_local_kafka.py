@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import local_kafka
+from streams.local import kafka as local_kafka
 from tests.workers import cli
 
 PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT_2", "19192"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from streams import local_s3
+from streams.local import s3 as local_s3
 from tests.conftest import S3Service
 
 

@@ -20,7 +20,8 @@ import orjson
 import pytest
 
 from sinks.s3.location import S3Location
-from streams import events, local_s3
+from streams import events
+from streams.local import s3 as local_s3
 from streams.topics import create_topics
 from tests.conftest import TEST_S3_PORT, ConfigFactory, S3Service
 from tests.workers import READY, WorkerProcess, lines_of, produce, wait_for_lines

@@ -21,8 +21,9 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, KafkaError
 
-from streams import events, local_kafka
+from streams import events
 from streams.config import KafkaConfig, load_config
+from streams.local import kafka as local_kafka
 from streams.publisher import DeliveryError, Publisher
 from streams.topics import create_topics, topic_name
 from tests import workers

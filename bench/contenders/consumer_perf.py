@@ -15,7 +15,7 @@ from datetime import datetime
 
 from bench.contenders import Contender, Context
 from bench.measure import Child, Run, RunError
-from streams import local_kafka
+from streams.local import kafka as local_kafka
 
 CLASS = "org.apache.kafka.tools.ConsumerPerformance"
 BATCH = 10_000

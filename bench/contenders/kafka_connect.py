@@ -16,7 +16,7 @@ from bench.contenders.consumer_perf import JVM_OPTS, java_command
 from bench.contenders.json_engine import free_port
 from bench.maven import resolve
 from bench.measure import Child, Run, RunError, count_lines, file_progress, result, watch
-from streams.local_kafka import KAFKA_VERSION, LOG4J_VERSION
+from streams.local.kafka import KAFKA_VERSION, LOG4J_VERSION
 
 ARTIFACTS = [
     f"org.apache.kafka:connect-runtime:{KAFKA_VERSION}",

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from streams import local_kafka
 from streams.cli.common import ConfigOption, PortOption, err, fail, out
+from streams.local import kafka as local_kafka
 
 kafka_app = typer.Typer(
     help="A real local Apache Kafka (KRaft) on 127.0.0.1.", no_args_is_help=True

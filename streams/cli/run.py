@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from streams import local_kafka
 from streams.cli.common import ConfigOption, PortOption, config_or_exit, fail, out
+from streams.local import kafka as local_kafka
 
 
 def worker(

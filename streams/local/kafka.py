@@ -19,13 +19,14 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from streams.local import processes
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -73,22 +74,12 @@ class LocalKafkaError(Exception):
 
 
 def cache_dir() -> Path:
-    """`$JSON_ENGINE_CACHE`, else `~/.cache/json-engine`, one folder per Kafka version."""
-    base = os.environ.get("JSON_ENGINE_CACHE") or Path.home() / ".cache" / "json-engine"
-    return Path(base) / f"kafka-{KAFKA_VERSION}"
+    """One folder per Kafka version in the cache."""
+    return processes.cache_dir(f"kafka-{KAFKA_VERSION}")
 
 
 def default_data_dir(port: int) -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "json-engine" / f"kafka-{port}"
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
+    return processes.default_data_dir(f"kafka-{port}")
 
 
 def provision() -> Path:
@@ -139,7 +130,7 @@ def resolve_jars(libs: Path, artifacts: list[str]) -> Path:
         if rc != 0:
             raise LocalKafkaError(
                 f"could not resolve {', '.join(artifacts)} from Maven Central (mvn exit {rc}); "
-                f"is the repository reachable? Last lines of the Maven log:\n{_tail(log)}"
+                f"is the repository reachable? Last lines of the Maven log:\n{processes.tail(log)}"
             )
         (work / "libs" / ".complete").write_text("\n".join(artifacts))
         with contextlib.suppress(FileNotFoundError):
@@ -206,12 +197,12 @@ class Cluster:
 
     def running(self, i: int) -> bool:
         pid = self.recorded_pid(i)
-        return pid is not None and _alive(pid)
+        return pid is not None and processes.alive(pid)
 
     def pids(self) -> list[int]:
         """PIDs recorded by `up` whose process still runs."""
         pids = (self.recorded_pid(i) for i in range(self.nodes))
-        return [pid for pid in pids if pid is not None and _alive(pid)]
+        return [pid for pid in pids if pid is not None and processes.alive(pid)]
 
     def properties(self, i: int) -> str:
         voters = ",".join(f"{n + 1}@127.0.0.1:{self.controller_port(n)}" for n in range(self.nodes))
@@ -269,30 +260,6 @@ class Cluster:
             f"{prefix}ssl.key.password={store_password}",
             f"{prefix}ssl.client.auth=none",
         ]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            return False
-    return True
-
-
-def _port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def broker_count(bootstrap: str, timeout: float = 3.0) -> int:
@@ -464,7 +431,7 @@ def up(
             return replace(cluster, sasl_port=configured)
     if running:
         down(cluster)
-    busy = [p for p in cluster.ports() if _port_taken(p)]
+    busy = [p for p in cluster.ports() if processes.port_taken(p)]
     if busy:
         raise LocalKafkaError(
             f"cannot start Kafka on 127.0.0.1: port(s) {busy} are taken by another process. "
@@ -524,19 +491,19 @@ def stop_node(cluster: Cluster, i: int, sig: int = signal.SIGKILL) -> int | None
     """Stop node i alone by its recorded PID (SIGKILL by default, as a crash would); wait
     until it has exited. Return the PID, or None when it was not running."""
     pid = cluster.recorded_pid(i)
-    if pid is None or not _alive(pid):
+    if pid is None or not processes.alive(pid):
         cluster.pid_file(i).unlink(missing_ok=True)
         return None
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _alive(pid):
-        _reap(pid)
+    while processes.alive(pid):
+        processes.reap(pid)
         if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
-    _reap(pid)
+    processes.reap(pid)
     cluster.pid_file(i).unlink(missing_ok=True)
     return pid
 
@@ -548,7 +515,7 @@ def start_node(cluster: Cluster, i: int, timeout: float = START_TIMEOUT_S) -> in
     if cluster.running(i):
         raise LocalKafkaError(f"Kafka node {i} already runs (PID {cluster.recorded_pid(i)})")
     port = cluster.port + i
-    busy = [p for p in (port, cluster.controller_port(i)) if _port_taken(p)]
+    busy = [p for p in (port, cluster.controller_port(i)) if processes.port_taken(p)]
     if busy:
         raise LocalKafkaError(f"cannot start Kafka node {i}: port(s) {busy} are taken")
     heap = 512 if cluster.nodes == 1 else 384
@@ -557,10 +524,10 @@ def start_node(cluster: Cluster, i: int, timeout: float = START_TIMEOUT_S) -> in
     assert pid is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not processes.alive(pid):
             raise LocalKafkaError(
                 f"Kafka node {i} on 127.0.0.1:{port} exited during start-up. "
-                f"Last lines of {cluster.log_file(i)}:\n{_tail(cluster.log_file(i))}"
+                f"Last lines of {cluster.log_file(i)}:\n{processes.tail(cluster.log_file(i))}"
             )
         if broker_count(f"127.0.0.1:{port}", 2.0) >= cluster.nodes:
             return pid
@@ -568,7 +535,7 @@ def start_node(cluster: Cluster, i: int, timeout: float = START_TIMEOUT_S) -> in
     raise LocalKafkaError(
         f"Kafka node {i} on 127.0.0.1:{port} did not rejoin within {timeout:.0f} s "
         f"(it still runs, PID {pid}). Last lines of {cluster.log_file(i)}:\n"
-        f"{_tail(cluster.log_file(i))}"
+        f"{processes.tail(cluster.log_file(i))}"
     )
 
 
@@ -670,7 +637,7 @@ def _wait_ready(cluster: Cluster) -> None:
     while time.monotonic() < deadline:
         if len(cluster.pids()) < cluster.nodes:
             dead = next(i for i in range(cluster.nodes) if not cluster.running(i))
-            log = _tail(cluster.log_file(dead))
+            log = processes.tail(cluster.log_file(dead))
             down(cluster)
             raise LocalKafkaError(
                 f"Kafka node {dead} on 127.0.0.1:{cluster.port + dead} exited during start-up. "
@@ -679,7 +646,7 @@ def _wait_ready(cluster: Cluster) -> None:
         if broker_count(cluster.bootstrap, 2.0) >= cluster.nodes:
             return
         time.sleep(0.5)
-    log = _tail(cluster.log_file(0))
+    log = processes.tail(cluster.log_file(0))
     down(cluster)
     raise LocalKafkaError(
         f"Kafka on {cluster.bootstrap} did not answer a metadata request within "
@@ -694,33 +661,11 @@ def down(cluster: Cluster) -> list[int]:
         pid = cluster.recorded_pid(i)
         if pid is None:
             continue
-        if _alive(pid):
-            _stop(pid)
+        if processes.alive(pid):
+            processes.stop(pid, STOP_TIMEOUT_S)
             stopped.append(pid)
         cluster.pid_file(i).unlink(missing_ok=True)
     return stopped
-
-
-def _stop(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
-        time.sleep(0.1)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
-            _reap(pid)
-            time.sleep(0.05)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when the broker is our own child (the test fixture)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def status(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> tuple[bool, str]:

@@ -4,20 +4,18 @@
 a bucket is a folder, an object a file) and honours conditional writes (`If-None-Match: *`),
 which the S3 sink's fence relies on. It is built once with `go install` through the Go
 module proxy into the project's cache, as the local Kafka's jars are resolved once
-(streams/local_kafka.py); a start then only launches the binary, and a stop ends the PID it
+(streams/local/kafka.py); a start then only launches the binary, and a stop ends the PID it
 recorded. `JSON_ENGINE_VERSITYGW` names a binary to use instead of building one.
 
-    python -m streams.local_s3 up --port 19730 --data-dir DIR   # prints the endpoint
-    python -m streams.local_s3 down --port 19730 --data-dir DIR
+    python -m streams.local.s3 up --port 19730 --data-dir DIR   # prints the endpoint
+    python -m streams.local.s3 down --port 19730 --data-dir DIR
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.local_kafka import _alive, _port_taken, _reap, _tail
+from streams.local import processes
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
@@ -43,14 +41,12 @@ class LocalS3Error(Exception):
 
 
 def cache_dir() -> Path:
-    """`$JSON_ENGINE_CACHE`, else `~/.cache/json-engine`, one folder per versitygw version."""
-    base = os.environ.get("JSON_ENGINE_CACHE") or Path.home() / ".cache" / "json-engine"
-    return Path(base) / f"versitygw-{VERSITYGW_VERSION}"
+    """One folder per versitygw version in the cache."""
+    return processes.cache_dir(f"versitygw-{VERSITYGW_VERSION}")
 
 
 def default_data_dir(port: int) -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "json-engine" / f"s3-{port}"
+    return processes.default_data_dir(f"s3-{port}")
 
 
 def provision() -> Path:
@@ -93,7 +89,7 @@ def provision() -> Path:
         if rc != 0 or not (work / "bin" / "versitygw").exists():
             raise LocalS3Error(
                 f"could not build versitygw {VERSITYGW_VERSION} (go install exit {rc}); is "
-                f"the Go module proxy reachable? Last lines of its log:\n{_tail(log)}"
+                f"the Go module proxy reachable? Last lines of its log:\n{processes.tail(log)}"
             )
         os.replace(work / "bin" / "versitygw", target)
     finally:
@@ -130,7 +126,7 @@ class LocalS3:
             pid = int(self.pid_file.read_text())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if processes.alive(pid) else None
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables for a client of this server."""
@@ -194,7 +190,7 @@ def up(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> LocalS3:
         return server
     if server.pid() is not None:
         down(server)
-    if _port_taken(port):
+    if processes.port_taken(port):
         raise LocalS3Error(
             f"cannot start the local S3 server on 127.0.0.1:{port}: the port is taken by "
             "another process. Choose another port, or stop what listens there."
@@ -230,7 +226,7 @@ def up(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> LocalS3:
             raise LocalS3Error(
                 f"versitygw did not answer on {server.endpoint} within {START_TIMEOUT_S:.0f}s "
                 f"(exit {proc.poll()}). Last lines of {server.log_file}:\n"
-                f"{_tail(server.log_file)}"
+                f"{processes.tail(server.log_file)}"
             )
         time.sleep(0.1)
     return server
@@ -242,22 +238,13 @@ def down(server: LocalS3) -> int | None:
     if pid is None:
         server.pid_file.unlink(missing_ok=True)
         return None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while _alive(pid):
-        _reap(pid)
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-    _reap(pid)
+    processes.stop(pid, STOP_TIMEOUT_S)
     server.pid_file.unlink(missing_ok=True)
     return pid
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streams.local_s3", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m streams.local.s3", description=__doc__)
     parser.add_argument("action", choices=["up", "down", "status", "provision"])
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--data-dir", type=Path, default=None)
