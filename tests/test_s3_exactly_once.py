@@ -1,4 +1,5 @@
-"""Exactly once on S3 under SIGKILL at every fault point and at random instants, and an S3
+"""Exactly once on S3 under SIGKILL at every fault point (at random instants, and the zombie:
+tests/test_exactly_once.py and tests/test_zombie.py, with `output: s3`), and an S3
 server that stops or refuses writes: the worker waits with a clear error, never commits past
 what is durable, and completes the job once the server is back.
 
@@ -23,7 +24,7 @@ from sinks.s3.location import S3Location
 from streams import events, local_s3
 from streams.topics import create_topics
 from tests.conftest import TEST_S3_PORT, ConfigFactory, S3Service
-from tests.workers import READY, WorkerProcess, lines_of, produce, wait_for_lines
+from tests.workers import WorkerProcess, lines_of, produce, wait_for_lines
 
 FAST = {
     "engine_execution": {
@@ -132,44 +133,6 @@ def test_sigkill_at_each_fault_point_on_s3(
         assert after.get(key) == identity, f"{key} was rewritten or removed"
     left = [k for k in after if any(s.startswith(".") for s in k.split("/"))]
     assert left == [], "hidden objects left after a graceful stop"
-
-
-@pytest.mark.slow
-def test_sigkill_at_random_moments_on_s3(
-    make_config: ConfigFactory, tmp_path: Path, s3_base: str, s3_service: S3Service
-) -> None:
-    path, cfg = make_config({"output": {"base_path": s3_base}, "channels": FAST})
-    create_topics(cfg)
-    rng = random.Random(42)
-    execs = executions(20_000, seed=42)
-    watcher = PartialObjectWatcher(s3_service, s3_base)
-    watcher.start()
-    worker = WorkerProcess(path, tmp_path).start()
-
-    def publish_in_chunks() -> None:
-        for start in range(0, len(execs), 2000):
-            produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[start : start + 2000]])
-            time.sleep(0.3)
-
-    publisher = threading.Thread(target=publish_in_chunks)
-    publisher.start()
-    kills = 0
-    try:
-        while kills < 5:
-            time.sleep(rng.uniform(0.5, 2.5))
-            worker.kill()
-            kills += 1
-            worker.start(wait_ready=kills % 2 == 0)  # sometimes killed again during start-up
-        publisher.join()
-        wait_for_lines(cfg, "engine_execution", len(execs), timeout=180)
-        worker.wait_for(READY)
-        assert worker.terminate() == 0
-    finally:
-        watcher.stop.set()
-        watcher.join()
-        worker.kill()
-    assert_once(cfg, execs)
-    assert watcher.reads > 0 and watcher.bad == []
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -307,10 +308,21 @@ class S3Store:
                 self.delete(probe.bucket, [probe.key])
 
 
-@functools.lru_cache(maxsize=8)
+# The variables a client reads when it is made: a process whose environment changes (tests)
+# gets a client for each set.
+CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_PROFILE",
+              "AWS_ACCESS_KEY_ID")  # fmt: skip
+
+
 def store_for(options: S3Options | None) -> S3Store:
-    """One store per set of options in a process (boto3 clients are thread-safe)."""
-    return S3Store(options or S3Options())
+    """One store per set of options (and AWS environment) in a process; boto3 clients are
+    thread-safe."""
+    return _store(options or S3Options(), tuple(os.environ.get(name) for name in CLIENT_ENV))
+
+
+@functools.lru_cache(maxsize=16)
+def _store(options: S3Options, _env: tuple[str | None, ...]) -> S3Store:
+    return S3Store(options)
 
 
 def store_of(where: S3Location) -> S3Store:
