@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -92,6 +95,14 @@ class PartialObjectWatcher(threading.Thread):
             time.sleep(0.05)
 
 
+def _status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def executions(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     now = int(time.time() * 1000)
@@ -166,7 +177,12 @@ def test_an_s3_outage_pauses_the_worker_and_commits_nothing_past_it(
     make_config: ConfigFactory, tmp_path: Path, own_s3: local_s3.LocalS3, outage: str
 ) -> None:
     base = f"s3://json-engine-outage/{outage}"
-    path, cfg = make_config({"output": {"base_path": base}, "channels": FAST})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path, cfg = make_config(
+        {"output": {"base_path": base}, "channels": FAST, "metrics": {"port": port}}
+    )
     create_topics(cfg)
     execs = executions(6000, seed=9)
     worker = WorkerProcess(path, tmp_path).start()
@@ -180,6 +196,7 @@ def test_an_s3_outage_pauses_the_worker_and_commits_nothing_past_it(
     produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[2000:4000]])
     time.sleep(12)  # several checkpoints and retries while it is out
     assert worker.alive(), worker.tail()
+    assert _status(port, "/readyz") == 503 and _status(port, "/livez") == 200  # waiting
     log = worker.log()
     assert b"checkpoint failed" in log or b"output unavailable" in log, worker.tail()
     if outage == "stopped":
