@@ -95,3 +95,16 @@ def test_retention_deletes_old_buckets_but_not_one_still_written(
         f"{busy}/p001-000000000000-000000000000.jsonl",
         f"{BUCKET}/p000-000000000002-000000000002.jsonl",
     ]
+
+
+def test_recovery_aborts_multipart_uploads_left_below_the_partition(
+    channel: S3Location,
+) -> None:
+    client = store_of(channel).client
+    hidden = channel / ".inprogress/p005-0000000001-000000000000-2026120108/big.part"
+    other = channel / ".inprogress/p006-0000000001-000000000000-2026120108/big.part"
+    for where in (hidden, other):
+        client.create_multipart_upload(Bucket=where.bucket, Key=where.key)
+    S3PartitionWriter(channel, 5, 2, roll_bytes=1 << 30, roll_seconds=3600).recover([])
+    left = client.list_multipart_uploads(Bucket=channel.bucket, Prefix=channel.prefix)
+    assert [u["Key"] for u in left.get("Uploads", [])] == [other.key]  # only its own partition
