@@ -251,16 +251,21 @@ class JsonEngineSink(Contender):
         self.smoke = self.name == "json-engine-1w"
 
     def run(self, ctx: Context, rep: int) -> Run:
+        if self.output != "s3":
+            return self._run(ctx, rep, None)
+        server = local_s3.up(free_port(), ctx.run_dir(self.name, rep) / "s3")  # not timed
+        try:
+            server.create_bucket(BENCH_BUCKET)
+            return self._run(ctx, rep, server)
+        finally:
+            local_s3.down(server)  # on every path: a failed repetition leaves no server
+
+    def _run(self, ctx: Context, rep: int, server: local_s3.LocalS3 | None) -> Run:
         w = ctx.workload
         run_dir = ctx.run_dir(self.name, rep)
         base = run_dir / "output"
         config_file = run_dir / "json-engine.yaml"
-        server = None
-        s3_env: dict[str, str] = {}
-        if self.output == "s3":
-            server = local_s3.up(free_port(), run_dir / "s3")  # not timed
-            server.create_bucket(BENCH_BUCKET)
-            s3_env = server.env()
+        s3_env = server.env() if server is not None else {}
         output = f"s3://{BENCH_BUCKET}/bench" if server is not None else None
         config = worker_config(ctx, base, self.aggregation, self.only_executions, output)
         config_file.write_text(yaml.safe_dump(config))
@@ -327,15 +332,11 @@ class JsonEngineSink(Contender):
             for profiler in profilers:
                 profiler.stop()
             stop_all(children)
-        try:
-            codes = [c.returncode for c in children]
-            if any(codes):
-                raise RunError(f"worker exit codes {codes}:\n{children[0].tail()}")
-            check_files(directory, w)
-            objects = _objects_per_partition(directory) if server is not None else {}
-        finally:
-            if server is not None:
-                local_s3.down(server)
+        codes = [c.returncode for c in children]
+        if any(codes):
+            raise RunError(f"worker exit codes {codes}:\n{children[0].tail()}")
+        check_files(directory, w)
+        objects = _objects_per_partition(directory) if server is not None else {}
         run = result(obs, w.events, children)
         if objects:
             run.extra["objects_per_partition"] = objects
