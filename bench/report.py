@@ -54,6 +54,8 @@ GOALS = (
     Goal("12", "fenced (Kafka transactions) ≥ 0.9x the same path unfenced",
          "json-engine-1w", "json-engine-1w-unfenced", 0.9),
     Goal("13", "aggregation on ≥ 0.8x sink-only", "json-engine-1w-agg", "json-engine-1w", 0.8),
+    Goal("15", "S3 sink (local versitygw) ≥ 0.7x the filesystem sink", "json-engine-1w-s3",
+         "json-engine-1w", 0.7),
     Goal("13", f"hot engine ({HOT_SHARE:.0%} of events unkeyed), aggregation on: two "
          "workers ≥ 1.0x one",
          "json-engine-2w-hot-agg", "json-engine-1w-hot-agg", 1.0, shared=True),

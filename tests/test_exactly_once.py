@@ -16,6 +16,7 @@ from sinks.reader import channel_dir
 from streams import events
 from streams.topics import create_topics
 from tests.conftest import ConfigFactory
+from tests.test_s3_exactly_once import PartialObjectWatcher
 from tests.workers import READY, WorkerProcess, lines_of, produce, wait_for_lines
 
 
@@ -57,11 +58,16 @@ class PartialLineWatcher(threading.Thread):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("output", ["files", "s3"])
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
-    make_config: ConfigFactory, tmp_path: Path
+    make_config: ConfigFactory, tmp_path: Path, output: str, request: pytest.FixtureRequest
 ) -> None:
+    """On S3 a watcher lists and reads every visible object all the while instead: each is
+    whole and never rewritten (tests/test_s3_exactly_once.py PartialObjectWatcher)."""
+    shared = {"base_path": request.getfixturevalue("s3_base")} if output == "s3" else {}
     path, cfg = make_config(
         {
+            "output": shared,
             "channels": {
                 "engine_execution": {
                     "buffer_size": 500,
@@ -69,14 +75,18 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                     "roll_bytes": 400_000,
                     "roll_seconds": 1.0,
                 }
-            }
+            },
         }
     )
     create_topics(cfg)
     rng = random.Random(42)
     now = int(time.time() * 1000)
     execs = [events.engine_execution(rng, f"e{i % 8}", now + i) for i in range(20_000)]
-    watcher = PartialLineWatcher(channel_dir(cfg.output.base_path, "events.jsonl"))
+    watcher: PartialLineWatcher | PartialObjectWatcher
+    if output == "s3":
+        watcher = PartialObjectWatcher(request.getfixturevalue("s3_service"), shared["base_path"])
+    else:
+        watcher = PartialLineWatcher(channel_dir(cfg.output.base_path, "events.jsonl"))
     watcher.start()
     worker = WorkerProcess(path, tmp_path).start()
 

@@ -1,4 +1,5 @@
-"""Exactly once on S3 under SIGKILL at every fault point and at random instants, and an S3
+"""Exactly once on S3 under SIGKILL at every fault point (at random instants, and the zombie:
+tests/test_exactly_once.py and tests/test_zombie.py, with `output: s3`), and an S3
 server that stops or refuses writes: the worker waits with a clear error, never commits past
 what is durable, and completes the job once the server is back.
 
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -24,7 +28,7 @@ from streams import events
 from streams.local import s3 as local_s3
 from streams.topics import create_topics
 from tests.conftest import TEST_S3_PORT, ConfigFactory, S3Service
-from tests.workers import READY, WorkerProcess, lines_of, produce, wait_for_lines
+from tests.workers import WorkerProcess, lines_of, produce, wait_for_lines
 
 FAST = {
     "engine_execution": {
@@ -92,6 +96,14 @@ class PartialObjectWatcher(threading.Thread):
             time.sleep(0.05)
 
 
+def _status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def executions(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     now = int(time.time() * 1000)
@@ -135,44 +147,6 @@ def test_sigkill_at_each_fault_point_on_s3(
     assert left == [], "hidden objects left after a graceful stop"
 
 
-@pytest.mark.slow
-def test_sigkill_at_random_moments_on_s3(
-    make_config: ConfigFactory, tmp_path: Path, s3_base: str, s3_service: S3Service
-) -> None:
-    path, cfg = make_config({"output": {"base_path": s3_base}, "channels": FAST})
-    create_topics(cfg)
-    rng = random.Random(42)
-    execs = executions(20_000, seed=42)
-    watcher = PartialObjectWatcher(s3_service, s3_base)
-    watcher.start()
-    worker = WorkerProcess(path, tmp_path).start()
-
-    def publish_in_chunks() -> None:
-        for start in range(0, len(execs), 2000):
-            produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[start : start + 2000]])
-            time.sleep(0.3)
-
-    publisher = threading.Thread(target=publish_in_chunks)
-    publisher.start()
-    kills = 0
-    try:
-        while kills < 5:
-            time.sleep(rng.uniform(0.5, 2.5))
-            worker.kill()
-            kills += 1
-            worker.start(wait_ready=kills % 2 == 0)  # sometimes killed again during start-up
-        publisher.join()
-        wait_for_lines(cfg, "engine_execution", len(execs), timeout=180)
-        worker.wait_for(READY)
-        assert worker.terminate() == 0
-    finally:
-        watcher.stop.set()
-        watcher.join()
-        worker.kill()
-    assert_once(cfg, execs)
-    assert watcher.reads > 0 and watcher.bad == []
-
-
 @pytest.fixture
 def own_s3(tmp_path: Path, s3_service: S3Service, monkeypatch: pytest.MonkeyPatch):
     """A versitygw of this test's own (it stops and starts it), on a tmpfs it can make
@@ -204,7 +178,12 @@ def test_an_s3_outage_pauses_the_worker_and_commits_nothing_past_it(
     make_config: ConfigFactory, tmp_path: Path, own_s3: local_s3.LocalS3, outage: str
 ) -> None:
     base = f"s3://json-engine-outage/{outage}"
-    path, cfg = make_config({"output": {"base_path": base}, "channels": FAST})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path, cfg = make_config(
+        {"output": {"base_path": base}, "channels": FAST, "metrics": {"port": port}}
+    )
     create_topics(cfg)
     execs = executions(6000, seed=9)
     worker = WorkerProcess(path, tmp_path).start()
@@ -218,6 +197,7 @@ def test_an_s3_outage_pauses_the_worker_and_commits_nothing_past_it(
     produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[2000:4000]])
     time.sleep(12)  # several checkpoints and retries while it is out
     assert worker.alive(), worker.tail()
+    assert _status(port, "/readyz") == 503 and _status(port, "/livez") == 200  # waiting
     log = worker.log()
     assert b"checkpoint failed" in log or b"output unavailable" in log, worker.tail()
     if outage == "stopped":

@@ -69,6 +69,7 @@ def registry() -> list[Contender]:
         ConfluentRaw(),
         ConfluentParse(),
         JsonEngineSink(workers=1),
+        JsonEngineSink(workers=1, output="s3"),  # the S3 sink beside the files (issue 15)
         JsonEngineSink(workers=1, fenced=False),  # what fencing costs (issue 12)
         JsonEngineSink(workers=1, aggregation=True),  # what the aggregation costs (issue 13)
         JsonEngineSink(workers=1, shape="spread"),  # two workers against one (issue 12)

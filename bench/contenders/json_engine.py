@@ -15,7 +15,10 @@ once every event is committed, then waits for the files to be finished (roll_sec
 the workers gracefully and checks, through sinks.reader, that the finished lines hold every
 record exactly once.
 
-Variants: `fenced=False` runs the same path with `JSON_ENGINE_UNFENCED=1` (plain offset
+Variants: `output="s3"` writes to a bucket of a local versitygw (streams/local_s3.py,
+started for the repetition in its scratch directory, on the same disk as the filesystem
+sink's files; not timed) instead of a directory: the S3 sink beside the filesystem sink
+(issue 15); `fenced=False` runs the same path with `JSON_ENGINE_UNFENCED=1` (plain offset
 commits and a non-transactional idempotent producer: what fencing costs); `shape` picks the
 workload (bench.workload); `only_executions` turns the other channels' sinks off, so the
 worker subscribes to one topic. With 2 workers the steady window opens only once both have
@@ -54,9 +57,13 @@ from bench.profile import Profiler
 from bench.workload import HOT_SHARE, PARTITIONS, Workload
 from sinks.files.part_files import finished_files
 from sinks.reader import iter_partition_lines
+from sinks.s3.location import S3Location
+from sinks.s3.store import S3Options, store_of
+from streams import local_s3
 from streams.topics import admin_client, create_topics, list_topics
 
 METRIC = b'json_engine_events_written_total{channel="engine_execution"}'
+BENCH_BUCKET = "json-engine-bench"
 FINISH_WAIT_S = 30.0
 
 
@@ -70,7 +77,11 @@ OTHER_CHANNELS = ("comparison_result", "training_sample", "aggregated_stats", "d
 
 
 def worker_config(
-    ctx: Context, base_path: Path, aggregation: bool, only_executions: bool = False
+    ctx: Context,
+    base_path: Path,
+    aggregation: bool,
+    only_executions: bool = False,
+    output: str | None = None,
 ) -> dict[str, Any]:
     """Sink-only unless `aggregation`: the comparison and training paths are off (their
     topics are empty anyway); small rolls so the finished files appear soon after the end.
@@ -84,7 +95,7 @@ def worker_config(
                 "topic_prefix": w.prefix,
                 "partitions": PARTITIONS,
             },
-            "output": {"base_path": str(base_path)},
+            "output": {"base_path": output or str(base_path)},
             "channels": {
                 "engine_execution": {
                     "buffer_size": 10_000,
@@ -193,7 +204,9 @@ class JsonEngineSink(Contender):
         fenced: bool = True,
         shape: str = "keyed",
         only_executions: bool = False,
+        output: str = "files",
     ):
+        self.output = output
         self.workers = workers
         self.aggregation = aggregation
         self.fenced = fenced
@@ -205,6 +218,7 @@ class JsonEngineSink(Contender):
             + ("" if shape == "keyed" else f"-{shape}")
             + ("-exec" if only_executions else "")
             + ("-agg" if aggregation else "")
+            + ("-s3" if output == "s3" else "")
         )
         plural = "s" if workers > 1 else ""
         self.label = (
@@ -213,6 +227,7 @@ class JsonEngineSink(Contender):
             + _shape_text(shape)
             + (", executions channel only" if only_executions else "")
             + (", aggregation on" if aggregation else "")
+            + (", to S3 (versitygw)" if output == "s3" else "")
         )
         commit = (
             "plain offset commit + idempotent producer (JSON_ENGINE_UNFENCED=1)"
@@ -224,17 +239,35 @@ class JsonEngineSink(Contender):
             f"`json-engine worker` process(es) of one group, {self.shape} workload, "
             f"{'aggregation on' if aggregation else 'sink-only config'}, {channels}: one "
             "librdkafka consumer in a thread, consume(10000), Validator per event, "
-            f"per-partition part files, write + fsync per batch, {commit} (buffer_size 10000, "
-            "auto_flush 0.5 s, roll 1 s); progress = the group's committed offsets"
+            + (
+                "per-partition part objects on a local S3 server (spool, one conditional PUT "
+                "per partition per checkpoint, one PUT per finished object), "
+                if output == "s3"
+                else "per-partition part files, write + fsync per batch, "
+            )
+            + f"{commit} (buffer_size 10000, auto_flush 0.5 s, roll 1 s); progress = the "
+            "group's committed offsets"
         )
         self.smoke = self.name == "json-engine-1w"
 
     def run(self, ctx: Context, rep: int) -> Run:
+        if self.output != "s3":
+            return self._run(ctx, rep, None)
+        server = local_s3.up(free_port(), ctx.run_dir(self.name, rep) / "s3")  # not timed
+        try:
+            server.create_bucket(BENCH_BUCKET)
+            return self._run(ctx, rep, server)
+        finally:
+            local_s3.down(server)  # on every path: a failed repetition leaves no server
+
+    def _run(self, ctx: Context, rep: int, server: local_s3.LocalS3 | None) -> Run:
         w = ctx.workload
         run_dir = ctx.run_dir(self.name, rep)
         base = run_dir / "output"
         config_file = run_dir / "json-engine.yaml"
-        config = worker_config(ctx, base, self.aggregation, self.only_executions)
+        s3_env = server.env() if server is not None else {}
+        output = f"s3://{BENCH_BUCKET}/bench" if server is not None else None
+        config = worker_config(ctx, base, self.aggregation, self.only_executions, output)
         config_file.write_text(yaml.safe_dump(config))
         delete_group(w.bootstrap, w.group)
         fresh_topics(w)
@@ -249,7 +282,10 @@ class JsonEngineSink(Contender):
         children: list[Child] = []
         profilers: list[Profiler] = []
         committed = CommittedOffsets(w.bootstrap, w.group, w.topic, PARTITIONS)
-        directory = base / "events"
+        directory: Path | S3Location = base / "events"
+        if output is not None:
+            env.update(s3_env)
+            directory = S3Location.parse(output).with_options(s3_options(s3_env)) / "events"
         shares: list[float] = []
         try:
             for i, port in enumerate(ports):
@@ -300,7 +336,10 @@ class JsonEngineSink(Contender):
         if any(codes):
             raise RunError(f"worker exit codes {codes}:\n{children[0].tail()}")
         check_files(directory, w)
+        objects = _objects_per_partition(directory) if server is not None else {}
         run = result(obs, w.events, children)
+        if objects:
+            run.extra["objects_per_partition"] = objects
         run.extra["workers"] = self.workers
         if self.workers > 1 and sum(shares):
             run.extra["written_share"] = [round(s / sum(shares), 3) for s in shares]
@@ -324,11 +363,31 @@ class JsonEngineSink(Contender):
         return ready
 
 
-def _finished_bytes(directory: Path) -> int:
+def _finished_bytes(directory: Path | S3Location) -> int:
     """Bytes in finished part files (what readers see): the workload's `total_bytes` once
     every line is finished, since every line is the value as published plus a newline."""
+    if isinstance(directory, S3Location):
+        store = store_of(directory)
+        names = {p.path.key for p in finished_files(directory)}
+        return sum(size for key, size in store.list(directory) if key in names)
     total = 0
     for part in finished_files(directory):
         with contextlib.suppress(FileNotFoundError):
             total += part.path.stat().st_size
     return total
+
+
+def s3_options(env: dict[str, str]) -> S3Options:
+    """Options to reach the bench's own S3 server from this process (its env is the
+    workers')."""
+    for name, value in env.items():  # boto3 reads the credentials from the environment
+        os.environ.setdefault(name, value)
+    return S3Options(endpoint_url=env["AWS_ENDPOINT_URL"], region=env["AWS_REGION"])
+
+
+def _objects_per_partition(directory: S3Location) -> dict[int, int]:
+    """Visible objects of each partition at the end of a run."""
+    counts: dict[int, int] = {}
+    for part in finished_files(directory):
+        counts[part.partition] = counts.get(part.partition, 0) + 1
+    return counts

@@ -17,6 +17,8 @@ of a channel prefix `D`:
   visible key with `If-None-Match: *`. `PreconditionFailed` means the key exists: an earlier
   owner, or this writer's predecessor, published the same committed bytes (a key names its
   partition and offset range, and only committed bytes are ever published). Then its parts go.
+  The PUT runs in the background while reading goes on; until it is done the file stays in
+  the checkpoints, so that a new owner publishes it if this worker dies first.
 - **Recovery** by a new owner (maybe on another machine, without the spool): after it claimed
   the next epoch, each file the committed checkpoint names is published from its parts (GET,
   concatenate, conditional PUT), unless its key exists; then every hidden object of the
@@ -89,6 +91,7 @@ class S3PartitionWriter(PartitionWriter):
         )
         self._parts: dict[str, int] = {}  # open file name → part objects uploaded
         self._uploads: list[Future[bool]] = []
+        self._publishing: dict[str, tuple[Checkpoint, Future[None]]] = {}
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -183,7 +186,8 @@ class S3PartitionWriter(PartitionWriter):
         return True
 
     def sync(self) -> None:
-        """Wait for every part started since the last call; raise the first failure."""
+        """Wait for every part started since the last call, and take in the publications
+        that are done; raise the first failure."""
         uploads, self._uploads = self._uploads, []
         error: BaseException | None = None
         for upload in uploads:
@@ -191,22 +195,54 @@ class S3PartitionWriter(PartitionWriter):
                 upload.result()
             except BaseException as exc:
                 error = error or exc
+        for name, (_checkpoint, publication) in list(self._publishing.items()):
+            if publication.done():
+                del self._publishing[name]
+                failure = publication.exception()
+                error = error or failure
         if error is not None:
             raise error
 
+    @property
+    def open_buckets(self) -> set[str]:
+        """Buckets of open files and of files being published (both are in the metadata)."""
+        return set(self._open) | {c.bucket for c, _p in self._publishing.values()}
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The open files, and the finished files whose publication is not done yet (a new
+        owner publishes those if this worker dies first)."""
+        published = [c for c, _p in self._publishing.values()]
+        return [*published, *(file.checkpoint() for file in self._open.values())]
+
+    def finish(self) -> None:
+        """Publish every open file and wait until every publication is done."""
+        for bucket in list(self._open):
+            self._finish(bucket)
+        publishing, self._publishing = self._publishing, {}
+        for _checkpoint, publication in publishing.values():
+            publication.result()
+
     def _finish(self, bucket: str) -> None:
+        """Close a committed file and publish it in the background: one conditional PUT of
+        its spool (PreconditionFailed: published already, with the same bytes), then its
+        parts go. Until that is done the file stays in the checkpoints."""
         file = self._open[bucket]
-        if file.committed != file.checkpoint():
+        checkpoint = file.checkpoint()
+        if file.committed != checkpoint:
             raise RuntimeError("finish() of a file with uncommitted bytes")
-        target = self._target(bucket, file.first, file.last)
-        spool = self.spool / file.name
-        with open(spool, "rb") as body:
-            self.store.put_new(target, body)  # False: published already, the same bytes
         del self._open[bucket]
         os.close(file.fd)
-        spool.unlink(missing_ok=True)
+        target = self._target(bucket, file.first, file.last)
         parts = self._parts.pop(file.name, 0)
-        folder = self.hidden / hidden_stem(file.name)
+        publication = self.store.pool.submit(self._publish, file.name, target, parts)
+        self._publishing[file.name] = (checkpoint, publication)
+
+    def _publish(self, name: str, target: S3Location, parts: int) -> None:
+        spool = self.spool / name
+        with open(spool, "rb") as body:
+            self.store.put_new(target, body)
+        spool.unlink(missing_ok=True)
+        folder = self.hidden / hidden_stem(name)
         keys = [(folder / f"{seq:06d}.part").key for seq in range(parts)]
         self.store.delete(self.remote.bucket, keys)
 
@@ -226,6 +262,7 @@ class S3PartitionWriter(PartitionWriter):
             (self.spool / file.name).unlink(missing_ok=True)
         self._open.clear()
         self._parts.clear()
+        self._publishing.clear()  # a publication still running lands or is refused alone
         self._active = None
 
 

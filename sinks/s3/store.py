@@ -171,14 +171,14 @@ class S3Store:
 
     def get(self, where: S3Location) -> bytes | None:
         """The object's bytes, or None when there is none."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError
 
+        body = self.open(where)
+        if body is None:
+            return None
         try:
-            return self.client.get_object(Bucket=where.bucket, Key=where.key)["Body"].read()
-        except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise self._fail(exc, f"reading {where}") from exc
+            with body:
+                return body.read()
         except BotoCoreError as exc:
             raise self._fail(exc, f"reading {where}") from exc
 

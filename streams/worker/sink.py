@@ -299,7 +299,7 @@ class ChannelSink:
         for partition, by_bucket in self._pending.items():
             for bucket, pending in by_bucket.items():
                 self._write(partition, bucket, pending)
-        for partition in self._pending:
+        for partition in self._writers:
             try:
                 self._writers[partition].sync()  # S3: the uploads of the parts, in parallel
             except OSError as exc:
