@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from streams.worker.dead_letter import DeadLetterPolicy
-from streams.worker.route import LocalRecord
 
 from sinks.s3.location import S3Location
 from sinks.s3.store import S3Options, store_of
-from streams import local_s3
 from streams.config import ChannelConfig, JsonEngineConfig
+from streams.local import s3 as local_s3
+from streams.readers.dead_letter import DeadLetterPolicy
+from streams.readers.route import LocalRecord
 from streams.worker.sink import ChannelSink
 
 BUCKET = "json-engine-objects"

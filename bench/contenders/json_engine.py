@@ -15,7 +15,7 @@ once every event is committed, then waits for the files to be finished (roll_sec
 the workers gracefully and checks, through sinks.reader, that the finished lines hold every
 record exactly once.
 
-Variants: `output="s3"` writes to a bucket of a local versitygw (streams/local_s3.py,
+Variants: `output="s3"` writes to a bucket of a local versitygw (streams/local/s3.py,
 started for the repetition in its scratch directory, on the same disk as the filesystem
 sink's files; not timed) instead of a directory: the S3 sink beside the filesystem sink
 (issue 15); `fenced=False` runs the same path with `JSON_ENGINE_UNFENCED=1` (plain offset
@@ -59,7 +59,7 @@ from sinks.files.part_files import finished_files
 from sinks.reader import iter_partition_lines
 from sinks.s3.location import S3Location
 from sinks.s3.store import S3Options, store_of
-from streams import local_s3
+from streams.local import s3 as local_s3
 from streams.topics import admin_client, create_topics, list_topics
 
 METRIC = b'json_engine_events_written_total{channel="engine_execution"}'
