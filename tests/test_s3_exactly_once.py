@@ -187,26 +187,29 @@ def test_an_s3_outage_pauses_the_worker_and_commits_nothing_past_it(
     create_topics(cfg)
     execs = executions(6000, seed=9)
     worker = WorkerProcess(path, tmp_path).start()
-    produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[:2000]])
-    wait_for_lines(cfg, "engine_execution", 2000, timeout=60)
-    mount = own_s3.root
-    if outage == "stopped":
-        local_s3.down(own_s3)
-    else:
-        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-    produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[2000:4000]])
-    time.sleep(12)  # several checkpoints and retries while it is out
-    assert worker.alive(), worker.tail()
-    assert _status(port, "/readyz") == 503 and _status(port, "/livez") == 200  # waiting
-    log = worker.log()
-    assert b"checkpoint failed" in log or b"output unavailable" in log, worker.tail()
-    if outage == "stopped":
-        assert own_s3.endpoint.encode() in log  # the error says which server
-        local_s3.up(own_s3.port, own_s3.data_dir)
-    else:
-        assert b"writing" in log
-        subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=True)
-    produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[4000:]])
-    wait_for_lines(cfg, "engine_execution", len(execs), timeout=120)
-    assert worker.terminate() == 0
+    try:
+        produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[:2000]])
+        wait_for_lines(cfg, "engine_execution", 2000, timeout=60)
+        mount = own_s3.root
+        if outage == "stopped":
+            local_s3.down(own_s3)
+        else:
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[2000:4000]])
+        time.sleep(12)  # several checkpoints and retries while it is out
+        assert worker.alive(), worker.tail()
+        assert _status(port, "/readyz") == 503 and _status(port, "/livez") == 200  # waiting
+        log = worker.log()
+        assert b"checkpoint failed" in log or b"output unavailable" in log, worker.tail()
+        if outage == "stopped":
+            assert own_s3.endpoint.encode() in log  # the error says which server
+            local_s3.up(own_s3.port, own_s3.data_dir)
+        else:
+            assert b"writing" in log
+            subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=True)
+        produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[4000:]])
+        wait_for_lines(cfg, "engine_execution", len(execs), timeout=120)
+        assert worker.terminate() == 0
+    finally:
+        worker.kill()
     assert_once(cfg, execs)
