@@ -66,6 +66,7 @@ class BatchLoop(threading.Thread):
         self._probed_at = 0.0
         self.ready = False  # joined, every partition recovered, a broker answers
         self.was_ready = False
+        self._failing = False  # the last checkpoint failed: not ready until one succeeds
         self._errors_logged = 0.0
         self._retention_at = 0.0
         self._lag_at = 0.0
@@ -128,6 +129,7 @@ class BatchLoop(threading.Thread):
             except SinkUnavailable as exc:  # e.g. the S3 server is down: wait, never commit
                 log.error("output unavailable, back to the last checkpoint (will retry): %s", exc)
                 self._roll_back()
+                self._failing = True
                 self.ready = False
 
     def _pass(self) -> None:
@@ -154,7 +156,7 @@ class BatchLoop(threading.Thread):
         self._watch_outage(now)
         self.health.tick()
         joined = len(self.joined) == len(self.consumers)
-        ready = joined and not self.pending and self._down_since is None
+        ready = joined and not self.pending and self._down_since is None and not self._failing
         if ready and not self.ready:
             log.info("ready: reading %d partitions", len(self.pipeline.ready))
             self.was_ready = True
@@ -196,8 +198,10 @@ class BatchLoop(threading.Thread):
         except CheckpointError as exc:
             log.warning("checkpoint failed, rolling back to the last committed one: %s", exc)
             self._roll_back()
+            self._failing = True
             return False
-        if committed:
+        if committed:  # what the failed one held is read again, so a commit does come
+            self._failing = False
             self._broker_answered()
         return True
 

@@ -10,6 +10,7 @@ are read again from the committed offset), so no offset ever moves past an unrea
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +27,9 @@ from streams.validation import Validator
 from streams.worker.sink import ChannelSink
 
 log = logging.getLogger(__name__)
+# How long a recovered partition whose fetches start past its position is sought again: the
+# seek is asynchronous, and batches fetched before it can still arrive for a moment.
+GAP_CHECK_SECONDS = 1.0
 TP = tuple[str, int]
 Progress = tuple[int, tuple[Checkpoint, ...]]  # next offset, open files
 DEDUPE_KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -53,7 +57,7 @@ class Pipeline:
         # after a recovery must start at the position, else the loop seeks it once more.
         self.unchecked: set[TP] = set()
         self.seek_again: set[TP] = set()
-        self._sought_again: set[TP] = set()
+        self._sought_again: dict[TP, float] = {}  # until when a gap is sought again
         self._committed: dict[TP, Progress] = {}
         for channel in CHANNELS:
             channel_config = config.channels.get(channel)
@@ -126,7 +130,8 @@ class Pipeline:
     def _from_position(self, tp: TP, batch: list[Any]) -> list[Any]:
         """A batch that does not start at the partition's position: records before it were
         read already (a fetch replayed); a first batch after a recovery that starts past it
-        is sought again once (after that the gap is real: transaction markers, retention)."""
+        is sought again for GAP_CHECK_SECONDS (past that the gap is real: transaction markers,
+        retention)."""
         position = self.positions[tp]
         if batch[0].offset() < position:
             log.warning(
@@ -141,17 +146,20 @@ class Pipeline:
                     self._checked(tp)
                 return batch
         if tp in self.unchecked:
-            if tp not in self._sought_again:
+            now = time.monotonic()
+            until = self._sought_again.get(tp)
+            if until is None:
                 log.info(
                     "%s[%d]: fetch resumed at %d, not at %d: seeking again",
                     *tp,
                     batch[0].offset(),
                     position,
                 )
-                self._sought_again.add(tp)
+                until = self._sought_again[tp] = now + GAP_CHECK_SECONDS
+            if now < until:  # what was fetched before the seek may still come: seek again
                 self.seek_again.add(tp)
                 return []
-            self._unchecked_forget(tp)  # the same gap twice: no records in it
+            self._unchecked_forget(tp)  # fresh fetches start past it too: nothing is there
         return batch
 
     def _checked(self, tp: TP) -> None:
@@ -178,7 +186,7 @@ class Pipeline:
         for tp, offset, epoch, files in plan:
             self.ready.add(tp)
             self.unchecked.add(tp)
-            self._sought_again.discard(tp)
+            self._sought_again.pop(tp, None)
             self.positions[tp] = offset
             self.epochs[tp] = epoch
             self._committed[tp] = (offset, tuple(files))
@@ -217,7 +225,7 @@ class Pipeline:
     def _unchecked_forget(self, tp: TP) -> None:
         self.unchecked.discard(tp)
         self.seek_again.discard(tp)
-        self._sought_again.discard(tp)
+        self._sought_again.pop(tp, None)
 
     # -- checkpoints -------------------------------------------------------------------------
 
