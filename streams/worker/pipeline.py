@@ -51,13 +51,14 @@ class Pipeline:
         self.ready: set[TP] = set()
         self.positions: dict[TP, int] = {}  # next offset to read, of what was read
         self.epochs: dict[TP, int] = {}  # this worker's owner epoch of each ready partition
-        # Recovered partitions whose first fetch is not checked yet, and those sought twice.
+        # Recovered partitions whose first fetch is not checked yet, and those sought again.
         # librdkafka can resume a partition's fetch past the offset it was sought to (its
         # issues #2190, #4686: a pause, a seek and a leader change in flight): the first batch
-        # after a recovery must start at the position, else the loop seeks it once more.
+        # after a recovery must start at the position, else the loop seeks it again (for up to
+        # GAP_CHECK_SECONDS: until when, per partition, in _sought_again).
         self.unchecked: set[TP] = set()
         self.seek_again: set[TP] = set()
-        self._sought_again: dict[TP, float] = {}  # until when a gap is sought again
+        self._sought_again: dict[TP, float] = {}
         self._committed: dict[TP, Progress] = {}
         for channel in CHANNELS:
             channel_config = config.channels.get(channel)
@@ -141,25 +142,25 @@ class Pipeline:
                 position,
             )
             batch = [m for m in batch if m.offset() >= position]
-            if not batch or batch[0].offset() == position:
-                if batch and tp in self.unchecked:
-                    self._checked(tp)
-                return batch
-        if tp in self.unchecked:
-            now = time.monotonic()
-            until = self._sought_again.get(tp)
-            if until is None:
-                log.info(
-                    "%s[%d]: fetch resumed at %d, not at %d: seeking again",
-                    *tp,
-                    batch[0].offset(),
-                    position,
-                )
-                until = self._sought_again[tp] = now + GAP_CHECK_SECONDS
-            if now < until:  # what was fetched before the seek may still come: seek again
-                self.seek_again.add(tp)
-                return []
-            self._unchecked_forget(tp)  # fresh fetches start past it too: nothing is there
+        if not batch or tp not in self.unchecked:
+            return batch
+        if batch[0].offset() == position:
+            self._checked(tp)
+            return batch
+        now = time.monotonic()
+        until = self._sought_again.get(tp)
+        if until is None:
+            log.info(
+                "%s[%d]: fetch resumed at %d, not at %d: seeking again",
+                *tp,
+                batch[0].offset(),
+                position,
+            )
+            until = self._sought_again[tp] = now + GAP_CHECK_SECONDS
+        if now < until:  # what was fetched before the seek may still come: seek again
+            self.seek_again.add(tp)
+            return []
+        self._unchecked_forget(tp)  # fresh fetches start past it too: nothing is there
         return batch
 
     def _checked(self, tp: TP) -> None:
