@@ -7,10 +7,13 @@ A checkpoint is one transaction of the worker's transactional producer that hold
   epoch and the partition's open part files, their sizes and last offsets
   (sinks/files/part_files.py), sent with the group metadata of the topic's consumer (one
   group per topic: streams/topics.py consumer_group).
-Before it, every waiting line is written and fsynced. The group coordinator refuses the
-offsets of a member whose generation is stale: a zombie worker (frozen while its partitions
-moved) can never commit, so nothing it wrote or produced ever counts. Sinks and derivers
-read with `isolation.level=read_committed`, so aborted records are never seen.
+Before it, every waiting line is written and fsynced. The transaction then commits in a
+thread of its own while the loop reads and parses the next batch (one checkpoint in flight
+at most, and nothing is written while it is: the next checkpoint, a recovery or a revocation
+first waits for it, and its files finish only once it has committed). The group coordinator
+refuses the offsets of a member whose generation is stale: a zombie worker (frozen while
+its partitions moved) can never commit, so nothing it wrote or produced ever counts. Sinks
+and derivers read with `isolation.level=read_committed`, so aborted records are never seen.
 
 A partition is taken over (assigned, or after a failed checkpoint) by **recovery**: fetch its
 committed offset and metadata (a read-committed consumer asks for stable offsets, so this
@@ -26,6 +29,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -36,12 +40,14 @@ from streams.config import JsonEngineConfig
 from streams.readers.outbox import Outgoing
 from streams.topics import PARTITIONER
 from streams.worker.faults import fault_point
-from streams.worker.pipeline import TP, Pipeline
+from streams.worker.pipeline import TP, Pipeline, Progress
 from streams.worker.sink import SinkUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # For bench/ only: the same path with plain (unfenced) commits, to measure what fencing costs.
+# Its consumer commit, made in the commit thread, cannot complete while a rebalance callback
+# waits for it: fine for the bench's single worker, which settles before it leaves.
 UNFENCED = os.environ.get("JSON_ENGINE_UNFENCED") == "1"
 TRANSACTION_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks readers this long
 OPERATION_TIMEOUT_S = 10.0
@@ -73,6 +79,20 @@ class CheckpointError(Exception):
     """A checkpoint or a claim was not committed: roll back to the last committed one."""
 
 
+@dataclass
+class _InFlight:
+    """A checkpoint whose transaction commits in its own thread."""
+
+    progress: dict[TP, Progress]
+    lines: bool  # it wrote lines (the after_commit fault point counts only those)
+    thread: threading.Thread | None = None
+    failure: list[BaseException] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.thread is None or not self.thread.is_alive()
+
+
 class Checkpointer:
     def __init__(
         self, config: JsonEngineConfig, consumers: dict[str, Consumer], pipeline: Pipeline
@@ -82,7 +102,9 @@ class Checkpointer:
         self.pipeline = pipeline
         self._producer: Producer | None = None
         self._generation = 0  # bumped when a producer is given up on
+        self._in_flight: _InFlight | None = None
         self.on_error: Callable[[KafkaError], None] = lambda _error: None
+        self.on_committed: Callable[[], None] = lambda: None
 
     # -- the transactional producer ------------------------------------------------------
 
@@ -116,32 +138,45 @@ class Checkpointer:
         return self._producer
 
     def close(self) -> None:
+        try:
+            self.settle()
+        except CheckpointError as exc:  # the next owner reads it again
+            log.warning("the last checkpoint was not committed: %s", exc)
         producer, self._producer = self._producer, None
         if producer is not None:
             bounded(lambda: producer.flush(OPERATION_TIMEOUT_S), STUCK_AFTER_S)
 
-    def _transact(self, outgoing: Iterable[Outgoing], offsets: list[TopicPartition]) -> None:
+    def _groups(self, offsets: list[TopicPartition]) -> dict[str, object]:
+        """Each topic's group metadata, as of now (one group per topic: each fences its own)."""
+        topics = {tp.topic for tp in offsets}
+        return {t: self.consumers[t].consumer_group_metadata() for t in topics}
+
+    def _transact(
+        self, outgoing: Iterable[Outgoing], offsets: list[TopicPartition], groups: dict[str, object]
+    ) -> None:
         """One transaction. Each blocking librdkafka call is bounded in time: one that does
         not come back (seen after every broker was down) gives up on the producer, and the
         next transaction has a new one."""
         records = list(outgoing)
         run = self._commit_unfenced if UNFENCED else self._commit_transaction
         try:
-            run(records, offsets)
+            run(records, offsets, groups)
         except TimeoutError:
             log.error("a transactional call did not return in %ss: new producer", STUCK_AFTER_S)
             self._generation += 1
             self._producer = None
             raise CheckpointError("transaction did not complete in time") from None
 
-    def _commit_transaction(self, records: list[Outgoing], offsets: list[TopicPartition]) -> None:
+    def _commit_transaction(
+        self, records: list[Outgoing], offsets: list[TopicPartition], groups: dict[str, object]
+    ) -> None:
         try:
             producer = self.producer()
             producer.begin_transaction()
             for topic, key, value, partition in records:
                 _produce(producer, topic, key, value, partition)
-            for topic, of_topic in _by_topic(offsets).items():  # each group fences its own
-                group = self.consumers[topic].consumer_group_metadata()
+            for topic, of_topic in _by_topic(offsets).items():
+                group = groups[topic]
                 bounded(
                     lambda of_topic=of_topic, group=group: producer.send_offsets_to_transaction(
                         of_topic, group, OPERATION_TIMEOUT_S
@@ -153,7 +188,9 @@ class Checkpointer:
             self._abort(exc)
             raise CheckpointError(f"transaction not committed: {exc}") from exc
 
-    def _commit_unfenced(self, records: list[Outgoing], offsets: list[TopicPartition]) -> None:
+    def _commit_unfenced(
+        self, records: list[Outgoing], offsets: list[TopicPartition], _groups: dict[str, object]
+    ) -> None:
         try:
             producer = self.producer()
             for topic, key, value, partition in records:
@@ -181,9 +218,11 @@ class Checkpointer:
 
     # -- checkpoints and recovery --------------------------------------------------------
 
-    def checkpoint(self) -> bool:
-        """Write and fsync waiting lines, then commit everything in one transaction; True
-        when a transaction was committed (False: there was nothing to commit)."""
+    def checkpoint(self, wait: bool = False) -> bool:
+        """Wait for the checkpoint in flight, write and fsync waiting lines, then commit
+        everything in one transaction, in its own thread unless `wait`; True when there was
+        something to commit."""
+        self.settle()
         pipeline = self.pipeline
         lines_waiting = pipeline.waiting > 0
         if lines_waiting:
@@ -202,17 +241,59 @@ class Checkpointer:
             TopicPartition(t, p, offset, metadata=encode(pipeline.epochs[(t, p)], files))
             for (t, p), (offset, files) in progress.items()
         ]
-        self._transact(outgoing, offsets)
-        if lines_waiting:
+        groups = self._groups(offsets)  # a revocation in between waits for this commit
+        in_flight = self._in_flight = _InFlight(progress, lines_waiting)
+
+        def commit() -> None:
+            try:
+                self._transact(outgoing, offsets, groups)
+            except BaseException as exc:
+                in_flight.failure.append(exc)
+
+        if wait:  # in this thread: a rebalance callback waits here (librdkafka serves the
+            commit()  # unfenced path's offset commit only once the callback returns)
+            self.settle()
+            return True
+        in_flight.thread = threading.Thread(target=commit, name="json-engine-commit", daemon=True)
+        in_flight.thread.start()
+        return True
+
+    @property
+    def settled(self) -> bool:
+        """No checkpoint is in flight, or the one in flight has its outcome."""
+        return self._in_flight is None or self._in_flight.done
+
+    def settle(self) -> None:
+        """Wait for the checkpoint in flight (each of its calls is bounded in time); once it
+        has committed, its files may finish."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        if in_flight.thread is not None:
+            in_flight.thread.join()
+        if in_flight.failure:
+            failure = in_flight.failure[0]
+            if isinstance(failure, CheckpointError):
+                raise failure
+            raise CheckpointError(f"transaction not committed: {failure}") from failure
+        if in_flight.lines:
             fault_point("after_commit")
         try:
-            pipeline.committed(progress)
+            self.pipeline.committed(in_flight.progress)
         except SinkUnavailable as exc:  # committed, not published: the recovery publishes it
             raise CheckpointError(str(exc)) from exc
-        return True
+        self.on_committed()
+
+    def abandon(self) -> None:
+        """Rolling back: wait for the checkpoint in flight and forget its outcome (the
+        recovery after reads what was committed either way)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and in_flight.thread is not None:
+            in_flight.thread.join()
 
     def recover(self, tps: list[TP]) -> dict[TP, int]:
         """Take partitions over; returns where to resume reading each."""
+        assert self._in_flight is None, "settle() the checkpoint in flight first"
         found = []
         for topic in sorted({t for t, _p in tps}):
             found += self.consumers[topic].committed(
@@ -232,7 +313,7 @@ class Checkpointer:
                 offset = max(offset, self._legacy_proven(key) or 0)
             plan.append((key, offset, epoch + 1, files))
             claims.append(TopicPartition(*key, offset, metadata=encode(epoch + 1, files)))
-        self._transact([], claims)  # fenced: from here on these epochs are ours
+        self._transact([], claims, self._groups(claims))  # fenced: these epochs are ours
         fault_point("after_claim")
         try:
             self.pipeline.recover(plan)

@@ -78,6 +78,7 @@ class BatchLoop(threading.Thread):
         self.joined: set[str] = set()
         self.checkpointer = Checkpointer(config, self.consumers, pipeline)
         self.checkpointer.on_error = self._on_error
+        self.checkpointer.on_committed = self._on_committed
         if pipeline.aggregator is not None:
             pipeline.aggregator.set_unread_probe(self._unread)
         # A consumed batch never holds more than a sink may buffer before it must flush.
@@ -137,6 +138,8 @@ class BatchLoop(threading.Thread):
         pipeline = self.pipeline
         now = time.monotonic()
         self._ensure_topics(now)
+        if self.checkpointer.settled:  # the checkpoint in flight has its outcome
+            self._settle()
         if self.pending and now >= self._retry_at:
             self._recover_pending()
         idle = True
@@ -168,7 +171,7 @@ class BatchLoop(threading.Thread):
             self._broker_answered()
         self._log_errors(messages, now)
         rest = self.pipeline.on_messages(messages)
-        while rest and self._checkpoint():  # a sink took part: room after a commit
+        while rest and self._checkpoint(wait=True):  # a sink took part: room after a commit
             rest = self.pipeline.on_messages(rest)
         if self.pipeline.seek_again:
             self._seek_again()
@@ -181,6 +184,8 @@ class BatchLoop(threading.Thread):
     def _leave(self) -> None:
         """Leave the group: on a graceful stop the revocation checkpoints and finishes files;
         after a fatal error nothing more is committed (the next owner reads it again)."""
+        if not self.failed:
+            self._settle()  # before the revocation's callback, which must not wait on it
         for consumer in self.consumers.values():
             try:
                 bounded(consumer.close, CLOSE_SECONDS)
@@ -191,21 +196,37 @@ class BatchLoop(threading.Thread):
 
     # -- checkpoints and recovery ------------------------------------------------------------
 
-    def _checkpoint(self) -> bool:
-        """A checkpoint; False when it failed (and the worker rolled back)."""
+    def _checkpoint(self, wait: bool = False) -> bool:
+        """A checkpoint, committed in the background unless `wait`; False when it (or the
+        one in flight before it) failed, and the worker rolled back."""
         try:
-            committed = self.checkpointer.checkpoint()
+            self.checkpointer.checkpoint(wait)
         except CheckpointError as exc:
-            log.warning("checkpoint failed, rolling back to the last committed one: %s", exc)
-            self._roll_back()
-            self._failing = True
+            self._checkpoint_failed(exc)
             return False
-        if committed:  # what the failed one held is read again, so a commit does come
-            self._failing = False
-            self._broker_answered()
         return True
 
+    def _settle(self) -> bool:
+        """Wait for the checkpoint in flight; False when it failed (and the worker rolled back)."""
+        try:
+            self.checkpointer.settle()
+        except CheckpointError as exc:
+            self._checkpoint_failed(exc)
+            return False
+        return True
+
+    def _on_committed(self) -> None:
+        """What a failed checkpoint held is read again, so a commit does come: ready again."""
+        self._failing = False
+        self._broker_answered()
+
+    def _checkpoint_failed(self, exc: CheckpointError) -> None:
+        log.warning("checkpoint failed, rolling back to the last committed one: %s", exc)
+        self._roll_back()
+        self._failing = True
+
     def _roll_back(self) -> None:
+        self.checkpointer.abandon()
         self.pipeline.reset()
         held = self.assigned
         for topic, tps in _by_topic(held).items():
@@ -214,6 +235,8 @@ class BatchLoop(threading.Thread):
         self._retry_at = time.monotonic() + RETRY_SECONDS
 
     def _recover_pending(self) -> None:
+        if not self._settle():  # the claims' transaction needs the producer
+            return
         tps = sorted(self.pending)
         try:
             if self.was_ready and fault_fails("recover_while_reading"):
@@ -262,7 +285,7 @@ class BatchLoop(threading.Thread):
         tps = [(tp.topic, tp.partition) for tp in partitions]
         if not self.failed:
             ready = [tp for tp in tps if tp in self.pipeline.ready]
-            finished = bool(ready) and self._checkpoint()
+            finished = bool(ready) and self._checkpoint(wait=True)
             self.pipeline.release([tp for tp in ready if tp in self.pipeline.ready], finished)
         self._forget(tps)
         consumer.incremental_unassign(partitions)
