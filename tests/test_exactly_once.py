@@ -174,28 +174,37 @@ def test_full_disk_stops_the_worker_and_a_restart_completes(
     assert len(ids) == len(set(ids)) == len(execs), (listing, worker.tail(80))
 
 
-@pytest.mark.parametrize("skip", [7, -5])
+@pytest.mark.parametrize(
+    ("skip", "at_end"), [(7, False), (-5, False), (7, True)], ids=["past", "before", "to-the-end"]
+)
 def test_a_fetch_resuming_off_the_committed_offset_loses_and_duplicates_nothing(
-    make_config: ConfigFactory, tmp_path: Path, skip: int
+    make_config: ConfigFactory, tmp_path: Path, skip: int, at_end: bool
 ) -> None:
     """Adversary: after a recovery the consumer's fetch resumes `skip` records past the
     committed offset (records would be lost) or before it (records read twice), as
     librdkafka's can after a pause, a seek and a leader change (its issues #2190, #4686).
     The fault makes every recovery's seek land there; the worker must notice and read from
-    the committed offset."""
+    the committed offset. `to-the-end`: the partition holds exactly `skip` new records, so
+    the fetch resumes at its end and no batch shows the gap."""
     path, cfg = make_config({"channels": {"engine_execution": {"auto_flush_seconds": 0.2}}})
     create_topics(cfg)
     rng = random.Random(skip)
     now = int(time.time() * 1000)
-    execs = [events.engine_execution(rng, f"e{i % 9}", now + i) for i in range(4000)]
+    execs = [events.engine_execution(rng, f"e{i % 9}", now + i) for i in range(2000)]
+    if at_end:  # one engine, keyed: all in one partition
+        later = [events.engine_execution(rng, "e-end", now + 2000 + i) for i in range(skip)]
+    else:
+        later = [events.engine_execution(rng, f"e{i % 9}", now + 2000 + i) for i in range(2000)]
     fault = {"JSON_ENGINE_FAULT": f"after_seek:skip:{skip}"}
     worker = WorkerProcess(path, tmp_path, env=fault if skip > 0 else {})
     try:
-        produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[:2000]])
+        produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs])
         worker.start()
-        wait_for_lines(cfg, "engine_execution", 2000, timeout=60)
+        wait_for_lines(cfg, "engine_execution", len(execs), timeout=60)
         assert worker.terminate() == 0, worker.tail()
-        produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs[2000:]])
+        keys = [e["engine_id"].encode() for e in later] if at_end else None
+        produce(cfg, "engine-execution", [orjson.dumps(e) for e in later], keys)
+        execs += later
         worker.env = fault  # a committed offset to seek from: before it is past 0 too
         worker.start()
         wait_for_lines(cfg, "engine_execution", len(execs), timeout=60)

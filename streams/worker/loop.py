@@ -342,6 +342,9 @@ class BatchLoop(threading.Thread):
             self._lag_at = now
             self.lag = {tp: self._behind(*tp) for tp in self.pipeline.ready}
             self._recover_orphans()
+            self.pipeline.seek_stalled(self._behind, now)
+            if self.pipeline.seek_again:
+                self._seek_again()
 
     def _recover_orphans(self) -> None:
         """Every assigned partition is read or being recovered; one that is neither would

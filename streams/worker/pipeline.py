@@ -55,8 +55,9 @@ class Pipeline:
         # librdkafka can resume a partition's fetch past the offset it was sought to (its
         # issues #2190, #4686: a pause, a seek and a leader change in flight): the first batch
         # after a recovery must start at the position, else the loop seeks it again (for up to
-        # GAP_CHECK_SECONDS: until when, per partition, in _sought_again).
-        self.unchecked: set[TP] = set()
+        # GAP_CHECK_SECONDS: until when, per partition, in _sought_again). A fetch that resumed
+        # at the partition's end shows no batch at all: see seek_stalled.
+        self.unchecked: dict[TP, float] = {}  # since when (monotonic)
         self.seek_again: set[TP] = set()
         self._sought_again: dict[TP, float] = {}
         self._committed: dict[TP, Progress] = {}
@@ -163,6 +164,21 @@ class Pipeline:
         self._unchecked_forget(tp)  # fresh fetches start past it too: nothing is there
         return batch
 
+    def seek_stalled(self, behind: Callable[[str, int], int], now: float) -> None:
+        """Recovered partitions that fetched nothing for GAP_CHECK_SECONDS while the broker
+        holds records past their position: a fetch resumed past them, at the partition's end,
+        shows no batch whose gap would tell. Each is sought again, once per recovery."""
+        for tp, since in self.unchecked.items():
+            if tp in self._sought_again or now - since < GAP_CHECK_SECONDS or behind(*tp) <= 0:
+                continue
+            log.debug(  # markers alone (an idle transactional topic) look the same
+                "%s[%d]: nothing fetched since the recovery at %d: seeking again",
+                *tp,
+                self.positions[tp],
+            )
+            self._sought_again[tp] = now + GAP_CHECK_SECONDS
+            self.seek_again.add(tp)
+
     def _checked(self, tp: TP) -> None:
         """The first batch since the recovery starts at the position."""
         if tp in self._sought_again:  # and the first fetch had not: librdkafka skipped those
@@ -186,7 +202,7 @@ class Pipeline:
             self.aggregator.assign([tp for tp, *_ in plan])
         for tp, offset, epoch, files in plan:
             self.ready.add(tp)
-            self.unchecked.add(tp)
+            self.unchecked[tp] = time.monotonic()
             self._sought_again.pop(tp, None)
             self.positions[tp] = offset
             self.epochs[tp] = epoch
@@ -224,7 +240,7 @@ class Pipeline:
         self._committed.clear()
 
     def _unchecked_forget(self, tp: TP) -> None:
-        self.unchecked.discard(tp)
+        self.unchecked.pop(tp, None)
         self.seek_again.discard(tp)
         self._sought_again.pop(tp, None)
 
