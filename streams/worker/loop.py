@@ -37,7 +37,7 @@ from streams.worker.sink import SinkUnavailable
 
 log = logging.getLogger(__name__)
 BATCH = 10_000
-IDLE_SECONDS = 0.01  # a pass over the consumers found nothing: wait this long
+IDLE_SECONDS = 0.01  # a pass over the consumers found nothing: wait this long for more
 RETRY_SECONDS = 1.0
 OUTAGE_LOG_SECONDS = 5.0
 TOPICS_RETRY_SECONDS = 10.0
@@ -76,6 +76,7 @@ class BatchLoop(threading.Thread):
         # One consumer (and group) per topic: each topic is spread over all workers.
         self.consumers = {topic: self._consumer(topic) for topic in pipeline.topics}
         self.joined: set[str] = set()
+        self._busiest = next(iter(self.consumers.values()))
         self.checkpointer = Checkpointer(config, self.consumers, pipeline)
         self.checkpointer.on_error = self._on_error
         self.checkpointer.on_committed = self._on_committed
@@ -98,6 +99,7 @@ class BatchLoop(threading.Thread):
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "fetch.wait.max.ms": 100,
+                "max.partition.fetch.bytes": 4 << 20,
                 "error_cb": self._on_error,
             }
         )
@@ -147,9 +149,12 @@ class BatchLoop(threading.Thread):
             messages = consumer.consume(self.batch, 0)
             if messages:
                 idle = False
+                self._busiest = consumer
                 self._take(messages, now)
-        if idle:
-            time.sleep(IDLE_SECONDS)
+        if idle:  # wait on the consumer that had records last: it wakes as soon as they come
+            messages = self._busiest.consume(self.batch, IDLE_SECONDS)
+            if messages:
+                self._take(messages, now)
         now = time.monotonic()
         if pipeline.due(now):
             self._checkpoint()
