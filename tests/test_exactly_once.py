@@ -218,6 +218,45 @@ def test_a_fetch_resuming_off_the_committed_offset_loses_and_duplicates_nothing(
     assert marker in worker.log(), worker.tail()
 
 
+def test_a_checkpoint_failing_in_flight_rolls_back_the_batches_read_meanwhile(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """Adversary: a checkpoint's transaction fails (refused, or the broker went away) after
+    the loop has read, parsed and buffered the next records, since it commits in the
+    background. Its lines were written but must never count, its dead letters (produced in
+    the aborted transaction) must come again, and the records read meanwhile must not be
+    skipped: the worker rolls back to the last committed checkpoint."""
+    path, cfg = make_config(
+        {"channels": {"engine_execution": {"auto_flush_seconds": 0.2, "buffer_size": 200}}}
+    )
+    create_topics(cfg)
+    rng = random.Random(11)
+    now = int(time.time() * 1000)
+    execs = [events.engine_execution(rng, f"e{i % 9}", now + i) for i in range(4000)]
+    values = [orjson.dumps(e) for e in execs]
+    bad = [f'{{"broken": {i}'.encode() for i in range(40)]  # malformed JSON: dead letters
+    for i, value in enumerate(bad):
+        values.insert(i * 100, value)
+    worker = WorkerProcess(path, tmp_path, env={"JSON_ENGINE_FAULT": "commit_in_flight:fail:3"})
+    try:
+        produce(cfg, "engine-execution", values)
+        worker.start()
+        wait_for_lines(cfg, "engine_execution", len(execs), timeout=90)
+        wait_for_lines(cfg, "dead_letter", len(bad), timeout=30)
+        assert worker.terminate() == 0, worker.tail()
+    finally:
+        worker.kill()
+    ids = [orjson.loads(line)["trace_id"] for line in lines_of(cfg, "engine_execution")]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
+    assert set(ids) == {e["trace_id"] for e in execs}, f"{len(execs) - len(set(ids))} missing"
+    letters = [orjson.loads(line) for line in lines_of(cfg, "dead_letter")]
+    where = {(r["partition"], r["offset"]) for r in letters}
+    assert len(letters) == len(where) == len(bad), f"{len(letters)} dead letters of {len(bad)}"
+    log = worker.log()
+    assert b"fault injected: the transaction in flight failed" in log, worker.tail()
+    assert b"rolling back to the last committed one" in log, worker.tail()
+
+
 def test_a_recovery_that_fails_leaves_the_partitions_being_read_alone(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:

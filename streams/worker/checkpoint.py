@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from sinks.files.part_files import Checkpoint
 from streams.config import JsonEngineConfig
 from streams.readers.outbox import Outgoing
 from streams.topics import PARTITIONER
-from streams.worker.faults import fault_point
+from streams.worker.faults import fault_fails, fault_point
 from streams.worker.pipeline import TP, Pipeline, Progress
 from streams.worker.sink import SinkUnavailable
 
@@ -246,6 +247,9 @@ class Checkpointer:
 
         def commit() -> None:
             try:
+                if not wait and fault_fails("commit_in_flight"):
+                    time.sleep(0.5)  # the loop reads the next records meanwhile
+                    raise CheckpointError("fault injected: the transaction in flight failed")
                 self._transact(outgoing, offsets, groups)
             except BaseException as exc:
                 in_flight.failure.append(exc)

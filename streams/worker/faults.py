@@ -9,6 +9,8 @@ SIGSTOP, as a long GC pause or a frozen VM would; `kill` sends SIGKILL. Unset: a
 
 `JSON_ENGINE_FAULT=recover_while_reading:fail[:<n>]` makes the n-th recovery after the
 worker was first ready (others' partitions are being read) fail, as when a broker goes away.
+`JSON_ENGINE_FAULT=commit_in_flight:fail[:<n>]` makes the n-th checkpoint committed in the
+background fail half a second later, uncommitted, while the loop reads on.
 
 `JSON_ENGINE_FAULT=after_seek:skip:<n>` makes every seek of a recovery land n records past
 the committed offset, as librdkafka's fetch sometimes resumes (its issues #2190, #4686).

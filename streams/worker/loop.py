@@ -99,7 +99,6 @@ class BatchLoop(threading.Thread):
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "fetch.wait.max.ms": 100,
-                "max.partition.fetch.bytes": 4 << 20,
                 "error_cb": self._on_error,
             }
         )
