@@ -17,7 +17,7 @@ from streams import events
 from streams.topics import create_topics
 from tests.conftest import ConfigFactory
 from tests.test_s3_exactly_once import PartialObjectWatcher
-from tests.workers import READY, WorkerProcess, lines_of, produce, wait_for_lines
+from tests.workers import READY, WorkerProcess, assert_once, lines_of, produce, wait_for_lines
 
 
 def finished(directory: Path) -> list[Path]:
@@ -112,10 +112,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         watcher.stop.set()
         watcher.join()
         worker.kill()
-    lines = lines_of(cfg, "engine_execution")
-    ids = [orjson.loads(line)["trace_id"] for line in lines]
-    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
-    assert set(ids) == {e["trace_id"] for e in execs}
+    assert_once(cfg, execs)
     assert watcher.reads > 0 and watcher.bad == []
 
 
@@ -211,9 +208,7 @@ def test_a_fetch_resuming_off_the_committed_offset_loses_and_duplicates_nothing(
         assert worker.terminate() == 0, worker.tail()
     finally:
         worker.kill()
-    ids = [orjson.loads(line)["trace_id"] for line in lines_of(cfg, "engine_execution")]
-    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
-    assert set(ids) == {e["trace_id"] for e in execs}, f"{len(execs) - len(set(ids))} missing"
+    assert_once(cfg, execs)
     marker = b"after a second seek" if skip > 0 else b"fetched again from"
     assert marker in worker.log(), worker.tail()
 
@@ -246,9 +241,7 @@ def test_a_checkpoint_failing_in_flight_rolls_back_the_batches_read_meanwhile(
         assert worker.terminate() == 0, worker.tail()
     finally:
         worker.kill()
-    ids = [orjson.loads(line)["trace_id"] for line in lines_of(cfg, "engine_execution")]
-    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
-    assert set(ids) == {e["trace_id"] for e in execs}, f"{len(execs) - len(set(ids))} missing"
+    assert_once(cfg, execs)
     letters = [orjson.loads(line) for line in lines_of(cfg, "dead_letter")]
     where = {(r["partition"], r["offset"]) for r in letters}
     assert len(letters) == len(where) == len(bad), f"{len(letters)} dead letters of {len(bad)}"
@@ -284,6 +277,4 @@ def test_a_recovery_that_fails_leaves_the_partitions_being_read_alone(
     finally:
         first.kill()
         second.kill()
-    ids = [orjson.loads(line)["trace_id"] for line in lines_of(cfg, "engine_execution")]
-    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
-    assert set(ids) == {e["trace_id"] for e in execs}, f"{len(execs) - len(set(ids))} missing"
+    assert_once(cfg, execs)

@@ -28,7 +28,7 @@ from streams import events
 from streams.local import s3 as local_s3
 from streams.topics import create_topics
 from tests.conftest import TEST_S3_PORT, ConfigFactory, S3Service
-from tests.workers import WorkerProcess, lines_of, produce, wait_for_lines
+from tests.workers import WorkerProcess, assert_once, produce, wait_for_lines
 
 FAST = {
     "engine_execution": {
@@ -108,12 +108,6 @@ def executions(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     return [events.engine_execution(rng, f"e{i % 8}", now + i) for i in range(n)]
-
-
-def assert_once(cfg: object, execs: list[dict]) -> None:
-    ids = [orjson.loads(line)["trace_id"] for line in lines_of(cfg, "engine_execution")]  # type: ignore[arg-type]
-    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
-    assert set(ids) == {e["trace_id"] for e in execs}
 
 
 @pytest.mark.slow

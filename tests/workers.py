@@ -158,6 +158,14 @@ def lines_of(config: JsonEngineConfig, channel: str) -> list[bytes]:
     )
 
 
+def assert_once(config: JsonEngineConfig, execs: list[dict[str, Any]]) -> None:
+    """Every execution is in exactly one finished line of its channel."""
+    ids = [orjson.loads(line)["trace_id"] for line in lines_of(config, "engine_execution")]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
+    want, got = {e["trace_id"] for e in execs}, set(ids)
+    assert got == want, f"{len(want - got)} missing, {len(got - want)} never sent"
+
+
 def wait_for_lines(
     config: JsonEngineConfig, channel: str, count: int, timeout: float = 120
 ) -> list[bytes]:
