@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -87,7 +87,7 @@ class _InFlight:
     progress: dict[TP, Progress]
     lines: bool  # it wrote lines (the after_commit fault point counts only those)
     thread: threading.Thread | None = None
-    failure: list[BaseException] = field(default_factory=list)
+    failure: BaseException | None = None
 
     @property
     def done(self) -> bool:
@@ -139,10 +139,7 @@ class Checkpointer:
         return self._producer
 
     def close(self) -> None:
-        try:
-            self.settle()
-        except CheckpointError as exc:  # the next owner reads it again
-            log.warning("the last checkpoint was not committed: %s", exc)
+        """After the loop left the group (it settles the checkpoint in flight first)."""
         producer, self._producer = self._producer, None
         if producer is not None:
             bounded(lambda: producer.flush(OPERATION_TIMEOUT_S), STUCK_AFTER_S)
@@ -252,10 +249,12 @@ class Checkpointer:
                     raise CheckpointError("fault injected: the transaction in flight failed")
                 self._transact(outgoing, offsets, groups)
             except BaseException as exc:
-                in_flight.failure.append(exc)
+                in_flight.failure = exc
 
-        if wait:  # in this thread: a rebalance callback waits here (librdkafka serves the
-            commit()  # unfenced path's offset commit only once the callback returns)
+        # With `wait`, in this thread: a rebalance callback waits here, and librdkafka serves
+        # the unfenced path's offset commit only once the callback returns.
+        if wait:
+            commit()
             self.settle()
             return True
         in_flight.thread = threading.Thread(target=commit, name="json-engine-commit", daemon=True)
@@ -270,13 +269,11 @@ class Checkpointer:
     def settle(self) -> None:
         """Wait for the checkpoint in flight (each of its calls is bounded in time); once it
         has committed, its files may finish."""
-        in_flight, self._in_flight = self._in_flight, None
+        in_flight = self._join_in_flight()
         if in_flight is None:
             return
-        if in_flight.thread is not None:
-            in_flight.thread.join()
-        if in_flight.failure:
-            failure = in_flight.failure[0]
+        failure = in_flight.failure
+        if failure is not None:
             if isinstance(failure, CheckpointError):
                 raise failure
             raise CheckpointError(f"transaction not committed: {failure}") from failure
@@ -291,9 +288,13 @@ class Checkpointer:
     def abandon(self) -> None:
         """Rolling back: wait for the checkpoint in flight and forget its outcome (the
         recovery after reads what was committed either way)."""
+        self._join_in_flight()
+
+    def _join_in_flight(self) -> _InFlight | None:
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is not None and in_flight.thread is not None:
             in_flight.thread.join()
+        return in_flight
 
     def recover(self, tps: list[TP]) -> dict[TP, int]:
         """Take partitions over; returns where to resume reading each."""
