@@ -445,12 +445,13 @@ _SUPPORTED: Final = _ANNOTATIONS | {
 _TYPE_TESTS: Final = {
     "string": "type({v}) is str",
     "integer": "type({v}) is int",
-    "number": "(type({v}) is float or type({v}) is int)",
+    "number": "type({v}) in _NUMBER",
     "boolean": "({v} is True or {v} is False)",
     "null": "{v} is None",
     "object": "type({v}) is dict",
     "array": "type({v}) is list",
 }
+_SCALAR_TYPES: Final = frozenset({"string", "integer", "number", "boolean", "null"})
 
 
 class _Unsupported(Exception):
@@ -458,12 +459,22 @@ class _Unsupported(Exception):
 
 
 class _FastPathWriter:
-    """Writes the source of `def fast(v0) -> bool` for one schema."""
+    """Writes the source of `def fast(v0) -> bool` for one schema.
+
+    Each scalar is one positive test (`type(v) is str and 1 <= len(v) <= 256`), so a NaN or
+    anything unforeseen fails it; a required field is read by subscript, and the KeyError of a
+    missing one returns False (the body is one `try`)."""
 
     def __init__(self) -> None:
-        self.lines = ["def fast(v0):"]
-        self.constants: dict[str, Any] = {"_MISSING": object()}
+        self.lines = ["def fast(v0):", "    try:"]
+        self.constants: dict[str, Any] = {"_MISSING": object(), "_NUMBER": (float, int)}
         self.names = 0
+
+    def finish(self) -> str:
+        self.emit(2, "return True")
+        self.emit(1, "except KeyError:")
+        self.emit(2, "return False")
+        return "\n".join(self.lines)
 
     def constant(self, value: Any) -> str:
         name = f"_c{len(self.constants)}"
@@ -476,6 +487,10 @@ class _FastPathWriter:
 
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
+
+    def require(self, indent: int, tests: list[str]) -> None:
+        self.emit(indent, f"if not ({' and '.join(tests)}):")
+        self.emit(indent + 1, "return False")
 
     def node(self, schema: Any, v: str, indent: int) -> None:
         """Code that returns False unless value `v` certainly satisfies `schema`."""
@@ -493,52 +508,77 @@ class _FastPathWriter:
             values = schema["enum"]
             if types != ["string"] or not all(isinstance(x, str) for x in values):
                 raise _Unsupported(schema)
-            self.emit(
-                indent, f"if type({v}) is not str or {v} not in {self.constant(frozenset(values))}:"
-            )
-            self.emit(indent + 1, "return False")
+            known = self.constant(frozenset(values))
+            self.require(indent, [f"type({v}) is str", f"{v} in {known}"])
+            return
         if len(types) == 1:
-            self.emit(indent, f"if not ({_TYPE_TESTS[types[0]].format(v=v)}):")
-            self.emit(indent + 1, "return False")
-            self.constraints(schema, types[0], v, indent)
+            kind = types[0]
+            tests = [_TYPE_TESTS[kind].format(v=v)]
+            if kind in _SCALAR_TYPES:
+                self.require(indent, tests + self.scalar(schema, kind, v))
+                return
+            self.require(indent, tests)
+            self.container(schema, kind, v, indent)
             return
         # One branch per allowed type, holding the keywords that apply to that type.
         for number, kind in enumerate(types):
             keyword = "if" if number == 0 else "elif"
             self.emit(indent, f"{keyword} {_TYPE_TESTS[kind].format(v=v)}:")
-            self.emit(indent + 1, "pass")
-            self.constraints(schema, kind, v, indent + 1)
+            if kind in _SCALAR_TYPES:
+                tests = self.scalar(schema, kind, v)
+                if tests:
+                    self.require(indent + 1, tests)
+                else:
+                    self.emit(indent + 1, "pass")
+            else:
+                self.emit(indent + 1, "pass")
+                self.container(schema, kind, v, indent + 1)
         self.emit(indent, "else:")
         self.emit(indent + 1, "return False")
 
-    def constraints(self, schema: dict[str, Any], kind: str, v: str, indent: int) -> None:
+    def scalar(self, schema: dict[str, Any], kind: str, v: str) -> list[str]:
+        """The positive tests of a scalar's bounds (its type tested already)."""
         if kind == "string":
-            self.bounds(f"len({v})", schema.get("minLength"), schema.get("maxLength"), indent)
-        elif kind in ("number", "integer"):
-            self.bounds(v, schema.get("minimum"), schema.get("maximum"), indent)
-            for key, op in (("exclusiveMinimum", "<="), ("exclusiveMaximum", ">=")):
+            return self.bounds(f"len({v})", schema.get("minLength"), schema.get("maxLength"))
+        if kind in ("number", "integer"):
+            tests = self.bounds(v, schema.get("minimum"), schema.get("maximum"))
+            for key, op in (("exclusiveMinimum", ">"), ("exclusiveMaximum", "<")):
                 if key in schema:
-                    self.emit(indent, f"if {v} {op} {schema[key]!r}:")
-                    self.emit(indent + 1, "return False")
-        elif kind == "array":
-            self.bounds(f"len({v})", schema.get("minItems"), schema.get("maxItems"), indent)
+                    tests.append(f"{v} {op} {self.number(schema[key])}")
+            return tests
+        return []
+
+    def container(self, schema: dict[str, Any], kind: str, v: str, indent: int) -> None:
+        if kind == "array":
+            tests = self.bounds(f"len({v})", schema.get("minItems"), schema.get("maxItems"))
+            if tests:
+                self.require(indent, tests)
             if "items" in schema:
                 item = self.variable()
                 self.emit(indent, f"for {item} in {v}:")
                 self.node(schema["items"], item, indent + 1)
-        elif kind == "object":
-            self.bounds(
-                f"len({v})", schema.get("minProperties"), schema.get("maxProperties"), indent
+        else:
+            tests = self.bounds(
+                f"len({v})", schema.get("minProperties"), schema.get("maxProperties")
             )
+            if tests:
+                self.require(indent, tests)
             self.object(schema, v, indent)
 
-    def bounds(self, value: str, low: Any, high: Any, indent: int) -> None:
-        for bound, op in ((low, "<"), (high, ">")):
-            if bound is not None:
-                if isinstance(bound, bool) or not isinstance(bound, int | float):
-                    raise _Unsupported(bound)
-                self.emit(indent, f"if {value} {op} {bound!r}:")
-                self.emit(indent + 1, "return False")
+    def bounds(self, value: str, low: Any, high: Any) -> list[str]:
+        if low is not None and high is not None:
+            return [f"{self.number(low)} <= {value} <= {self.number(high)}"]
+        if low is not None:
+            return [f"{value} >= {self.number(low)}"]
+        if high is not None:
+            return [f"{value} <= {self.number(high)}"]
+        return []
+
+    @staticmethod
+    def number(bound: Any) -> str:
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise _Unsupported(bound)
+        return repr(bound)
 
     def object(self, schema: dict[str, Any], v: str, indent: int) -> None:
         properties = schema.get("properties", {})
@@ -548,20 +588,17 @@ class _FastPathWriter:
             raise _Unsupported(schema)
         if additional is False:
             known = self.constant(frozenset(properties))
-            self.emit(indent, f"if not {v}.keys() <= {known}:")
-            self.emit(indent + 1, "return False")
+            self.require(indent, [f"{v}.keys() <= {known}"])
         for key in required:
             if key not in properties:
-                self.emit(indent, f"if {key!r} not in {v}:")
-                self.emit(indent + 1, "return False")
+                self.require(indent, [f"{key!r} in {v}"])
         for key, spec in properties.items():
             child = self.variable()
-            self.emit(indent, f"{child} = {v}.get({key!r}, _MISSING)")
-            if key in required:
-                self.emit(indent, f"if {child} is _MISSING:")
-                self.emit(indent + 1, "return False")
+            if key in required:  # a missing one raises KeyError: False
+                self.emit(indent, f"{child} = {v}[{key!r}]")
                 self.node(spec, child, indent)
             else:
+                self.emit(indent, f"{child} = {v}.get({key!r}, _MISSING)")
                 self.emit(indent, f"if {child} is not _MISSING:")
                 self.emit(indent + 1, "pass")
                 self.node(spec, child, indent + 1)
@@ -571,10 +608,9 @@ def _fast_path(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
     """The conservative predicate of `schema` (see above), None if it uses other keywords."""
     writer = _FastPathWriter()
     try:
-        writer.node(schema, "v0", 1)
+        writer.node(schema, "v0", 2)
     except _Unsupported:
         return None
-    writer.emit(1, "return True")
     namespace = dict(writer.constants)
-    exec(compile("\n".join(writer.lines), "<json-engine fast path>", "exec"), namespace)
+    exec(compile(writer.finish(), "<json-engine fast path>", "exec"), namespace)
     return namespace["fast"]
