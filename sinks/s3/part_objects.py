@@ -186,8 +186,8 @@ class S3PartitionWriter(PartitionWriter):
         return True
 
     def sync(self) -> None:
-        """Wait for every part started since the last call, and take in the publications
-        that are done; raise the first failure."""
+        """Wait for every part started since the last call (in the worker's commit thread);
+        raise the first failure."""
         uploads, self._uploads = self._uploads, []
         error: BaseException | None = None
         for upload in uploads:
@@ -195,11 +195,16 @@ class S3PartitionWriter(PartitionWriter):
                 upload.result()
             except BaseException as exc:
                 error = error or exc
+        if error is not None:
+            raise error
+
+    def collect(self) -> None:
+        """Take in the publications that are done; raise the first failure."""
+        error: BaseException | None = None
         for name, (_checkpoint, publication) in list(self._publishing.items()):
             if publication.done():
                 del self._publishing[name]
-                failure = publication.exception()
-                error = error or failure
+                error = error or publication.exception()
         if error is not None:
             raise error
 

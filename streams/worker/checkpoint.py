@@ -7,13 +7,14 @@ A checkpoint is one transaction of the worker's transactional producer that hold
   epoch and the partition's open part files, their sizes and last offsets
   (sinks/files/part_files.py), sent with the group metadata of the topic's consumer (one
   group per topic: streams/topics.py consumer_group).
-Before it, every waiting line is written and fsynced. The transaction then commits in a
-thread of its own while the loop reads and parses the next batch (one checkpoint in flight
-at most, and nothing is written while it is: the next checkpoint, a recovery or a revocation
-first waits for it, and its files finish only once it has committed). The group coordinator
-refuses the offsets of a member whose generation is stale: a zombie worker (frozen while
-its partitions moved) can never commit, so nothing it wrote or produced ever counts. Sinks
-and derivers read with `isolation.level=read_committed`, so aborted records are never seen.
+Before it, every waiting line is written. The fsyncs and then the transaction run in a thread
+of their own while the loop reads and parses the next batch (one checkpoint in flight at
+most, and nothing is written while it is: the next checkpoint, a recovery, a revocation or a
+roll-back first waits for it, and its files finish only once it has committed). The group
+coordinator refuses the offsets of a member whose generation is stale: a zombie worker
+(frozen while its partitions moved) can never commit, so nothing it wrote or produced ever
+counts. Sinks and derivers read with `isolation.level=read_committed`, so aborted records
+are never seen.
 
 A partition is taken over (assigned, or after a failed checkpoint) by **recovery**: fetch its
 committed offset and metadata (a read-committed consumer asks for stable offsets, so this
@@ -42,7 +43,7 @@ from streams.readers.outbox import Outgoing
 from streams.topics import PARTITIONER
 from streams.worker.faults import fault_fails, fault_point
 from streams.worker.pipeline import TP, Pipeline, Progress
-from streams.worker.sink import SinkUnavailable
+from streams.worker.sink import SinkUnavailable, SinkWriteError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -217,7 +218,7 @@ class Checkpointer:
     # -- checkpoints and recovery --------------------------------------------------------
 
     def checkpoint(self, wait: bool = False) -> bool:
-        """Wait for the checkpoint in flight, write and fsync waiting lines, then commit
+        """Wait for the checkpoint in flight, write waiting lines, then fsync them and commit
         everything in one transaction, in its own thread unless `wait`; True when there was
         something to commit."""
         self.settle()
@@ -229,8 +230,6 @@ class Checkpointer:
             pipeline.flush()
         except SinkUnavailable as exc:  # nothing of it is committed: roll back, retry later
             raise CheckpointError(str(exc)) from exc
-        if lines_waiting:
-            fault_point("after_write")
         outgoing = list(pipeline.drain())
         progress = pipeline.progress()
         if not outgoing and not progress:
@@ -244,6 +243,9 @@ class Checkpointer:
 
         def commit() -> None:
             try:
+                pipeline.sync()
+                if lines_waiting:
+                    fault_point("after_write")
                 if not wait and fault_fails("commit_in_flight"):
                     time.sleep(0.5)  # the loop reads the next records meanwhile
                     raise CheckpointError("fault injected: the transaction in flight failed")
@@ -274,7 +276,9 @@ class Checkpointer:
             return
         failure = in_flight.failure
         if failure is not None:
-            if isinstance(failure, CheckpointError):
+            if isinstance(failure, SinkUnavailable):  # its lines are not durable: retry later
+                raise CheckpointError(str(failure)) from failure
+            if isinstance(failure, (CheckpointError, SinkWriteError)):
                 raise failure
             raise CheckpointError(f"transaction not committed: {failure}") from failure
         if in_flight.lines:

@@ -109,12 +109,11 @@ class BatchLoop(threading.Thread):
         _spare_the_collector()
         try:
             self._run()
+            self._settle()  # before the revocation's callback, which must not wait on it
         except BaseException as exc:
             self.failed = True
             log.error("worker stopping on a fatal error: %s", exc)
             self.on_fatal(exc)
-            self._leave()
-            return
         self._leave()
 
     def _run(self) -> None:
@@ -188,8 +187,8 @@ class BatchLoop(threading.Thread):
     def _leave(self) -> None:
         """Leave the group: on a graceful stop the revocation checkpoints and finishes files;
         after a fatal error nothing more is committed (the next owner reads it again)."""
-        if not self.failed:
-            self._settle()  # before the revocation's callback, which must not wait on it
+        if self.failed:
+            self.checkpointer.abandon()  # its fsyncs must not outlive the files they sync
         for consumer in self.consumers.values():
             try:
                 bounded(consumer.close, CLOSE_SECONDS)
@@ -298,6 +297,7 @@ class BatchLoop(threading.Thread):
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         log.warning("lost %d partitions (session expired): nothing of them is committed", len(tps))
+        self.checkpointer.abandon()  # the one in flight may still fsync their files
         self._forget(tps)
         self._roll_back()
         consumer.incremental_unassign(partitions)

@@ -262,6 +262,11 @@ class Pipeline:
         for sink in self.sinks.values():
             sink.flush()
 
+    def sync(self) -> None:
+        """What flush() wrote, made durable (in the commit thread)."""
+        for sink in self.sinks.values():
+            sink.sync()
+
     def drain(self) -> Iterator[Outgoing]:
         """Every record queued for the checkpoint's transaction (dead letters last: the
         aggregation may add late events while it drains)."""

@@ -1,6 +1,7 @@
 """A channel's sink: validated batches of one topic become lines in part files.
 
-The sink writes and fsyncs; it does not decide what is done. A line counts once the
+The sink writes and fsyncs (the fsync in the checkpoint's commit thread); it does not decide
+what is done. A line counts once the
 checkpoint that names its file and size is committed with the consumer offsets in one Kafka
 transaction (streams/worker/checkpoint.py); until then it sits in the writer's own hidden
 file. A new owner of a partition rolls forward exactly what the committed checkpoint names
@@ -102,6 +103,8 @@ class ChannelSink:
         self.flush_durations: list[float] = []  # drained into the metrics by the worker
         self.time_field = TIME_FIELD.get(channel, "timestamp")
         self._writers: dict[int, PartitionWriter] = {}
+        self._unsynced: dict[int, PartitionWriter] = {}  # written by flush(), for sync()
+        self._flush_started = 0.0
         self._pending: dict[int, dict[str, _Pending]] = {}
         self._waiting = 0
         self._first_at: float | None = None
@@ -190,40 +193,46 @@ class ChannelSink:
         pending = self._pending.setdefault(partition, {})
         open_buckets = writer.open_buckets | set(pending)
         validate = self.config.validate_
-        counters = self.counters
         time_field = self.time_field
+        dedupe = self.dedupe_key is not None
+        bucket_names = self._bucket_names
+        # Counted once at the end (attribute writes per record cost): the rare cases here.
+        taken, invalid, tombstones, duplicates = len(items), 0, 0, 0
         for n, (record, parsed, error) in enumerate(items):
             offset = record.offset()
             value = record.value()
             if validate and error is not None:
-                counters.received += 1
-                self._waiting += 1
-                counters.invalid += 1
+                invalid += 1
                 self._reject(partition, offset, error, value)
                 continue
             if value is None:
-                counters.received += 1
+                tombstones += 1
                 continue  # a tombstone, with validation off: nothing to write
             ts = parsed.get(time_field) if parsed is not None else None
-            bucket = self._bucket(ts if isinstance(ts, int) else record_time(record) or 0)
+            ms = ts if isinstance(ts, int) else record_time(record) or 0
+            bucket = bucket_names.get(ms // HOUR_MS) or self._bucket(ms)
             if bucket not in open_buckets:
                 if len(open_buckets) >= MAX_OPEN_FILES:
-                    return n
+                    taken = n
+                    break
                 open_buckets.add(bucket)
-            counters.received += 1
-            counters.valid += 1
-            self._waiting += 1
-            if self.dedupe_key is not None and self._seen_before(partition, bucket, value, parsed):
-                counters.duplicates_dropped += 1
+            if dedupe and self._seen_before(partition, bucket, value, parsed):
+                duplicates += 1
                 continue
             lines = pending.get(bucket)
             if lines is None:
                 lines = pending[bucket] = _Pending(first=offset)
             lines.last = offset
             lines.lines.append(value)
+        counters = self.counters
+        counters.received += taken
+        counters.invalid += invalid
+        counters.valid += taken - invalid - tombstones
+        counters.duplicates_dropped += duplicates
+        self._waiting += taken - tombstones
         if self._waiting and self._first_at is None:
             self._first_at = time.monotonic()
-        return len(items)
+        return taken
 
     def _bucket(self, ms: int) -> str:
         hour = ms // HOUR_MS
@@ -292,27 +301,42 @@ class ChannelSink:
         )
 
     def flush(self) -> None:
-        """Write and fsync every waiting line; what counts is decided by the commit after."""
+        """Write every waiting line; `sync()` makes them durable, and the commit after decides
+        what counts."""
         if not self._waiting:
             return
-        started = time.perf_counter()
+        self._flush_started = time.perf_counter()
+        for writer in self._writers.values():
+            try:
+                writer.collect()
+            except OSError as exc:
+                raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
         for partition, by_bucket in self._pending.items():
             for bucket, pending in by_bucket.items():
                 self._write(partition, bucket, pending)
-        for partition in self._writers:
+        self._unsynced = dict(self._writers)
+        self._pending.clear()
+        self.counters.batches += 1
+        self._waiting = 0
+        self._first_at = None
+
+    def sync(self) -> None:
+        """Make what `flush()` wrote durable: fsync (S3: the uploads of the parts, in
+        parallel). Runs in the commit thread, while the batch thread reads the next records
+        and leaves these writers' files alone (streams/worker/checkpoint.py)."""
+        unsynced, self._unsynced = self._unsynced, {}
+        if not unsynced:
+            return
+        for partition, writer in unsynced.items():
             try:
-                self._writers[partition].sync()  # S3: the uploads of the parts, in parallel
+                writer.sync()
             except OSError as exc:
                 raise write_error(
                     f"{self.channel}: writing partition {partition} to {self.directory} "
                     "failed; nothing after the last checkpoint counts",
                     exc,
                 ) from exc
-        self._pending.clear()
-        self.counters.batches += 1
-        self.flush_durations.append(time.perf_counter() - started)
-        self._waiting = 0
-        self._first_at = None
+        self.flush_durations.append(time.perf_counter() - self._flush_started)
 
     def _write(self, partition: int, bucket: str, pending: _Pending) -> None:
         data = _jsonl(pending.lines)
@@ -350,10 +374,11 @@ class ChannelSink:
 
 def _jsonl(values: list[bytes]) -> bytes:
     """One line per value, as published; a raw line break inside a value (only whitespace in
-    JSON) becomes a space, so it cannot split a line. Checked once per batch, not per value."""
+    JSON) becomes a space, so it cannot split a line. Checked once per batch, not per value:
+    `in` is a memchr, where counting or `data + b"\n"` would pass over the batch again."""
     if not values:
         return b""
-    data = b"\n".join(values) + b"\n"
-    if data.count(b"\n") == len(values) and b"\r" not in data:
-        return data
+    joined = b"".join(values)
+    if b"\n" not in joined and b"\r" not in joined:
+        return b"\n".join([*values, b""])  # b"": the last line's break
     return b"".join(v.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n" for v in values)
