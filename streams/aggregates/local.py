@@ -33,8 +33,9 @@ from streams.readers.route import Parsed, record_time
 from streams.topics import aggregates_partials_topic, aggregates_state_topic
 from streams.validation import ValidationError
 
-# (engine_id, event time, fold into the window): one observation of an input record.
-Fold = Callable[[WindowState], None]
+# (engine_id, event time, WindowState method, its arguments): one observation of an input
+# record. A method and arguments rather than a closure: one is made per record.
+Observation = tuple[str, int, Callable[..., None], tuple[Any, ...]]
 
 
 @dataclass
@@ -59,18 +60,18 @@ class LocalState:
         }
 
 
-def execution_observations(record: Any, event: dict[str, Any]) -> list[tuple[str, int, Fold]]:
+def execution_observations(record: Any, event: dict[str, Any]) -> tuple[Observation, ...]:
     metrics = event["metrics"]
-    latency, success = metrics["latency_ms"], metrics["success"]
-    tokens_in, tokens_out = metrics.get("input_tokens"), metrics.get("output_tokens")
+    args = (
+        metrics["latency_ms"],
+        metrics["success"],
+        metrics.get("input_tokens"),
+        metrics.get("output_tokens"),
+    )
+    return ((event["engine_id"], event["timestamp"], WindowState.add_execution, args),)
 
-    def fold(w: WindowState) -> None:
-        w.add_execution(latency, success, tokens_in, tokens_out)
 
-    return [(event["engine_id"], event["timestamp"], fold)]
-
-
-def comparison_observations(record: Any, cmp: dict[str, Any]) -> list[tuple[str, int, Fold]]:
+def comparison_observations(record: Any, cmp: dict[str, Any]) -> tuple[Observation, ...]:
     """Per candidate a quality observation (own score, else winner.score if it won); the
     comparison counts once per engine, as a win for the winner's."""
     ts = cmp.get("timestamp") or record_time(record) or 0
@@ -84,18 +85,10 @@ def comparison_observations(record: Any, cmp: dict[str, Any]) -> list[tuple[str,
         found.setdefault(engine, [])
         if quality is not None:
             found[engine].append(quality)
-
-    def fold(engine: str, qualities: list[float]) -> Fold:
-        won = engine == winner["engine_id"]
-
-        def apply(window: WindowState) -> None:
-            window.add_comparison(None, won)
-            for q in qualities:
-                window.add_comparison(q, False, counted=False)
-
-        return apply
-
-    return [(engine, ts, fold(engine, qs)) for engine, qs in found.items()]
+    add = WindowState.add_comparisons
+    return tuple(
+        (engine, ts, add, (engine == winner["engine_id"], qs)) for engine, qs in found.items()
+    )
 
 
 class LocalFold(changelog.Stage):
@@ -107,7 +100,7 @@ class LocalFold(changelog.Stage):
         stage: str,
         topic: str,
         channel: str,
-        observe: Callable[[Any, dict[str, Any]], list[tuple[str, int, Fold]]],
+        observe: Callable[[Any, dict[str, Any]], tuple[Observation, ...]],
         reject_late: Callable[[str, str, int, Any, int], None],
     ):
         super().__init__(config, stage, LocalState)
@@ -133,33 +126,41 @@ class LocalFold(changelog.Stage):
         state = self.states.get(partition)
         if state is None:
             return  # not assigned here (a record fetched before a revocation)
+        first = 0  # records before the state's next offset were folded already (a replay)
+        if state.next_offset is not None:
+            while first < len(items) and items[first][0].offset() < state.next_offset:
+                first += 1
         width, grace = self.width_ms, self.grace_ms
-        for record, value, _error in items:
-            offset = record.offset()
-            if state.next_offset is not None and offset < state.next_offset:
-                continue
-            state.next_offset = offset + 1
-            state.changed = True
+        windows, dirty, observe = state.windows, state.dirty, self.observe
+        st = state.stream_time  # per record, in offset order: what makes a record late
+        last_engine, last_start, window = None, None, WindowState()
+        for n in range(first, len(items)):
+            record, value, _error = items[n]
             if value is None:
                 continue  # invalid: its sink dead-letters it
-            observations = self.observe(record, value)
+            observations = observe(record, value)
             if not observations:
                 continue
             ts = observations[0][1]
             start = window_start(ts, width)
-            st = state.stream_time
             if st is not None and start + width + grace <= st:
                 self.reject_late(self.channel, self.topic, partition, record, start)
                 continue
-            for engine, _ts, fold in observations:
-                key = (engine, start)
-                window = state.windows.get(key)
-                if window is None:
-                    window = state.windows[key] = WindowState()
-                fold(window)
-                state.dirty.add(key)
+            for engine, _ts, add, args in observations:
+                if engine != last_engine or start != last_start:
+                    key = (engine, start)
+                    window = windows.get(key)
+                    if window is None:
+                        window = windows[key] = WindowState()
+                    dirty.add(key)
+                    last_engine, last_start = engine, start
+                add(window, *args)
             if st is None or ts > st:
-                state.stream_time = ts
+                st = ts
+        if first < len(items):
+            state.stream_time = st
+            state.next_offset = items[-1][0].offset() + 1
+            state.changed = True
         state.seen_at = time.monotonic()
         if state.idle:
             state.idle = False

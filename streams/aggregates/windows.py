@@ -65,6 +65,13 @@ class WindowState:
         self.latency_sum += latency_ms
         self.sketch.add(latency_ms)
 
+    def add_comparisons(self, won: bool, qualities: list[float]) -> None:
+        """One comparison of the engine: it counts once (a win if it won), and each of its
+        candidates' scores is a quality observation."""
+        self.add_comparison(None, won)
+        for quality in qualities:
+            self.add_comparison(quality, False, counted=False)
+
     def add_comparison(self, quality: float | None, win: bool, counted: bool = True) -> None:
         """One candidate entry: a quality observation; the comparison counts once per engine."""
         if counted:
