@@ -133,7 +133,9 @@ class LocalFold(changelog.Stage):
         width, grace = self.width_ms, self.grace_ms
         windows, dirty, observe = state.windows, state.dirty, self.observe
         st = state.stream_time  # per record, in offset order: what makes a record late
-        last_engine, last_start, window = None, None, WindowState()
+        last_engine: str | None = None
+        last_start: int | None = None
+        window: WindowState | None = None  # the window of (last_engine, last_start)
         for n in range(first, len(items)):
             record, value, _error = items[n]
             if value is None:

@@ -1,12 +1,11 @@
 """A channel's sink: validated batches of one topic become lines in part files.
 
 The sink writes and fsyncs (the fsync in the checkpoint's commit thread); it does not decide
-what is done. A line counts once the
-checkpoint that names its file and size is committed with the consumer offsets in one Kafka
-transaction (streams/worker/checkpoint.py); until then it sits in the writer's own hidden
-file. A new owner of a partition rolls forward exactly what the committed checkpoint names
-(sinks/files/part_files.py), so a replay never writes a line twice and a zombie's writes
-never become visible.
+what is done. A line counts once the checkpoint that names its file and size is committed
+with the consumer offsets in one Kafka transaction (streams/worker/checkpoint.py); until then
+it sits in the writer's own hidden file. A new owner of a partition rolls forward exactly
+what the committed checkpoint names (sinks/files/part_files.py), so a replay never writes a
+line twice and a zombie's writes never become visible.
 """
 
 from __future__ import annotations
@@ -195,7 +194,6 @@ class ChannelSink:
         validate = self.config.validate_
         time_field = self.time_field
         dedupe = self.dedupe_key is not None
-        bucket_names = self._bucket_names
         # Counted once at the end (attribute writes per record cost): the rare cases here.
         taken, invalid, tombstones, duplicates = len(items), 0, 0, 0
         for n, (record, parsed, error) in enumerate(items):
@@ -210,7 +208,7 @@ class ChannelSink:
                 continue  # a tombstone, with validation off: nothing to write
             ts = parsed.get(time_field) if parsed is not None else None
             ms = ts if isinstance(ts, int) else record_time(record) or 0
-            bucket = bucket_names.get(ms // HOUR_MS) or self._bucket(ms)
+            bucket = self._bucket(ms)
             if bucket not in open_buckets:
                 if len(open_buckets) >= MAX_OPEN_FILES:
                     taken = n
