@@ -33,6 +33,7 @@ from sinks.files.part_files import FINISHED, finished_name
 from sinks.files.retention import delete_before
 from streams.config import ChannelConfig, JsonEngineConfig
 from streams.readers.dead_letter import DeadLetterPolicy
+from streams.readers.dedupe import RecordIds
 from streams.readers.route import LocalRecord
 from streams.worker.sink import ChannelSink
 
@@ -55,15 +56,10 @@ def synthesize(directory: Path, hours: int, partitions: int, lines: int, now_ms:
     return made
 
 
-def sink(base: Path) -> ChannelSink:
-    config = JsonEngineConfig()
-    return ChannelSink(
-        "training_sample",
-        "bench.training-sample",
-        config.channels.training_sample,
-        base,
-        DeadLetterPolicy(config),
-        dedupe_key=lambda r: r["sample_id"],
+def record_ids(base: Path) -> RecordIds:
+    """The training-sample topic's id checks of one partition, on the synthetic history."""
+    return RecordIds(
+        "training_sample", "bench.training-sample", 1, base, 168, 10**6, lambda _p: set()
     )
 
 
@@ -79,14 +75,20 @@ def measured(fn: Any) -> tuple[float, float]:
 
 
 def take_partition(base: Path, now_ms: int) -> None:
-    s = sink(base)
-    s.assign(0, 1, [])
+    ids = record_ids(base)
+    ids.assign(0, None)
     new = {"sample_id": str(uuid.uuid4()), "created_at": now_ms}
-    s.on_parsed(0, [(LocalRecord(10**9, orjson.dumps(new)), new, None)])
+    ids.begin()
+    ids.check(0, 0, LocalRecord(10**9, orjson.dumps(new)), new)
+    ids.end(0, 1)
 
 
 def restart(base: Path, partitions: int) -> None:
-    s = sink(base)
+    config = JsonEngineConfig()
+    channel = config.channels.training_sample
+    s = ChannelSink(
+        "training_sample", "bench.training-sample", channel, base, DeadLetterPolicy(config)
+    )
     for p in range(partitions):
         s.assign(p, 1, [])
 

@@ -138,9 +138,12 @@ class S3Config(_Strict):
 class OutputConfig(_Strict):
     base_path: BasePath = Path("./output")
     s3: S3Config = Field(default_factory=S3Config)
-    # An id seen again (training samples, aggregated stats) is dropped when its copy's time
-    # bucket is this recent; older buckets keep no dedupe state.
+    # A copy of a record with an id (comparisons, training samples, aggregated stats) is
+    # dropped when its hour is within this much of its partition's stream time
+    # (streams/readers/dedupe.py); past max_ids ids, the hours used longest ago are forgotten
+    # and read again from the files when needed.
     dedupe_horizon_hours: float = Field(168, gt=0)
+    dedupe_max_ids: int = Field(1_000_000, ge=1000)
     retention_days: float | None = Field(None, gt=0)  # delete older buckets; None: keep all
     retention_check_seconds: float = Field(600, gt=0)
 
@@ -215,6 +218,9 @@ class AggregationConfig(_Strict):
     grace_seconds: float = Field(30, ge=0)
     idle_seconds: float = Field(60, gt=0)
     checkpoint_seconds: float = Field(1.0, gt=0, le=3600)
+    # An event time this far ahead of its record's Kafka timestamp is dead-lettered (`future`)
+    # before any reader sees it; null turns the check off.
+    max_future_seconds: float | None = Field(3600, ge=0)
 
 
 class Thresholds(_Strict):

@@ -29,6 +29,7 @@ import orjson
 from orjson import loads as _loads
 
 from schemas import schema_file
+from sinks.files.buckets import MAX_TIME_MS, TIME_FIELD
 
 KINDS: Final = (
     "engine_execution",
@@ -50,13 +51,16 @@ TOO_DEEP: Final = "too_deep"
 NOT_OBJECT: Final = "not_object"
 SCHEMA: Final = "schema"
 UNKNOWN_KIND: Final = "unknown_kind"
+TIMESTAMP_RANGE: Final = "timestamp_range"
 
-# Per kind: compiled schema, its fast path, constant-time shallowness proof, semantic check.
+# Per kind: compiled schema, its fast path, constant-time shallowness proof, semantic check,
+# and the paths of its integer fields.
 _Kind = tuple[
     Callable[[Any], Any],
     Callable[[Any], bool] | None,
     Callable[[dict], bool],
     Callable[[dict], None] | None,
+    tuple[tuple[str, ...], ...],
 ]
 
 _JSON_TYPE_NAMES: Final = {
@@ -129,6 +133,7 @@ class Validator:
                 _fast_path(schema),
                 _shallow_proof(schema, max_depth),
                 _check_winner if kind == "comparison_result" else None,
+                _integer_paths(schema),
             )
             for kind, schema in self._schemas.items()
         }
@@ -150,7 +155,7 @@ class Validator:
             raise ValidationError(
                 UNKNOWN_KIND, f"unknown record kind {kind!r}; expected one of {', '.join(KINDS)}"
             )
-        check, fast, shallow, semantic = entry
+        check, fast, shallow, semantic, integers = entry
         # The hot path (bytes from Kafka) is inlined; everything else goes through _load.
         if type(payload) is bytes and len(payload) <= self.max_payload_bytes:
             raw: bytes | str = payload
@@ -168,7 +173,8 @@ class Validator:
             try:
                 check(obj)
             except fastjsonschema.JsonSchemaValueException as exc:
-                raise _schema_error(exc) from None
+                raise _schema_error(exc, TIME_FIELD.get(kind)) from None
+            _as_integers(obj, integers)  # the fast path proved they are ints already
         if not shallow(obj):
             self._check_depth(obj, raw)
         if semantic is not None:
@@ -337,12 +343,17 @@ def _join(path: str, key: str) -> str:
     return key if path == "(root)" else f"{path}.{key}"
 
 
-def _schema_error(exc: fastjsonschema.JsonSchemaValueException) -> ValidationError:
-    """Turn a fastjsonschema error into `<field path> <rule>`, naming missing fields directly."""
+def _schema_error(
+    exc: fastjsonschema.JsonSchemaValueException, time_field: str | None = None
+) -> ValidationError:
+    """Turn a fastjsonschema error into `<field path> <rule>`, naming missing fields directly;
+    an event time out of range has a reason of its own."""
     path = _field_path(exc.name or "data")
     rule = exc.rule or "schema"
     spec = exc.rule_definition
     value = exc.value
+    if path == time_field and rule in ("minimum", "maximum"):
+        return _time_range_error(path, value, rule)
     if rule == "required" and isinstance(value, dict) and isinstance(spec, list):
         missing = [key for key in spec if key not in value]
         if missing:
@@ -364,6 +375,46 @@ def _schema_error(exc: fastjsonschema.JsonSchemaValueException) -> ValidationErr
     else:
         message = (exc.message or "is invalid").replace("data", path, 1)
     return ValidationError(SCHEMA, message, path=path, rule=rule)
+
+
+def _time_range_error(path: str, value: Any, rule: str) -> ValidationError:
+    """The event time cannot be placed in a bucket or a window: say what it probably is."""
+    hint = ""
+    if isinstance(value, int | float) and value > MAX_TIME_MS:
+        hint = " (microseconds?)" if value < MAX_TIME_MS * 1000 else " (nanoseconds?)"
+    return ValidationError(
+        TIMESTAMP_RANGE,
+        f"{path} must be epoch milliseconds from 1 to {MAX_TIME_MS} (year 9999), "
+        f"not {_clip(str(value))}{hint}",
+        path=path,
+        rule=rule,
+    )
+
+
+def _integer_paths(schema: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """Paths of the integer fields of a record and of its objects (`metrics.input_tokens`)."""
+    found: list[tuple[str, ...]] = []
+    for key, spec in schema.get("properties", {}).items():
+        if spec.get("type") == "integer":
+            found.append((key,))
+        elif spec.get("type") == "object":
+            found += [(key, *path) for path in _integer_paths(spec)]
+    return tuple(found)
+
+
+def _as_integers(obj: dict, paths: tuple[tuple[str, ...], ...]) -> None:
+    """An integer spelt as a float (`1780000000000.0`, an integer to JSON Schema) becomes an
+    int, so that it is one everywhere after: in window keys, bucket names, sums."""
+    for path in paths:
+        parent: Any = obj
+        for key in path[:-1]:
+            parent = parent.get(key)
+            if type(parent) is not dict:
+                break
+        else:
+            value = parent.get(path[-1])
+            if type(value) is float:
+                parent[path[-1]] = int(value)
 
 
 def _type_text(spec: Any, value: Any) -> str:

@@ -24,7 +24,7 @@ from streams.topics import create_topics
 from tests.conftest import ConfigFactory
 from tests.workers import READY, WorkerProcess, lines_of, records, wait_for_lines
 
-T0 = 1_800_000_000_000  # a multiple of the window width
+T0 = 1_764_000_000_000  # a multiple of the window width
 WIDTH = 3000  # window_minutes 0.05
 AGG = {"window_minutes": 0.05, "grace_seconds": 1, "idle_seconds": 5, "checkpoint_seconds": 0.3}
 FAST = {

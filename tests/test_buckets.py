@@ -23,7 +23,8 @@ from streams.topics import create_topics
 from tests.conftest import ConfigFactory
 from tests.workers import WorkerProcess, lines_of, produce, records, wait_for_lines
 
-HOUR_8 = 1_800_000_000_000  # 2027-01-15 08:00:00 UTC, an hour boundary
+AN_HOUR = 1_764_000_000_000  # 2025-11-24 16:00:00 UTC, an hour boundary (in the past:
+# later times are dead-lettered as `future` by the worker)
 
 
 def write_part(directory: Path, bucket: str | None, partition: int, first: int, lines: list[dict]):
@@ -34,9 +35,9 @@ def write_part(directory: Path, bucket: str | None, partition: int, first: int, 
 
 
 def test_buckets_and_time_parsing() -> None:
-    assert bucket_of(HOUR_8) == "date=2027-01-15/hour=08"
-    assert bucket_of(HOUR_8 - 1) == "date=2027-01-15/hour=07"
-    assert parse_time("2027-01-15T08:00:00Z") == HOUR_8 == parse_time(str(HOUR_8))
+    assert bucket_of(AN_HOUR) == "date=2025-11-24/hour=16"
+    assert bucket_of(AN_HOUR - 1) == "date=2025-11-24/hour=15"
+    assert parse_time("2025-11-24T16:00:00Z") == AN_HOUR == parse_time(str(AN_HOUR))
     assert event_time({"created_at": 5}) == 5 and event_time({"x": 1}) is None
     with pytest.raises(ValueError, match="ISO-8601"):
         parse_time("yesterday")
@@ -45,7 +46,8 @@ def test_buckets_and_time_parsing() -> None:
 def test_readers_with_and_without_bounds_give_the_same_lines_for_the_range(tmp_path: Path) -> None:
     rng = random.Random(3)
     rows = [
-        {"timestamp": HOUR_8 + rng.randrange(-5 * HOUR_MS, 5 * HOUR_MS), "i": i} for i in range(500)
+        {"timestamp": AN_HOUR + rng.randrange(-5 * HOUR_MS, 5 * HOUR_MS), "i": i}
+        for i in range(500)
     ]
     for i in range(0, 500, 50):
         chunk = rows[i : i + 50]
@@ -54,13 +56,13 @@ def test_readers_with_and_without_bounds_give_the_same_lines_for_the_range(tmp_p
             by_bucket.setdefault(bucket_of(r["timestamp"]), []).append(r)
         for n, (bucket, lines) in enumerate(sorted(by_bucket.items())):
             write_part(tmp_path, bucket, i % 3, i * 100 + n * 60, lines)
-    write_part(tmp_path, None, 2, 10**9, [{"timestamp": HOUR_8 + 10, "i": "flat"}])  # older layout
+    write_part(tmp_path, None, 2, 10**9, [{"timestamp": AN_HOUR + 10, "i": "flat"}])  # older layout
     everything = read_records(tmp_path)
     assert len(everything) == 501
     for since, until in (
-        (HOUR_8 - 2 * HOUR_MS + 17, HOUR_8 + 3 * HOUR_MS - 5),
-        (HOUR_8, None),
-        (None, HOUR_8),
+        (AN_HOUR - 2 * HOUR_MS + 17, AN_HOUR + 3 * HOUR_MS - 5),
+        (AN_HOUR, None),
+        (None, AN_HOUR),
     ):
         want = [
             r
@@ -72,21 +74,21 @@ def test_readers_with_and_without_bounds_give_the_same_lines_for_the_range(tmp_p
 
 
 def test_retention_deletes_whole_old_buckets_never_one_still_written(tmp_path: Path) -> None:
-    old, busy, recent = (bucket_of(HOUR_8 - h * HOUR_MS) for h in (72, 71, 1))
-    write_part(tmp_path, old, 0, 0, [{"timestamp": HOUR_8 - 72 * HOUR_MS}])
-    write_part(tmp_path, busy, 0, 1, [{"timestamp": HOUR_8 - 71 * HOUR_MS}])
-    write_part(tmp_path, recent, 0, 2, [{"timestamp": HOUR_8 - HOUR_MS}])
+    old, busy, recent = (bucket_of(AN_HOUR - h * HOUR_MS) for h in (72, 71, 1))
+    write_part(tmp_path, old, 0, 0, [{"timestamp": AN_HOUR - 72 * HOUR_MS}])
+    write_part(tmp_path, busy, 0, 1, [{"timestamp": AN_HOUR - 71 * HOUR_MS}])
+    write_part(tmp_path, recent, 0, 2, [{"timestamp": AN_HOUR - HOUR_MS}])
     spool = tmp_path / IN_PROGRESS_DIR
     spool.mkdir()
     code = busy.replace("date=", "").replace("/hour=", "").replace("-", "")
     (spool / f"p000-0000000003-000000000003-{code}.part").write_bytes(b"{}\n")
     started = time.perf_counter()
-    assert delete_before(tmp_path, HOUR_8 - 24 * HOUR_MS) == 1
+    assert delete_before(tmp_path, AN_HOUR - 24 * HOUR_MS) == 1
     assert time.perf_counter() - started < 1
     assert not (tmp_path / old).exists()
     assert [r["timestamp"] for r in read_records(tmp_path)] == [
-        HOUR_8 - 71 * HOUR_MS,
-        HOUR_8 - HOUR_MS,
+        AN_HOUR - 71 * HOUR_MS,
+        AN_HOUR - HOUR_MS,
     ]
 
 
@@ -161,7 +163,7 @@ def test_sigkill_across_an_hour_boundary_loses_and_duplicates_nothing(
     # Each batch holds records of both hours: the clock of the producers straddles 08:00.
     execs = [
         events.engine_execution(
-            rng, f"e{i % 5}", HOUR_8 - 30_000 + i * 5 + rng.randrange(-800, 800)
+            rng, f"e{i % 5}", AN_HOUR - 30_000 + i * 5 + rng.randrange(-800, 800)
         )
         for i in range(12_000)
     ]
@@ -190,7 +192,7 @@ def test_sigkill_across_an_hour_boundary_loses_and_duplicates_nothing(
     folders = {
         p.parent.name for p in channel_dir(cfg.output.base_path, "events.jsonl").rglob("*.jsonl")
     }
-    assert folders == {"hour=07", "hour=08"}
+    assert folders == {"hour=15", "hour=16"}
 
 
 @pytest.mark.slow
@@ -206,7 +208,7 @@ def test_a_worker_upgraded_on_the_flat_layout_carries_on_exactly_once(
     )
     create_topics(cfg)
     rng = random.Random(9)
-    execs = [events.engine_execution(rng, "e", HOUR_8 + i) for i in range(100)]
+    execs = [events.engine_execution(rng, "e", AN_HOUR + i) for i in range(100)]
     values = [orjson.dumps(e) for e in execs]
     produce(cfg, "engine-execution", values)
     # What the version before fenced checkpoints left: finished files of offsets 0-49 in the

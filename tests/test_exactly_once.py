@@ -151,7 +151,7 @@ def test_full_disk_stops_the_worker_and_a_restart_completes(
     create_topics(cfg)
     rng = random.Random(7)
     execs = [
-        events.engine_execution(rng, f"e{i % 4}", 1_800_000_000_000 + i) for i in range(4000)
+        events.engine_execution(rng, f"e{i % 4}", 1_764_000_000_000 + i) for i in range(4000)
     ]  # ~2.5 MB of lines: more than the disk holds
     worker = WorkerProcess(path, tmp_path).start()
     produce(cfg, "engine-execution", [orjson.dumps(e) for e in execs])

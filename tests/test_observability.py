@@ -52,7 +52,7 @@ def test_metrics_health_and_json_logs(make_config: ConfigFactory, tmp_path: Path
     assert get(port, "/readyz") == (200, "ready\n")
     rng = random.Random(2)
     values = [
-        orjson.dumps(events.engine_execution(rng, "e1", 1_800_000_000_000 + i)) for i in range(300)
+        orjson.dumps(events.engine_execution(rng, "e1", 1_764_000_000_000 + i)) for i in range(300)
     ]
     produce(cfg, "engine-execution", [*values, b"{oops"])
     wait_for_lines(cfg, "engine_execution", 300, timeout=30)

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 
+from sinks.files.buckets import MAX_TIME_MS
 from streams import events
 from streams.validation import KINDS, ValidationError, Validator, _fast_path, load_schema
 
@@ -90,6 +91,45 @@ def test_fractional_latency_and_integral_float_timestamp() -> None:
     VALIDATOR.validate("engine_execution", event)
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "hint"),
+    [
+        (1_780_000_000_000_000, "(microseconds?)"),  # a clock that counts microseconds
+        (1_780_000_000_000_000_000, "(nanoseconds?)"),
+        (MAX_TIME_MS + 1, "(microseconds?)"),  # the first millisecond of the year 10000
+        (0, ""),  # the epoch itself, and before it
+        (-86_400_000, ""),
+    ],
+)
+def test_times_that_cannot_be_placed_have_a_reason_of_their_own(timestamp: int, hint: str) -> None:
+    """The edge of the schema's range: a time in microseconds, nanoseconds, past the year
+    9999 or before 1970 is `timestamp_range`, in validate, the Publisher and the worker."""
+    for kind, field, event in (
+        ("engine_execution", "timestamp", execution(timestamp=timestamp)),
+        ("comparison_result", "timestamp", comparison(timestamp=timestamp)),
+        ("training_sample", "created_at", sample(created_at=timestamp)),
+    ):
+        error = rejects(kind, orjson.dumps(event))
+        assert (error.reason, error.path) == ("timestamp_range", field), kind
+        assert str(error).endswith(f"not {timestamp}{' ' + hint if hint else ''}")
+
+
+def test_the_last_millisecond_of_9999_is_placeable() -> None:
+    assert VALIDATOR.validate("engine_execution", orjson.dumps(execution(timestamp=MAX_TIME_MS)))
+
+
+def test_integers_spelt_as_floats_become_ints() -> None:
+    """`1780000000000.0` is an integer to JSON Schema: it comes out an int, whatever the path
+    taken, so that window keys and sums never see a float."""
+    event = execution(timestamp=1_780_000_000_000.0)
+    event["metrics"] |= {"input_tokens": 12.0, "output_tokens": 3}
+    for payload in (event, orjson.dumps(event), orjson.dumps(event).decode()):
+        parsed = VALIDATOR.validate("engine_execution", payload)
+        assert type(parsed["timestamp"]) is int and parsed["timestamp"] == 1_780_000_000_000
+        assert type(parsed["metrics"]["input_tokens"]) is int
+        assert type(parsed["schema_version"]) is int
+
+
 def test_comparison_without_optional_fields() -> None:
     event = comparison()
     del event["timestamp"]
@@ -124,7 +164,6 @@ def test_negative_latency_names_path_and_rule() -> None:
             "timestamp must be integer, not string",
             "timestamp",
         ),
-        ("engine_execution", execution(timestamp=0), "timestamp must be >= 1", "timestamp"),
         (
             "engine_execution",
             execution(engine_id="x" * 257),
@@ -431,7 +470,7 @@ non_negative = st.one_of(
     st.floats(min_value=0, max_value=1e12, allow_nan=False),
 )
 scores = st.floats(min_value=0, max_value=1, allow_nan=False)
-epoch_ms = st.integers(min_value=1, max_value=2**53 - 1)
+epoch_ms = st.integers(min_value=1, max_value=MAX_TIME_MS)
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),

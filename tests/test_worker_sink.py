@@ -40,9 +40,9 @@ def test_every_channel_once_and_invalid_events_become_dead_letters(
     rng = random.Random(3)
     execs = executions(1500)
     comparisons = [
-        events.comparison_result(rng, ["e1", "e2", "e3"], 1_800_000_000_000 + i) for i in range(200)
+        events.comparison_result(rng, ["e1", "e2", "e3"], 1_764_000_000_000 + i) for i in range(200)
     ]
-    samples = [events.training_sample(rng, 1_800_000_000_000 + i) for i in range(100)]
+    samples = [events.training_sample(rng, 1_764_000_000_000 + i) for i in range(100)]
     with Publisher(cfg) as publisher:
         for e in execs:
             publisher.collect_engine_execution(e)
@@ -128,7 +128,7 @@ def test_flush_by_time_and_disabled_channel(make_config: ConfigFactory, tmp_path
     produce(
         cfg,
         "comparison-result",
-        [orjson.dumps(events.comparison_result(rng, ["a", "b"], 1_800_000_000_000))] * 5,
+        [orjson.dumps(events.comparison_result(rng, ["a", "b"], 1_764_000_000_000))] * 5,
     )
     produce(cfg, "engine-execution", [orjson.dumps(executions(1)[0])])  # warm-up
     wait_for_lines(cfg, "engine_execution", 1, timeout=30)

@@ -20,7 +20,19 @@ from pathlib import Path
 from typing import Any
 
 HOUR_MS = 3_600_000
-TIME_FIELDS = ("timestamp", "created_at", "window_start", "received_at")
+# The event time of each kind of record, the one that places it in its bucket.
+TIME_FIELD = {
+    "engine_execution": "timestamp",
+    "comparison_result": "timestamp",
+    "training_sample": "created_at",
+    "aggregated_stats": "window_start",
+    "dead_letter": "received_at",
+}
+TIME_FIELDS = tuple(dict.fromkeys(TIME_FIELD.values()))
+# The last millisecond of the year 9999: the schemas' bound of every time, the last one a
+# bucket (and Python's datetime) can name. Microseconds or nanoseconds since the epoch are
+# beyond it, and dead-lettered (reason timestamp_range) rather than placed.
+MAX_TIME_MS = 253_402_300_799_999
 
 
 def event_time(record: dict[str, Any]) -> int | None:

@@ -17,12 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from streams.aggregates import changelog
-from streams.aggregates.local import (
-    LocalFold,
-    comparison_observations,
-    execution_observations,
-    late_error,
-)
+from streams.aggregates.local import LocalFold, comparison_observations, execution_observations
 from streams.aggregates.merge import Merge
 from streams.config import JsonEngineConfig
 from streams.readers.dead_letter import DeadLetterPolicy
@@ -50,7 +45,7 @@ class Aggregator:
             exec_topic,
             "engine_execution",
             execution_observations,
-            self._reject_late,
+            self._reject,
         )
         self.comparisons = LocalFold(
             config,
@@ -58,10 +53,10 @@ class Aggregator:
             cmp_topic,
             "comparison_result",
             comparison_observations,
-            self._reject_late,
+            self._reject,
         )
         self.partials_topic = aggregates_partials_topic(config)
-        self.merge = Merge(config, self._late_partial)
+        self.merge = Merge(config, self._reject_partial)
         self.readers: dict[str, Any] = {
             exec_topic: self.executions,
             cmp_topic: self.comparisons,
@@ -105,17 +100,21 @@ class Aggregator:
         yield from self.comparisons.drain(now)
         yield from self.merge.drain()
 
-    def _reject_late(self, channel: str, topic: str, partition: int, record: Any, start: int):
-        self.late_events += 1
+    def _reject(
+        self, channel: str, topic: str, partition: int, record: Any, error: ValidationError
+    ) -> None:
+        """A record the fold cannot count: late (its window closed) or failing it."""
         offset = record.offset()
-        log.warning("late event at %s[%d]@%d: window %d closed", topic, partition, offset, start)
-        error = late_error(start, self.grace_ms)
+        if error.reason == "late":
+            self.late_events += 1
+            log.warning("late event at %s[%d]@%d: %s", topic, partition, offset, error)
         self.dead_letters.reject(channel, topic, partition, offset, error, record.value())
 
-    def _late_partial(self, partition: int, record: Any) -> None:
-        self.late_events += 1
-        error = ValidationError("late", "late: partial of a window already emitted (idle input)")
-        log.warning("late partial at %s[%d]@%d", self.partials_topic, partition, record.offset())
+    def _reject_partial(self, partition: int, record: Any, error: ValidationError) -> None:
+        if error.reason == "late":
+            self.late_events += 1
+            offset = record.offset()
+            log.warning("late partial at %s[%d]@%d", self.partials_topic, partition, offset)
         self.dead_letters.reject(
             "aggregated_stats",
             self.partials_topic,

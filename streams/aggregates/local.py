@@ -28,8 +28,9 @@ import orjson
 from streams.aggregates import changelog
 from streams.aggregates.windows import WindowState, window_start
 from streams.config import JsonEngineConfig
+from streams.readers.failures import Fatal
 from streams.readers.outbox import Outgoing
-from streams.readers.route import Parsed, record_time
+from streams.readers.route import Parsed, internal_error
 from streams.topics import aggregates_partials_topic, aggregates_state_topic
 from streams.validation import ValidationError
 
@@ -73,8 +74,9 @@ def execution_observations(record: Any, event: dict[str, Any]) -> tuple[Observat
 
 def comparison_observations(record: Any, cmp: dict[str, Any]) -> tuple[Observation, ...]:
     """Per candidate a quality observation (own score, else winner.score if it won); the
-    comparison counts once per engine, as a win for the winner's."""
-    ts = cmp.get("timestamp") or record_time(record) or 0
+    comparison counts once per engine, as a win for the winner's. Its time is placed at the
+    edge (its record's time when it has none: streams/readers/route.py)."""
+    ts = cmp["timestamp"]
     winner = cmp["winner"]
     found: dict[str, list[float]] = {}
     for candidate in cmp["candidates"]:
@@ -101,7 +103,7 @@ class LocalFold(changelog.Stage):
         topic: str,
         channel: str,
         observe: Callable[[Any, dict[str, Any]], tuple[Observation, ...]],
-        reject_late: Callable[[str, str, int, Any, int], None],
+        reject: Callable[[str, str, int, Any, ValidationError], None],
     ):
         super().__init__(config, stage, LocalState)
         agg = config.aggregation
@@ -109,7 +111,7 @@ class LocalFold(changelog.Stage):
         self.topic = topic
         self.channel = channel
         self.observe = observe
-        self.reject_late = reject_late
+        self.reject = reject
         self.width_ms = round(agg.window_minutes * 60_000)
         self.grace_ms = round(agg.grace_seconds * 1000)
         self.idle_seconds = agg.idle_seconds
@@ -140,23 +142,32 @@ class LocalFold(changelog.Stage):
             record, value, _error = items[n]
             if value is None:
                 continue  # invalid: its sink dead-letters it
-            observations = observe(record, value)
-            if not observations:
+            try:
+                observations = observe(record, value)
+                if not observations:
+                    continue
+                ts = observations[0][1]
+                start = window_start(ts, width)
+                if st is not None and start + width + grace <= st:
+                    error = late_error(start, grace)
+                    self.reject(self.channel, self.topic, partition, record, error)
+                    continue
+                for engine, _ts, add, args in observations:
+                    if engine != last_engine or start != last_start:
+                        key = (engine, start)
+                        window = windows.get(key)
+                        if window is None:
+                            window = windows[key] = WindowState()
+                        dirty.add(key)
+                        last_engine, last_start = engine, start
+                    add(window, *args)
+            except Fatal:
+                raise
+            except Exception as exc:  # one record fails, never the worker
+                error = internal_error(exc, f"aggregating {self.topic}")
+                self.reject(self.channel, self.topic, partition, record, error)
+                last_engine = last_start = None
                 continue
-            ts = observations[0][1]
-            start = window_start(ts, width)
-            if st is not None and start + width + grace <= st:
-                self.reject_late(self.channel, self.topic, partition, record, start)
-                continue
-            for engine, _ts, add, args in observations:
-                if engine != last_engine or start != last_start:
-                    key = (engine, start)
-                    window = windows.get(key)
-                    if window is None:
-                        window = windows[key] = WindowState()
-                    dirty.add(key)
-                    last_engine, last_start = engine, start
-                add(window, *args)
             if st is None or ts > st:
                 st = ts
         if first < len(items):

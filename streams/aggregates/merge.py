@@ -24,9 +24,11 @@ import orjson
 from streams.aggregates import changelog
 from streams.aggregates.windows import WindowState
 from streams.config import JsonEngineConfig
+from streams.readers.failures import Fatal
 from streams.readers.outbox import Outgoing
-from streams.readers.route import Parsed
+from streams.readers.route import Parsed, internal_error
 from streams.topics import aggregates_state_topic, topic_name
+from streams.validation import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,9 @@ class MergeState:
 class Merge(changelog.Stage):
     """The second phase, for every partials partition assigned here."""
 
-    def __init__(self, config: JsonEngineConfig, on_late_partial: Callable[[int, Any], None]):
+    def __init__(
+        self, config: JsonEngineConfig, reject: Callable[[int, Any, ValidationError], None]
+    ):
         super().__init__(config, "merge", MergeState)
         agg = config.aggregation
         self.width_ms = round(agg.window_minutes * 60_000)
@@ -64,7 +68,7 @@ class Merge(changelog.Stage):
         self.sources = [f"{k}{p}" for k in ("E", "C") for p in range(partitions)]
         self.output_topic = topic_name(config, "aggregated_stats")
         self.state_topic = aggregates_state_topic(config)
-        self.on_late_partial = on_late_partial
+        self.reject = reject
         self.windows_emitted = 0
 
     def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
@@ -79,10 +83,15 @@ class Merge(changelog.Stage):
             state.changed = True
             if value is None:
                 continue
-            if value["kind"] == "mark":
-                self._mark(state, value)
-            else:
-                self._partial(partition, state, record, value)
+            try:
+                if value["kind"] == "mark":
+                    self._mark(state, value)
+                else:
+                    self._partial(partition, state, record, value)
+            except Fatal:
+                raise
+            except Exception as exc:  # one record fails, never the worker
+                self.reject(partition, record, internal_error(exc, "merging partials"))
 
     def _mark(self, state: MergeState, mark: dict[str, Any]) -> None:
         source = mark["src"]
@@ -102,7 +111,8 @@ class Merge(changelog.Stage):
         key = (partial["engine_id"], partial["window_start"])
         if state.closed is not None and key[1] + self.width_ms + self.grace_ms <= state.closed:
             # Only after an idle input came back with old records: the window is out.
-            self.on_late_partial(partition, record)
+            error = ValidationError("late", "late: partial of an emitted window (idle input)")
+            self.reject(partition, record, error)
             return
         window = state.windows.get(key)
         part = WindowState.from_dict(partial["state"])

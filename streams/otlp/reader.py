@@ -44,7 +44,7 @@ from streams.otlp.decode import INVALID_OTLP, OtlpError, decode
 from streams.otlp.mapping import NoModel, SpanError, genai_spans, identity, span_json, to_event
 from streams.readers.dead_letter import DeadLetterPolicy
 from streams.readers.derived import DerivingReader
-from streams.readers.outbox import Outgoing
+from streams.readers.outbox import MessageLimits, Outgoing
 from streams.readers.route import Parsed
 from streams.topics import topic_name
 from streams.validation import ValidationError, Validator
@@ -94,15 +94,19 @@ class RetryWindow:
 
 class OtlpReader(DerivingReader):
     def __init__(
-        self, config: JsonEngineConfig, validator: Validator, dead_letters: DeadLetterPolicy
+        self,
+        config: JsonEngineConfig,
+        validator: Validator,
+        dead_letters: DeadLetterPolicy,
+        limits: MessageLimits,
     ):
-        super().__init__(topic_name(config, "engine_execution"))
+        super().__init__(
+            topic_name(config, "engine_execution"), CHANNEL, config.otlp.topic, dead_letters, limits
+        )
         self.config = config
-        self.source = config.otlp.topic
         self.encoding = config.otlp.encoding
         self.window_records = config.otlp.dedupe_window_records
         self.validator = validator
-        self.dead_letters = dead_letters
         # input and output each within an eighth of the payload limit: with JSON escaping
         # and the other fields the event stays within it
         self.max_text_bytes = config.validation.max_payload_bytes // 8

@@ -6,6 +6,10 @@
   (streams/worker/checkpoint.py): a dead letter is never lost, and never published twice;
 - `skip` logs and counts;
 - `fail` raises `InvalidRecordError`, which stops the worker with a non-zero exit.
+
+A dead letter always fits its topic: its payload is cut (`payload_truncated`) to
+`max_dead_letter_payload_bytes` and then, escaped as JSON, to what the dead-letter topic
+takes; its message to what the dead_letter schema allows.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from typing import Any
 import orjson
 
 from streams.config import JsonEngineConfig
-from streams.readers.outbox import Outgoing
+from streams.readers.failures import Fatal
+from streams.readers.outbox import MessageLimits, Outgoing
 from streams.topics import topic_name
-from streams.validation import ValidationError
+from streams.validation import TOO_LARGE, ValidationError
 
 log = logging.getLogger(__name__)
+MAX_ERROR_CHARS = 4096  # dead_letter.error's maxLength
 
 
-class InvalidRecordError(Exception):
+class InvalidRecordError(Fatal):
     """An invalid record under `on_invalid: fail`."""
 
 
@@ -43,13 +49,14 @@ def dead_letter_record(
     truncated = len(raw) > limit
     text = raw[:limit].decode("utf-8", errors="backslashreplace")
     reason = error.reason if isinstance(error, ValidationError) else "invalid"
+    message = str(error) or reason
     return {
         "schema_version": 1,
         "channel": channel,
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        "error": str(error),
+        "error": message if len(message) <= MAX_ERROR_CHARS else message[:4093] + "...",
         "reason": reason,
         "payload": text,
         "payload_truncated": truncated,
@@ -57,13 +64,35 @@ def dead_letter_record(
     }
 
 
+def too_large(what: str, size: int, topic: str, room: int) -> ValidationError:
+    """A record derived from the source that its topic cannot take (the source's dead
+    letter carries it, cut to fit)."""
+    return ValidationError(
+        TOO_LARGE, f"{what} is {size} bytes, more than {topic} takes ({room}, max.message.bytes)"
+    )
+
+
+def fitted(record: dict[str, Any], room: int) -> bytes:
+    """The dead letter serialized within `room` bytes: the payload is cut until it fits
+    (escaped as JSON a character takes 1 to 6 bytes, so cutting as many characters as there
+    are bytes too many always does)."""
+    value = orjson.dumps(record)
+    while len(value) > room and record["payload"]:
+        payload = record["payload"]
+        record["payload"] = payload[: max(0, len(payload) - (len(value) - room))]
+        record["payload_truncated"] = True
+        value = orjson.dumps(record)
+    return value
+
+
 class DeadLetterPolicy:
     """Applies `on_invalid` to invalid records; dead letters wait for the next checkpoint."""
 
-    def __init__(self, config: JsonEngineConfig):
+    def __init__(self, config: JsonEngineConfig, limits: MessageLimits | None = None):
         self.mode = config.validation.on_invalid
         self.limit = config.validation.max_dead_letter_payload_bytes
         self.topic = topic_name(config, "dead_letter")
+        self.limits = limits or MessageLimits()
         self.counts: dict[str, int] = {}
         self._pending: list[bytes] = []
 
@@ -85,7 +114,7 @@ class DeadLetterPolicy:
             log.warning("skipping invalid record at %s (%s): %s", where, channel, error)
             return
         record = dead_letter_record(channel, topic, partition, offset, error, payload, self.limit)
-        self._pending.append(orjson.dumps(record))
+        self._pending.append(fitted(record, self.limits.room(self.topic)))
 
     def drain(self) -> Iterator[Outgoing]:
         """The queued dead letters, for the checkpoint's transaction (none stays queued)."""

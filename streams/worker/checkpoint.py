@@ -39,11 +39,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from sinks.files.part_files import Checkpoint
 from streams.config import JsonEngineConfig
+from streams.readers.failures import SinkUnavailable, SinkWriteError
 from streams.readers.outbox import Outgoing
 from streams.topics import PARTITIONER
 from streams.worker.faults import fault_fails, fault_point
-from streams.worker.pipeline import TP, Pipeline, Progress
-from streams.worker.sink import SinkUnavailable, SinkWriteError
+from streams.worker.pipeline import TP, Pipeline, Progress, Recovery
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,25 +56,30 @@ OPERATION_TIMEOUT_S = 10.0
 STUCK_AFTER_S = OPERATION_TIMEOUT_S + 5  # a call that has not returned by then never will
 
 
-def encode(epoch: int, files: Iterable[Checkpoint]) -> str:
+def encode(epoch: int, files: Iterable[Checkpoint], stream_time: int | None = None) -> str:
     meta: dict[str, object] = {"v": 2, "e": epoch}
     open_files = [[f.file, f.size, f.last] for f in files]
     if open_files:
         meta["o"] = open_files
+    if stream_time is not None:  # of a topic whose records have ids (streams/readers/dedupe.py)
+        meta["t"] = stream_time
     return orjson.dumps(meta).decode()
 
 
-def decode(metadata: str | None) -> tuple[int, list[Checkpoint]] | None:
-    """(epoch, open files) of a committed checkpoint; None if the offset was not ours."""
+def decode(metadata: str | None) -> tuple[int, list[Checkpoint], int | None] | None:
+    """(epoch, open files, stream time) of a committed checkpoint; None if the offset was not
+    ours."""
     if not metadata:
         return None
     try:
         meta = orjson.loads(metadata)
         epoch = int(meta["e"])
         files = [Checkpoint(str(f), int(s), int(last)) for f, s, last in meta.get("o", [])]
+        stream_time = meta.get("t")
+        stream_time = None if stream_time is None else int(stream_time)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-    return epoch, files
+    return epoch, files, stream_time
 
 
 class CheckpointError(Exception):
@@ -172,8 +177,8 @@ class Checkpointer:
         try:
             producer = self.producer()
             producer.begin_transaction()
-            for topic, key, value, partition in records:
-                _produce(producer, topic, key, value, partition)
+            for record in records:
+                _produce(producer, *record)
             for topic, of_topic in _by_topic(offsets).items():
                 group = groups[topic]
                 bounded(
@@ -192,8 +197,8 @@ class Checkpointer:
     ) -> None:
         try:
             producer = self.producer()
-            for topic, key, value, partition in records:
-                _produce(producer, topic, key, value, partition)
+            for record in records:
+                _produce(producer, *record)
             if bounded(lambda: producer.flush(OPERATION_TIMEOUT_S), STUCK_AFTER_S):
                 raise CheckpointError("records not acknowledged")
             for topic, of_topic in _by_topic(offsets).items():
@@ -235,9 +240,11 @@ class Checkpointer:
         if not outgoing and not progress:
             return False
         offsets = [
-            TopicPartition(t, p, offset, metadata=encode(pipeline.epochs[(t, p)], files))
-            for (t, p), (offset, files) in progress.items()
+            TopicPartition(t, p, offset, metadata=encode(pipeline.epochs[(t, p)], *rest))
+            for (t, p), (offset, *rest) in progress.items()
         ]
+        if outgoing:  # fenced even when no offset moved (an idle hand-over): see fencing()
+            offsets += self._unmoved(progress)
         groups = self._groups(offsets)  # a revocation in between waits for this commit
         in_flight = self._in_flight = _InFlight(progress, lines_waiting)
 
@@ -262,6 +269,18 @@ class Checkpointer:
         in_flight.thread = threading.Thread(target=commit, name="json-engine-commit", daemon=True)
         in_flight.thread.start()
         return True
+
+    def _unmoved(self, progress: dict[TP, Progress]) -> list[TopicPartition]:
+        """The committed offsets of every other partition held, sent again unchanged: with
+        them the group coordinator fences the transaction (KIP-447) whatever it holds. A
+        transaction with records and no offsets would not be: a zombie thawed after
+        `idle_seconds` would hand over its partials and marks again, beside the new owner's."""
+        pipeline = self.pipeline
+        return [
+            TopicPartition(t, p, offset, metadata=encode(pipeline.epochs[(t, p)], *rest))
+            for (t, p), (offset, *rest) in pipeline.committed_progress().items()
+            if (t, p) not in progress
+        ]
 
     @property
     def settled(self) -> bool:
@@ -309,26 +328,27 @@ class Checkpointer:
                 [TopicPartition(t, p) for t, p in tps if t == topic], timeout=OPERATION_TIMEOUT_S
             )
         claims = []
-        plan: list[tuple[TP, int, int, list[Checkpoint]]] = []
+        plan: list[Recovery] = []
         for tp in found:
             if tp.error is not None:
                 raise CheckpointError(f"committed offset of {tp.topic}[{tp.partition}]: {tp.error}")
             key = (tp.topic, tp.partition)
             decoded = decode(tp.metadata)
             legacy = decoded is None
-            epoch, files = decoded if decoded is not None else (0, [])
+            epoch, files, stream_time = decoded if decoded is not None else (0, [], None)
             offset = tp.offset if tp.offset >= 0 else self._beginning(key)
             if legacy:
                 offset = max(offset, self._legacy_proven(key) or 0)
-            plan.append((key, offset, epoch + 1, files))
-            claims.append(TopicPartition(*key, offset, metadata=encode(epoch + 1, files)))
+            plan.append((key, offset, epoch + 1, files, stream_time))
+            claim = encode(epoch + 1, files, stream_time)
+            claims.append(TopicPartition(*key, offset, metadata=claim))
         self._transact([], claims, self._groups(claims))  # fenced: these epochs are ours
         fault_point("after_claim")
         try:
             self.pipeline.recover(plan)
         except SinkUnavailable as exc:
             raise CheckpointError(str(exc)) from exc
-        resume = {key: offset for key, offset, _epoch, _file in plan}
+        resume = {key: offset for key, offset, *_rest in plan}
         log.info("recovered %d partitions: %s", len(resume), sorted(resume.items()))
         return resume
 
@@ -374,14 +394,19 @@ def bounded(call: Callable[[], T], seconds: float) -> T:
 
 
 def _produce(
-    producer: Producer, topic: str, key: bytes | None, value: bytes | None, partition: int | None
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    partition: int | None,
+    timestamp: int | None = None,
 ) -> None:
+    options: dict[str, Any] = {} if partition is None else {"partition": partition}
+    if timestamp is not None:
+        options["timestamp"] = timestamp
     while True:
         try:
-            if partition is None:
-                producer.produce(topic, value, key)
-            else:
-                producer.produce(topic, value, key, partition)
+            producer.produce(topic, value, key, **options)
             return
         except BufferError:
             producer.poll(0.1)  # local queue full: wait, never drop

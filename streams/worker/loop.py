@@ -28,12 +28,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sinks.files.retention import delete_before
 from streams.config import JsonEngineConfig
+from streams.readers.failures import SinkUnavailable
 from streams.topics import consumer_group, create_topics
 from streams.worker.checkpoint import Checkpointer, CheckpointError, bounded
 from streams.worker.faults import fault_fails, fault_skip
 from streams.worker.observability import Health
 from streams.worker.pipeline import TP, Pipeline
-from streams.worker.sink import SinkUnavailable
 
 log = logging.getLogger(__name__)
 BATCH = 10_000

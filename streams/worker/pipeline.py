@@ -19,7 +19,8 @@ from streams.aggregates.aggregator import Aggregator
 from streams.config import CHANNELS, JsonEngineConfig
 from streams.otlp.reader import OtlpReader
 from streams.readers.dead_letter import DeadLetterPolicy
-from streams.readers.outbox import Outgoing
+from streams.readers.dedupe import IDENTITIES, RecordIds
+from streams.readers.outbox import MessageLimits, Outgoing
 from streams.readers.route import RAW, Reader, TopicRoute
 from streams.topics import topic_name
 from streams.training.deriver import TrainingDeriver
@@ -31,18 +32,18 @@ log = logging.getLogger(__name__)
 # seek is asynchronous, and batches fetched before it can still arrive for a moment.
 GAP_CHECK_SECONDS = 1.0
 TP = tuple[str, int]
-Progress = tuple[int, tuple[Checkpoint, ...]]  # next offset, open files
-DEDUPE_KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "training_sample": lambda record: record["sample_id"],
-    "aggregated_stats": lambda record: f"{record['engine_id']}|{record['window_start']}",
-}
+Progress = tuple[int, tuple[Checkpoint, ...], int | None]  # next offset, open files, stream time
+# A partition taken over: where to read on, its new owner epoch, its open files, stream time.
+Recovery = tuple[TP, int, int, list[Checkpoint], int | None]
 
 
 class Pipeline:
     def __init__(self, config: JsonEngineConfig):
         self.config = config
         self.validator = Validator(max_payload_bytes=config.validation.max_payload_bytes)
-        self.dead_letters = DeadLetterPolicy(config)
+        # What each topic the worker produces to takes (read at start-up: streams/topics.py).
+        self.limits = MessageLimits()
+        self.dead_letters = DeadLetterPolicy(config, self.limits)
         self.routes: dict[str, TopicRoute] = {}
         self.sinks: dict[str, ChannelSink] = {}
         self.derivers: list[TrainingDeriver] = []
@@ -66,19 +67,23 @@ class Pipeline:
             if channel_config.enabled:
                 name = topic_name(config, channel)
                 sink = ChannelSink(
-                    channel,
-                    name,
-                    channel_config,
-                    config.output.base_path,
-                    self.dead_letters,
-                    dedupe_key=DEDUPE_KEYS.get(channel),
-                    dedupe_horizon_hours=config.output.dedupe_horizon_hours,
+                    channel, name, channel_config, config.output.base_path, self.dead_letters
                 )
                 self.sinks[name] = sink
                 self._route(name, channel, sink)
+                if channel in IDENTITIES:  # copies meet at home and count once
+                    self.routes[name].ids = RecordIds(
+                        channel,
+                        name,
+                        config.kafka.partitions,
+                        sink.directory,
+                        config.output.dedupe_horizon_hours,
+                        config.output.dedupe_max_ids,
+                        sink.busy_buckets,
+                    )
         comparisons = topic_name(config, "comparison_result")
         if config.training.enabled:
-            deriver = TrainingDeriver(config, self.validator)
+            deriver = TrainingDeriver(config, self.validator, self.dead_letters, self.limits)
             self.derivers.append(deriver)
             self._route(comparisons, "comparison_result", deriver)
         if config.aggregation.enabled:
@@ -90,13 +95,14 @@ class Pipeline:
                 }.get(topic)
                 self._route(topic, kind, reader)
         if config.otlp.enabled:  # GenAI spans → engine executions (streams/otlp/reader.py)
-            self.otlp = OtlpReader(config, self.validator, self.dead_letters)
+            self.otlp = OtlpReader(config, self.validator, self.dead_letters, self.limits)
             self.derivers.append(self.otlp)  # type: ignore[arg-type]
             self._route(config.otlp.topic, RAW, self.otlp)
 
     def _route(self, topic: str, kind: str | None, reader: Reader) -> None:
         if topic not in self.routes:
-            self.routes[topic] = TopicRoute(topic, kind, self.validator)
+            future = self.config.aggregation.max_future_seconds
+            self.routes[topic] = TopicRoute(topic, kind, self.validator, future)
         self.routes[topic].readers.append(reader)
 
     @property
@@ -191,22 +197,25 @@ class Pipeline:
 
     # -- partitions --------------------------------------------------------------------------
 
-    def recover(self, plan: list[tuple[TP, int, int, list[Checkpoint]]]) -> None:
+    def recover(self, plan: list[Recovery]) -> None:
         """Readers take partitions over from their committed checkpoints: per partition the
-        offset reading resumes at, its (new) owner epoch and its open file."""
-        for (topic, partition), _offset, epoch, files in plan:
+        offset reading resumes at, its (new) owner epoch, its open files and stream time."""
+        for (topic, partition), _offset, epoch, files, stream_time in plan:
             sink = self.sinks.get(topic)
             if sink is not None:
                 sink.assign(partition, epoch, files)
+            ids = self.routes[topic].ids
+            if ids is not None:
+                ids.assign(partition, stream_time)
         if self.aggregator is not None:
             self.aggregator.assign([tp for tp, *_ in plan])
-        for tp, offset, epoch, files in plan:
+        for tp, offset, epoch, files, stream_time in plan:
             self.ready.add(tp)
             self.unchecked[tp] = time.monotonic()
             self._sought_again.pop(tp, None)
             self.positions[tp] = offset
             self.epochs[tp] = epoch
-            self._committed[tp] = (offset, tuple(files))
+            self._committed[tp] = (offset, tuple(files), stream_time)
 
     def release(self, tps: list[TP], finish: bool) -> None:
         """Partitions that left: after a checkpoint their files finish, else they are dropped."""
@@ -216,6 +225,9 @@ class Pipeline:
                 (sink.release if finish else sink.lose)([partition])
             if self.aggregator is not None:
                 self.aggregator.release(topic, partition)
+            ids = self.routes[topic].ids if topic in self.routes else None
+            if ids is not None:
+                ids.release(partition)
             self.ready.discard((topic, partition))
             self._unchecked_forget((topic, partition))
             self.positions.pop((topic, partition), None)
@@ -272,12 +284,17 @@ class Pipeline:
         aggregation may add late events while it drains)."""
         for deriver in self.derivers:
             yield from deriver.drain()
+        for ids in self._record_ids():
+            yield from ids.drain()
         if self.aggregator is not None:
             yield from self.aggregator.drain()
         yield from self.dead_letters.drain()
 
     def _outboxes(self) -> list[Any]:
-        return [*self.derivers, self.dead_letters]
+        return [*self.derivers, *self._record_ids(), self.dead_letters]
+
+    def _record_ids(self) -> list[RecordIds]:
+        return [route.ids for route in self.routes.values() if route.ids is not None]
 
     def progress(self) -> dict[TP, Progress]:
         """Per ready partition that moved since the last commit: next offset and open files."""
@@ -286,12 +303,22 @@ class Pipeline:
             for t, sink in self.sinks.items()
             for p, c in sink.checkpoints().items()
         }
+        stream_times = {
+            (topic, p): st
+            for topic, route in self.routes.items()
+            if route.ids is not None
+            for p, st in route.ids.stream_times.items()
+        }
         moved = {}
         for tp, offset in self.positions.items():
-            now = (offset, files.get(tp, ()))
+            now = (offset, files.get(tp, ()), stream_times.get(tp))
             if self._committed.get(tp) != now:
                 moved[tp] = now
         return moved
+
+    def committed_progress(self) -> dict[TP, Progress]:
+        """What the last commit said of each ready partition."""
+        return {tp: self._committed[tp] for tp in self.ready if tp in self._committed}
 
     def committed(self, progress: dict[TP, Progress]) -> None:
         self._committed.update(progress)

@@ -12,38 +12,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from sinks.files.buckets import HOUR_MS, bucket_of, bucket_start
-from sinks.files.part_files import Checkpoint, PartitionWriter, bucket_files
-from sinks.reader import part_lines
+from sinks.files.buckets import HOUR_MS, MAX_TIME_MS, TIME_FIELD, bucket_of
+from sinks.files.part_files import Checkpoint, PartitionWriter
 from sinks.s3.location import S3Location
 from streams.config import ChannelConfig
 from streams.readers.dead_letter import DeadLetterPolicy
-from streams.readers.route import Parsed, record_time
-from streams.validation import ValidationError
+from streams.readers.dedupe import DUPLICATE, Skipped
+from streams.readers.failures import Fatal, SinkWriteError, write_error
+from streams.readers.route import Parsed, internal_error, record_time
+from streams.validation import TIMESTAMP_RANGE, ValidationError
 
 log = logging.getLogger(__name__)
-
-
-class SinkWriteError(Exception):
-    """A part file could not be written (full disk, unwritable directory): stop committing."""
-
-
-class SinkUnavailable(SinkWriteError):
-    """The output cannot be reached for now (an S3 server down or failing): nothing past the
-    last checkpoint counts; roll back and try again later."""
-
-
-def write_error(message: str, exc: BaseException) -> SinkWriteError:
-    """SinkUnavailable for a failure that a retry later may get past, else SinkWriteError."""
-    transient = getattr(exc, "transient", False)
-    return (SinkUnavailable if transient else SinkWriteError)(f"{message}: {exc}")
 
 
 @dataclass
@@ -66,18 +50,11 @@ class SinkCounters:
     bytes: int = 0
 
 
-# The event time that places a channel's record in its bucket (sinks/files/buckets.py).
-TIME_FIELD = {
-    "engine_execution": "timestamp",
-    "comparison_result": "timestamp",
-    "training_sample": "created_at",
-    "aggregated_stats": "window_start",
-    "dead_letter": "received_at",
-}
 # Open files per partition between two checkpoints (each is named in the committed offset's
 # metadata, which the broker caps at 4 KiB by default): a batch that would open more is
 # taken in parts, with a checkpoint between them.
 MAX_OPEN_FILES = 24
+BUCKET_NAMES_CACHED = 4096  # hours whose bucket name is kept (a backfill spans thousands)
 
 
 class ChannelSink:
@@ -90,8 +67,6 @@ class ChannelSink:
         config: ChannelConfig,
         base_path: Path | S3Location,
         dead_letters: DeadLetterPolicy,
-        dedupe_key: Callable[[dict[str, Any]], str] | None = None,
-        dedupe_horizon_hours: float = 168,
     ):
         self.channel = channel
         self.topic = topic
@@ -108,9 +83,6 @@ class ChannelSink:
         self._waiting = 0
         self._first_at: float | None = None
         self._bucket_names: dict[int, str] = {}
-        self.dedupe_key = dedupe_key
-        self.dedupe_horizon_ms = int(dedupe_horizon_hours * HOUR_MS)
-        self._seen: dict[tuple[int, str], set[str]] = {}
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -172,14 +144,19 @@ class ChannelSink:
         pending = self._pending.pop(partition, None)
         if pending is not None:
             self._waiting -= sum(len(p.lines) for p in pending.values())
-        for key in [k for k in self._seen if k[0] == partition]:
-            del self._seen[key]
         if not self._pending:
             self._waiting, self._first_at = 0, None
 
     @property
     def partitions(self) -> list[int]:
         return list(self._writers)
+
+    def busy_buckets(self, partition: int) -> set[str]:
+        """Buckets of the partition with lines not in finished files yet (waiting, written
+        to an open file, or being published)."""
+        writer = self._writers.get(partition)
+        open_buckets = writer.open_buckets if writer is not None else set()
+        return open_buckets | set(self._pending.get(partition, ()))
 
     # -- input -------------------------------------------------------------------------------
 
@@ -193,29 +170,44 @@ class ChannelSink:
         open_buckets = writer.open_buckets | set(pending)
         validate = self.config.validate_
         time_field = self.time_field
-        dedupe = self.dedupe_key is not None
         # Counted once at the end (attribute writes per record cost): the rare cases here.
-        taken, invalid, tombstones, duplicates = len(items), 0, 0, 0
+        taken, invalid, tombstones, skipped, duplicates = len(items), 0, 0, 0, 0
         for n, (record, parsed, error) in enumerate(items):
             offset = record.offset()
             value = record.value()
-            if validate and error is not None:
-                invalid += 1
-                self._reject(partition, offset, error, value)
-                continue
+            if error is not None:
+                if type(error) is Skipped:  # a copy, or forwarded to its home partition
+                    skipped += 1
+                    duplicates += error.reason == DUPLICATE
+                    continue
+                if validate:
+                    invalid += 1
+                    self._reject(partition, offset, error, value)
+                    continue
             if value is None:
                 tombstones += 1
                 continue  # a tombstone, with validation off: nothing to write
-            ts = parsed.get(time_field) if parsed is not None else None
-            ms = ts if isinstance(ts, int) else record_time(record) or 0
-            bucket = self._bucket(ms)
-            if bucket not in open_buckets:
-                if len(open_buckets) >= MAX_OPEN_FILES:
-                    taken = n
-                    break
-                open_buckets.add(bucket)
-            if dedupe and self._seen_before(partition, bucket, value, parsed):
-                duplicates += 1
+            try:
+                # Validated records carry an int time in range (streams/readers/route.py);
+                # with validation off anything may come.
+                ms = parsed.get(time_field) if parsed is not None else None
+                if type(ms) is not int:
+                    ms = record_time(record) or 0
+                if not 0 <= ms <= MAX_TIME_MS:
+                    invalid += 1
+                    self._reject(partition, offset, _unplaceable(ms), value)
+                    continue
+                bucket = self._bucket(ms)
+                if bucket not in open_buckets:
+                    if len(open_buckets) >= MAX_OPEN_FILES:
+                        taken = n
+                        break
+                    open_buckets.add(bucket)
+            except Fatal:
+                raise
+            except Exception as exc:  # one record fails, never the worker
+                invalid += 1
+                self._reject(partition, offset, internal_error(exc, f"sink {self.channel}"), value)
                 continue
             lines = pending.get(bucket)
             if lines is None:
@@ -225,60 +217,22 @@ class ChannelSink:
         counters = self.counters
         counters.received += taken
         counters.invalid += invalid
-        counters.valid += taken - invalid - tombstones
+        counters.valid += taken - invalid - tombstones - skipped
         counters.duplicates_dropped += duplicates
-        self._waiting += taken - tombstones
+        self._waiting += taken - tombstones - skipped
         if self._waiting and self._first_at is None:
             self._first_at = time.monotonic()
         return taken
 
     def _bucket(self, ms: int) -> str:
         hour = ms // HOUR_MS
-        name = self._bucket_names.get(hour)
+        names = self._bucket_names
+        name = names.get(hour)
         if name is None:
-            name = self._bucket_names[hour] = bucket_of(hour * HOUR_MS)
+            if len(names) >= BUCKET_NAMES_CACHED:
+                names.clear()
+            name = names[hour] = bucket_of(hour * HOUR_MS)
         return name
-
-    def _seen_before(
-        self, partition: int, bucket: str, value: bytes, parsed: dict[str, Any] | None
-    ) -> bool:
-        """Idempotence by record id (sample_id…) within the horizon: a copy falls in the bucket
-        of the first (its event time is the same), whose ids are loaded when first needed."""
-        assert self.dedupe_key is not None
-        try:
-            key = self.dedupe_key(parsed if parsed is not None else orjson.loads(value))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return False
-        if bucket_start(bucket) + HOUR_MS <= time.time() * 1000 - self.dedupe_horizon_ms:
-            return False  # beyond the horizon: no state is kept for it
-        seen = self._seen.get((partition, bucket))
-        if seen is None:
-            seen = self._seen[(partition, bucket)] = self._load_seen(partition, bucket)
-        if key in seen:
-            return True
-        seen.add(key)
-        return False
-
-    def _load_seen(self, partition: int, bucket: str) -> set[str]:
-        """The ids one bucket's files of this partition already hold."""
-        assert self.dedupe_key is not None
-        seen: set[str] = set()
-        try:
-            parts = [p for p in bucket_files(self.directory, bucket) if p.partition == partition]
-            for part in parts:
-                for line in part_lines(part):
-                    try:
-                        seen.add(self.dedupe_key(orjson.loads(line)))
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        continue
-        except OSError as exc:
-            raise write_error(f"{self.channel}: reading the ids of {bucket}", exc) from exc
-        return seen
-
-    def _forget_old_ids(self) -> None:
-        cutoff = time.time() * 1000 - self.dedupe_horizon_ms
-        for key in [k for k in self._seen if bucket_start(k[1]) + HOUR_MS <= cutoff]:
-            del self._seen[key]
 
     def _reject(self, partition: int, offset: int, exc: ValidationError, value: Any) -> None:
         if self.channel == "dead_letter":  # never dead-letter a dead letter: no loops
@@ -360,7 +314,6 @@ class ChannelSink:
                 writer.committed()
         except OSError as exc:  # the next recovery publishes what is committed
             raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
-        self._forget_old_ids()
 
     def roll_due(self, now: float) -> None:
         try:
@@ -368,6 +321,12 @@ class ChannelSink:
                 writer.roll_due(now)
         except OSError as exc:
             raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
+
+
+def _unplaceable(ms: int) -> ValidationError:
+    return ValidationError(
+        TIMESTAMP_RANGE, f"time {ms} is not epoch milliseconds between 1970 and the year 9999"
+    )
 
 
 def _jsonl(values: list[bytes]) -> bytes:

@@ -1,0 +1,231 @@
+"""Copies of a record that has an id meet in one place and count once, by the data alone.
+
+Comparisons (`comparison_id`), training samples (`sample_id`) and aggregated stats
+(`engine_id` and `window_start`) carry an identity; a copy (a producer's retry, a republish,
+a deriver's sample published again by hand) must not count twice, whatever partitioner its
+producer used and whenever it is read:
+
+1. **One place.** Each id has a home partition: murmur2 of its key (`comparison_id`,
+   `sample_id`, `engine_id`) modulo the partitions, which is where json-engine's producers
+   and Kafka's Java clients put it. A record read anywhere else (another partitioner, no
+   key) is *forwarded* home: republished there with its key and its own timestamp, in the
+   checkpoint transaction that commits its offset. No reader sees it where it was.
+2. **One order.** At home, in offset order, a record whose id an earlier record had is a
+   duplicate: no reader sees it (no line, no count in the aggregates, no training sample).
+3. **Stream time, not wall time.** Ids are checked within `output.dedupe_horizon_hours` of
+   the home partition's stream time (the largest event time read there), which is
+   committed with its offset: a backfill of last year is as idempotent as live traffic,
+   and the verdict is the same on every replay. A copy whose hour ended more than the
+   horizon before the stream time is not checked, and counts again.
+4. **Bounded memory.** The ids of one hour are read from the channel's finished files of
+   the partition when first needed (a copy carries its first's event time, so it falls in
+   the same hour). Past `output.dedupe_max_ids` ids per worker, the hours used longest ago
+   are forgotten (never one whose lines are not in finished files yet) and read again
+   when a record of theirs comes.
+
+The verdicts are undone for the records a reader did not take (the sink takes a prefix of
+a batch when it would open too many files): they are read again after a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from sinks.files.buckets import HOUR_MS, TIME_FIELD, bucket_of, bucket_start
+from sinks.files.part_files import bucket_files
+from sinks.reader import part_lines
+from sinks.s3.location import S3Location
+from streams.readers.failures import write_error
+from streams.readers.outbox import Outgoing
+from streams.validation import ValidationError
+
+log = logging.getLogger(__name__)
+DUPLICATE: Final = "duplicate"
+FORWARDED: Final = "forwarded"
+
+# kind → (its id, its key: what places it in a partition)
+IDENTITIES: Final[dict[str, tuple[Callable[[dict], str], Callable[[dict], str]]]] = {
+    "comparison_result": (lambda r: r["comparison_id"], lambda r: r["comparison_id"]),
+    "training_sample": (lambda r: r["sample_id"], lambda r: r["sample_id"]),
+    "aggregated_stats": (
+        lambda r: f"{r['engine_id']}|{r['window_start']}",
+        lambda r: r["engine_id"],
+    ),
+}
+
+
+class Skipped(ValidationError):
+    """Not an error: a record no reader takes where it was read (a copy, or forwarded)."""
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """Where murmur2 puts a key: json-engine's producers (librdkafka's murmur2_random) and
+    Kafka's Java clients alike."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class RecordIds:
+    """The identity checks of one topic: home partitions, stream times, ids seen."""
+
+    def __init__(
+        self,
+        kind: str,
+        topic: str,
+        partitions: int,
+        directory: Path | S3Location,
+        horizon_hours: float,
+        max_ids: int,
+        busy_buckets: Callable[[int], set[str]],
+    ):
+        self.topic = topic
+        self.partitions = partitions
+        self.directory = directory
+        self.identity, self.key = IDENTITIES[kind]
+        self.time_field = TIME_FIELD[kind]
+        self.horizon_ms = round(horizon_hours * HOUR_MS)
+        self.max_ids = max_ids
+        self.busy_buckets = busy_buckets  # of a partition: lines not in finished files yet
+        self.stream_times: dict[int, int | None] = {}
+        self.duplicates = 0
+        self.forwarded = 0
+        self._seen: OrderedDict[tuple[int, str], set[str]] = OrderedDict()  # oldest use first
+        self._ids = 0
+        self._forwards: list[Outgoing] = []
+        # This batch's verdicts, to undo those of the records not taken.
+        self._added: list[tuple[int, tuple[int, str], str]] = []
+        self._times: list[tuple[int, int | None]] = []  # (index, stream time before it)
+        self._duplicates: list[int] = []
+        self._batch_forwards: list[tuple[int, Outgoing]] = []
+
+    # -- partitions --------------------------------------------------------------------------
+
+    def assign(self, partition: int, stream_time: int | None) -> None:
+        """Taken over at the committed stream time; ids are read from files when needed."""
+        self.release(partition)
+        self.stream_times[partition] = stream_time
+
+    def release(self, partition: int) -> None:
+        self.stream_times.pop(partition, None)
+        for key in [k for k in self._seen if k[0] == partition]:
+            self._ids -= len(self._seen.pop(key))
+
+    # -- a batch -----------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self._added.clear()
+        self._times.clear()
+        self._duplicates.clear()
+        self._batch_forwards.clear()
+
+    def check(self, partition: int, index: int, record: Any, parsed: dict) -> Skipped | None:
+        """The verdict on one valid record (its time placed at the edge): None to read it
+        here, else why not."""
+        key = self.key(parsed).encode()
+        home = home_partition(key, self.partitions)
+        if home != partition:
+            _kind, ts = record.timestamp()
+            forward = (self.topic, key, record.value(), home, ts if _kind else None)
+            self._batch_forwards.append((index, forward))
+            self.forwarded += 1
+            return Skipped(FORWARDED, f"forwarded to its home partition {home}")
+        ts = parsed[self.time_field]
+        stream_time = self.stream_times.get(partition)
+        self._times.append((index, stream_time))
+        if stream_time is None or ts > stream_time:
+            self.stream_times[partition] = ts
+        hour = ts - ts % HOUR_MS
+        if stream_time is not None and hour + HOUR_MS <= stream_time - self.horizon_ms:
+            return None  # beyond the horizon: not checked
+        bucket = bucket_of(hour)
+        seen = self._ids_of(partition, bucket)
+        record_id = self.identity(parsed)
+        if record_id in seen:
+            self.duplicates += 1
+            self._duplicates.append(index)
+            return Skipped(DUPLICATE, f"a copy of {record_id!r}, read before in this partition")
+        seen.add(record_id)
+        self._ids += 1
+        self._added.append((index, (partition, bucket), record_id))
+        return None
+
+    def end(self, partition: int, taken: int) -> None:
+        """The readers took the first `taken` records checked since begin(): the verdicts on
+        the others are undone (they are read again after a checkpoint)."""
+        for index, forward in self._batch_forwards:
+            if index < taken:
+                self._forwards.append(forward)
+            else:
+                self.forwarded -= 1
+        untaken = [before for index, before in self._times if index >= taken]
+        if untaken:
+            self.stream_times[partition] = untaken[0]
+            for index, key, record_id in self._added:
+                if index >= taken and key in self._seen:
+                    self._seen[key].discard(record_id)
+                    self._ids -= 1
+            self.duplicates -= sum(1 for index in self._duplicates if index >= taken)
+        self._forget_old(partition)
+
+    # -- the ids of one hour -----------------------------------------------------------------
+
+    def _ids_of(self, partition: int, bucket: str) -> set[str]:
+        key = (partition, bucket)
+        seen = self._seen.get(key)
+        if seen is not None:
+            self._seen.move_to_end(key)
+            return seen
+        seen: set[str] = set()
+        try:
+            for part in bucket_files(self.directory, bucket):
+                if part.partition != partition:
+                    continue
+                for line in part_lines(part):
+                    try:
+                        seen.add(self.identity(orjson.loads(line)))
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue  # written with validation off: no id to compare
+        except OSError as exc:  # the output, not the record: roll back and retry, or stop
+            raise write_error(f"reading the ids of {self.directory}/{bucket}", exc) from exc
+        self._seen[key] = seen
+        self._ids += len(seen)
+        return seen
+
+    def _forget_old(self, partition: int) -> None:
+        """Hours past the horizon go; past max_ids, the least recently used idle ones too."""
+        stream_time = self.stream_times.get(partition)
+        if stream_time is not None:
+            cutoff = stream_time - self.horizon_ms
+            for key in [k for k in self._seen if k[0] == partition]:
+                if bucket_start(key[1]) + HOUR_MS <= cutoff:
+                    self._ids -= len(self._seen.pop(key))
+        if self._ids <= self.max_ids:
+            return
+        busy: dict[int, set[str]] = {}
+        for key in list(self._seen):
+            if self._ids <= self.max_ids:
+                break
+            part, bucket = key
+            if part not in busy:
+                busy[part] = self.busy_buckets(part)
+            if bucket not in busy[part]:
+                self._ids -= len(self._seen.pop(key))
+
+    # -- the checkpoint ----------------------------------------------------------------------
+
+    def drain(self) -> Iterator[Outgoing]:
+        forwards, self._forwards = self._forwards, []
+        yield from forwards
+
+    def reset(self) -> None:
+        """A rolled-back checkpoint: every partition is taken over again."""
+        self._forwards.clear()
+        self._seen.clear()
+        self._ids = 0
+        self.stream_times.clear()
