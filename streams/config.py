@@ -221,6 +221,9 @@ class AggregationConfig(_Strict):
     # An event time this far ahead of its record's Kafka timestamp is dead-lettered (`future`)
     # before any reader sees it; null turns the check off.
     max_future_seconds: float | None = Field(3600, ge=0)
+    # Open windows a partition's fold keeps (~600 bytes each, more past 32 events); past it
+    # the oldest are handed to the merge early, which changes no value.
+    max_windows_per_partition: int = Field(10_000, ge=1)
 
 
 class Thresholds(_Strict):

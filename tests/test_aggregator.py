@@ -184,12 +184,41 @@ def test_window_state_round_trip_and_bounded_size() -> None:
     restored = WindowState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
     assert restored.record("e", 0, WIDTH) == state.record("e", 0, WIDTH)
     assert len(orjson.dumps(state.to_dict())) <= 64 * 1024
+    record = restored.record("e", 0, WIDTH)
     for q in (0.5, 0.95, 0.99):
         exact = float(np.quantile(values, q, method="lower"))
-        assert abs(restored.sketch.get_quantile_value(q) - exact) <= 0.01 * exact
-    record = restored.record("e", 0, WIDTH)
+        assert abs(record["latency_ms"][f"p{round(q * 100)}"] - exact) <= 0.01 * exact
     assert record["quality"] == {"count": 1, "mean": 0.5}
     assert record["comparisons"] == {"count": 2, "wins": 1, "win_rate": 0.5}
+
+
+def test_a_quiet_window_keeps_its_latencies_exactly_and_merges_into_a_sketch() -> None:
+    """A window of a quiet engine (thousands of engines: most windows hold a few events)
+    keeps its latencies as they are, a fraction of a sketch's memory; partials merge in any
+    order, into a sketch once they are many."""
+    rng = random.Random(4)
+    parts = [WindowState() for _ in range(4)]
+    values = []
+    for n, part in enumerate(parts):
+        for _ in range(10 + n):
+            values.append(rng.lognormvariate(3, 1))
+            part.add_execution(values[-1], True)
+    assert all(type(p.latencies) is list for p in parts)
+    exact = {q: float(np.quantile(values[:10], q, method="lower")) for q in (0.5, 0.95, 0.99)}
+    assert [
+        parts[0].record("e", 0, WIDTH)["latency_ms"][f"p{round(q * 100)}"] for q in exact
+    ] == list(exact.values())
+    merged = [WindowState.from_dict(orjson.loads(orjson.dumps(p.to_dict()))) for p in parts]
+    backwards = [WindowState.from_dict(p.to_dict()) for p in reversed(parts)]
+    for states in (merged, backwards):
+        for other in states[1:]:
+            states[0].merge(other)
+    assert type(merged[0].latencies) is not list  # 46 values: a sketch
+    assert merged[0].record("e", 0, WIDTH) == backwards[0].record("e", 0, WIDTH)
+    for q in (0.5, 0.95, 0.99):
+        exact_q = float(np.quantile(values, q, method="lower"))
+        got = merged[0].record("e", 0, WIDTH)["latency_ms"][f"p{round(q * 100)}"]
+        assert abs(got - exact_q) <= 0.01 * exact_q
 
 
 def test_windows_equal_the_recomputation_once_after_grace_with_late_and_idle(

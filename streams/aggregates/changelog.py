@@ -34,9 +34,11 @@ def window_key(engine_id: str, start: int) -> bytes:
 
 
 def parse_window_key(key: bytes) -> tuple[str, int]:
+    """`w|engine|start`; a start spelt as a float (state written before times were made
+    ints at the edge) is read as the int it is."""
     _, rest = key.decode().split("|", 1)
     engine, _, start = rest.rpartition("|")
-    return engine, int(start)
+    return engine, int(float(start)) if "." in start else int(start)
 
 
 def read_partitions(config: JsonEngineConfig, partitions: list[int]) -> dict[int, dict[bytes, Any]]:

@@ -115,6 +115,7 @@ class LocalFold(changelog.Stage):
         self.width_ms = round(agg.window_minutes * 60_000)
         self.grace_ms = round(agg.grace_seconds * 1000)
         self.idle_seconds = agg.idle_seconds
+        self.max_windows = agg.max_windows_per_partition
         self.partials_topic = aggregates_partials_topic(config)
         self.state_topic = aggregates_state_topic(config)
         self.merge_partitions = config.kafka.partitions
@@ -201,6 +202,7 @@ class LocalFold(changelog.Stage):
                 closable = [k for k in state.windows if k[1] + self.width_ms + self.grace_ms <= st]
             else:
                 closable = []
+            closable += self._over_the_cap(state, closable)
             for key in closable:
                 window = state.windows.pop(key)
                 state.dirty.discard(key)
@@ -221,6 +223,17 @@ class LocalFold(changelog.Stage):
             if state.changed:
                 yield self._state_record(partition, changelog.META_KEY, orjson.dumps(state.meta()))
                 state.changed = False
+
+    def _over_the_cap(self, state: LocalState, closing: list[tuple[str, int]]) -> list:
+        """Past `max_windows_per_partition` open windows (thousands of engines), the oldest
+        are handed over early: partials add up at the merge, which has not emitted them (the
+        partition's mark is still before their end), so the values are the same and the
+        memory is bounded."""
+        excess = len(state.windows) - len(closing) - self.max_windows
+        if excess <= 0:
+            return []
+        closing_set = set(closing)
+        return [k for k in state.windows if k not in closing_set][:excess]
 
     def _mark_due(self, state: LocalState) -> bool:
         """A mark only when it can close another window: once per window, not per record."""

@@ -1,7 +1,9 @@
 """Per-engine window state: what one (engine_id, window_start) keeps, bounded in size.
 
-Latencies go into a DDSketch (1% relative accuracy, at most `SKETCH_BINS` bins whatever the
-number of events), so p50/p95/p99 are within 1% of the exact order statistic while count,
+Latencies are kept as they are up to `EXACT_LATENCIES` of them (a window of a quiet engine,
+the common case when there are thousands of engines: a sketch alone takes ~2.7 KB), then go
+into a DDSketch (1% relative accuracy, at most `SKETCH_BINS` bins whatever the number of
+events), so p50/p95/p99 are exact, or within 1% of the exact order statistic, while count,
 success, min, max and sum stay exact. State serializes to a small JSON-able dict for the
 changelog.
 """
@@ -15,12 +17,29 @@ from ddsketch import LogCollapsingLowestDenseDDSketch
 
 RELATIVE_ACCURACY = 0.01
 SKETCH_BINS = 2048
+EXACT_LATENCIES = 32
 
 
 def new_sketch() -> LogCollapsingLowestDenseDDSketch:
     return LogCollapsingLowestDenseDDSketch(
         relative_accuracy=RELATIVE_ACCURACY, bin_limit=SKETCH_BINS
     )
+
+
+def sketch_of(values: list[float]) -> LogCollapsingLowestDenseDDSketch:
+    sketch = new_sketch()
+    for value in values:
+        sketch.add(value)
+    return sketch
+
+
+def quantile(latencies: Any, q: float) -> float:
+    """The q-quantile of a window's latencies: the lower order statistic of the exact values
+    (as numpy's method="lower"), else the sketch's estimate."""
+    if type(latencies) is list:
+        ordered = sorted(latencies)
+        return ordered[int(q * (len(ordered) - 1))]
+    return latencies.get_quantile_value(q)
 
 
 def window_start(ts: int, width_ms: int) -> int:
@@ -35,7 +54,8 @@ class WindowState:
     latency_min: float = float("inf")
     latency_max: float = float("-inf")
     latency_sum: float = 0.0
-    sketch: Any = field(default_factory=new_sketch)
+    # Up to EXACT_LATENCIES values as a list, past that a DDSketch.
+    latencies: Any = field(default_factory=list)
     quality_count: int = 0
     quality_sum: float = 0.0
     comparisons: int = 0
@@ -63,7 +83,13 @@ class WindowState:
         if latency_ms > self.latency_max:
             self.latency_max = latency_ms
         self.latency_sum += latency_ms
-        self.sketch.add(latency_ms)
+        latencies = self.latencies
+        if type(latencies) is list:
+            latencies.append(latency_ms)
+            if len(latencies) > EXACT_LATENCIES:
+                self.latencies = sketch_of(latencies)
+        else:
+            latencies.add(latency_ms)
 
     def add_comparisons(self, won: bool, qualities: list[float]) -> None:
         """One comparison of the engine: it counts once (a win if it won), and each of its
@@ -89,8 +115,7 @@ class WindowState:
         self.latency_min = min(self.latency_min, other.latency_min)
         self.latency_max = max(self.latency_max, other.latency_max)
         self.latency_sum += other.latency_sum
-        if other.count:
-            self.sketch.merge(other.sketch)
+        self._merge_latencies(other.latencies)
         self.quality_count += other.quality_count
         self.quality_sum += other.quality_sum
         self.comparisons += other.comparisons
@@ -99,6 +124,16 @@ class WindowState:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
 
+    def _merge_latencies(self, theirs: Any) -> None:
+        mine = self.latencies
+        both_exact = type(mine) is list and type(theirs) is list
+        if both_exact and len(mine) + len(theirs) <= EXACT_LATENCIES:
+            mine.extend(theirs)
+            return
+        if type(mine) is list:
+            mine = self.latencies = sketch_of(mine)
+        mine.merge(sketch_of(theirs) if type(theirs) is list else theirs)
+
     def record(self, engine_id: str, start: int, width_ms: int) -> dict[str, Any]:
         """The aggregated_stats record (Contract → Aggregates).
 
@@ -106,7 +141,7 @@ class WindowState:
         is there when an execution of the window reported token usage.
         """
         has_latency = self.count > 0
-        q = self.sketch.get_quantile_value
+        latencies = self.latencies
         record = {
             "schema_version": 1,
             "engine_id": engine_id,
@@ -119,9 +154,9 @@ class WindowState:
                 "min": self.latency_min if has_latency else 0,
                 "max": self.latency_max if has_latency else 0,
                 "avg": self.latency_sum / self.count if has_latency else 0,
-                "p50": q(0.5) if has_latency else 0,
-                "p95": q(0.95) if has_latency else 0,
-                "p99": q(0.99) if has_latency else 0,
+                "p50": quantile(latencies, 0.5) if has_latency else 0,
+                "p95": quantile(latencies, 0.95) if has_latency else 0,
+                "p99": quantile(latencies, 0.99) if has_latency else 0,
             },
             "quality": {
                 "count": self.quality_count,
@@ -148,12 +183,15 @@ class WindowState:
             "min": self.latency_min if self.count else None,
             "max": self.latency_max if self.count else None,
             "sum": self.latency_sum,
-            "sketch": sketch_to_dict(self.sketch),
             "quality_count": self.quality_count,
             "quality_sum": self.quality_sum,
             "comparisons": self.comparisons,
             "wins": self.wins,
         }
+        if type(self.latencies) is list:
+            data["latencies"] = self.latencies
+        else:
+            data["sketch"] = sketch_to_dict(self.latencies)
         if self.token_count:
             data["tokens"] = [self.input_tokens, self.output_tokens, self.token_count]
         return data
@@ -167,7 +205,9 @@ class WindowState:
             latency_min=float("inf") if data["min"] is None else data["min"],
             latency_max=float("-inf") if data["max"] is None else data["max"],
             latency_sum=data["sum"],
-            sketch=sketch_from_dict(data["sketch"]),
+            latencies=(
+                sketch_from_dict(data["sketch"]) if "sketch" in data else list(data["latencies"])
+            ),
             quality_count=data["quality_count"],
             quality_sum=data["quality_sum"],
             comparisons=data["comparisons"],

@@ -1,17 +1,22 @@
-"""Copies of a record that has an id meet in one place and count once, by the data alone.
+"""Copies of a record that has an id count once, by the data alone.
 
-Comparisons (`comparison_id`), training samples (`sample_id`) and aggregated stats
-(`engine_id` and `window_start`) carry an identity; a copy (a producer's retry, a republish,
-a deriver's sample published again by hand) must not count twice, whatever partitioner its
-producer used and whenever it is read:
+Training samples (`sample_id`), aggregated stats (`engine_id` and `window_start`) and
+comparisons (`comparison_id`) carry an identity; a copy (a producer's retry, a republish, a
+deriver's sample published again by hand) must not count twice, whenever it is read:
 
-1. **One place.** Each id has a home partition: murmur2 of its key (`comparison_id`,
-   `sample_id`, `engine_id`) modulo the partitions, which is where json-engine's producers
-   and Kafka's Java clients put it. A record read anywhere else (another partitioner, no
-   key) is *forwarded* home: republished there with its key and its own timestamp, in the
-   checkpoint transaction that commits its offset. No reader sees it where it was.
-2. **One order.** At home, in offset order, a record whose id an earlier record had is a
-   duplicate: no reader sees it (no line, no count in the aggregates, no training sample).
+1. **One place.** A training sample or an aggregated stat has a home partition: murmur2 of
+   its key (`sample_id`, `engine_id`) modulo the partitions, which is where json-engine's
+   producers and Kafka's Java clients put it. One read anywhere else (another partitioner,
+   no key) is *forwarded* home: republished there with its key and its own timestamp, in
+   the checkpoint transaction that commits its offset, and no reader sees it where it was.
+   So copies meet whatever partitioner made them. Comparisons are not forwarded: the
+   aggregates count them where they are read, by that partition's stream time, which must
+   not depend on the producer's partitioner (a forwarded comparison would arrive late);
+   copies of a comparison meet only when they land in the same partition (a producer's
+   retry, with the same key and client, does).
+2. **One order.** In a partition, in offset order, a record whose id an earlier record had
+   is a duplicate: no reader sees it (no line, no count in the aggregates, no training
+   sample).
 3. **Stream time, not wall time.** Ids are checked within `output.dedupe_horizon_hours` of
    the home partition's stream time (the largest event time read there), which is
    committed with its offset: a backfill of last year is as idempotent as live traffic,
@@ -50,9 +55,9 @@ log = logging.getLogger(__name__)
 DUPLICATE: Final = "duplicate"
 FORWARDED: Final = "forwarded"
 
-# kind → (its id, its key: what places it in a partition)
-IDENTITIES: Final[dict[str, tuple[Callable[[dict], str], Callable[[dict], str]]]] = {
-    "comparison_result": (lambda r: r["comparison_id"], lambda r: r["comparison_id"]),
+# kind → (its id, its key: what places it in its home partition; None: not forwarded)
+IDENTITIES: Final[dict[str, tuple[Callable[[dict], str], Callable[[dict], str] | None]]] = {
+    "comparison_result": (lambda r: r["comparison_id"], None),
     "training_sample": (lambda r: r["sample_id"], lambda r: r["sample_id"]),
     "aggregated_stats": (
         lambda r: f"{r['engine_id']}|{r['window_start']}",
@@ -127,14 +132,15 @@ class RecordIds:
     def check(self, partition: int, index: int, record: Any, parsed: dict) -> Skipped | None:
         """The verdict on one valid record (its time placed at the edge): None to read it
         here, else why not."""
-        key = self.key(parsed).encode()
-        home = home_partition(key, self.partitions)
-        if home != partition:
-            _kind, ts = record.timestamp()
-            forward = (self.topic, key, record.value(), home, ts if _kind else None)
-            self._batch_forwards.append((index, forward))
-            self.forwarded += 1
-            return Skipped(FORWARDED, f"forwarded to its home partition {home}")
+        if self.key is not None:
+            key = self.key(parsed).encode()
+            home = home_partition(key, self.partitions)
+            if home != partition:
+                _kind, ts = record.timestamp()
+                forward = (self.topic, key, record.value(), home, ts if _kind else None)
+                self._batch_forwards.append((index, forward))
+                self.forwarded += 1
+                return Skipped(FORWARDED, f"forwarded to its home partition {home}")
         ts = parsed[self.time_field]
         stream_time = self.stream_times.get(partition)
         self._times.append((index, stream_time))

@@ -253,7 +253,7 @@ class BatchLoop(threading.Thread):
             for (topic, partition), offset in resume.items():
                 offset += fault_skip("after_seek")  # the tests' stand-in for a fetch that skips
                 self.consumers[topic].seek(TopicPartition(topic, partition, offset))
-        except (CheckpointError, KafkaException) as exc:
+        except (CheckpointError, KafkaException, TimeoutError) as exc:  # a slow restore too
             log.warning("recovering %d partitions failed (will retry): %s", len(tps), exc)
             # Undo only these partitions' recovery: the partitions read meanwhile stay as they
             # are (a reset would leave them unready and unpaused, their records dropped).
