@@ -42,6 +42,11 @@ def quantile(latencies: Any, q: float) -> float:
     return latencies.get_quantile_value(q)
 
 
+def int64(total: int) -> int | float:
+    """A sum as JSON can carry it: past 64 bits (orjson's integers) a float."""
+    return total if total < 2**63 else float(total)
+
+
 def window_start(ts: int, width_ms: int) -> int:
     """Tumbling windows aligned to the epoch."""
     return ts - ts % width_ms
@@ -170,8 +175,8 @@ class WindowState:
         }
         if self.token_count:
             record["tokens"] = {
-                "input": self.input_tokens,
-                "output": self.output_tokens,
+                "input": int64(self.input_tokens),
+                "output": int64(self.output_tokens),
                 "count": self.token_count,
             }
         return record
@@ -193,7 +198,7 @@ class WindowState:
         else:
             data["sketch"] = sketch_to_dict(self.latencies)
         if self.token_count:
-            data["tokens"] = [self.input_tokens, self.output_tokens, self.token_count]
+            data["tokens"] = [int64(self.input_tokens), int64(self.output_tokens), self.token_count]
         return data
 
     @classmethod

@@ -15,7 +15,8 @@ wins, whatever the dialect (instrumentations mix them):
 - input / output: the captured messages as text, else "" (below);
 - metrics.input_tokens: gen_ai.usage.input_tokens, gen_ai.usage.prompt_tokens,
   llm.token_count.prompt; metrics.output_tokens: gen_ai.usage.output_tokens,
-  gen_ai.usage.completion_tokens, llm.token_count.completion (integers >= 0, else left out);
+  gen_ai.usage.completion_tokens, llm.token_count.completion (integers from 0 to 10^12, the
+  schema's range, else left out);
 - metrics.memory_mb / cpu_percent: 0 (a span does not measure them);
 - otel: the dialect, the span name, gen_ai.operation.name and the provider
   (gen_ai.provider.name, gen_ai.system, llm.provider, llm.system).
@@ -44,6 +45,7 @@ STATUS_ERROR = Status.STATUS_CODE_ERROR
 UNKNOWN_SERVICE = "unknown_service"  # the SDKs' own default service.name
 MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+MAX_TOKENS = 10**12  # engine_execution's metrics.*_tokens maximum
 INPUT_TOKEN_KEYS = (
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.prompt_tokens",
@@ -238,7 +240,8 @@ def _first_text(attrs: Attributes, keys: tuple[str, ...]) -> str | None:
 
 
 def _first_count(attrs: Attributes, keys: tuple[str, ...]) -> int | None:
-    """A token count: an integer >= 0 (an integral double too); anything else is ignored."""
+    """A token count: an integer from 0 to MAX_TOKENS (an integral double too); anything else
+    is ignored."""
     for key in keys:
         value = attrs.get(key)
         if value is None:
@@ -248,7 +251,7 @@ def _first_count(attrs: Attributes, keys: tuple[str, ...]) -> int | None:
             continue
         if isinstance(plain, float) and plain.is_integer():
             plain = int(plain)
-        if isinstance(plain, int) and plain >= 0:
+        if isinstance(plain, int) and 0 <= plain <= MAX_TOKENS:
             return plain
     return None
 
