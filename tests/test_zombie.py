@@ -238,3 +238,56 @@ def test_a_thawed_zombie_never_makes_a_line_visible_twice(
         spool = channel_dir(cfg.output.base_path, cfg.channels.get(channel).filename)
         for name in os.listdir(spool / ".inprogress"):
             assert not name.endswith(".copy"), name  # no half roll-forward left behind
+
+
+@pytest.mark.slow
+def test_a_zombie_frozen_past_idle_seconds_hands_nothing_over_twice(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """An idle input's hand-over (partials and marks, no offset moved) is fenced too: frozen
+    right before its transaction, thawed after the owner handed the same partials over, the
+    zombie's transaction is refused. Unfenced, the merge got the partials twice."""
+    path, cfg = make_config(
+        {
+            "kafka": {"partitions": 3},
+            "aggregation": {**AGG, "idle_seconds": 2},
+            "channels": FAST,
+            "training": {"enabled": False},
+        }
+    )
+    create_topics(cfg)
+    rng = random.Random(41)
+    execs = sorted(
+        (execution(rng, rng.choice(ENGINES), T0 + rng.randrange(4 * WIDTH)) for _ in range(300)),
+        key=lambda e: e["timestamp"],
+    )
+    cmps = [comparison(rng, ENGINES, T0 + rng.randrange(4 * WIDTH)) for _ in range(20)]
+    cmps.sort(key=lambda c: c["timestamp"])
+    zombie = WorkerProcess(
+        path, tmp_path, "zombie", env={"JSON_ENGINE_FAULT": "idle_handover:stop:1"}
+    ).start()
+    owner = WorkerProcess(path, tmp_path, "owner")
+    try:
+        publish(cfg, execs, cmps)
+        zombie.wait_frozen(60)  # read everything, went idle, froze before handing over
+        owner.start()  # takes every partition once the zombie's session expired
+        # Every input idle: the largest mark closes what ended (plus grace) before it.
+        last = max(e["timestamp"] for e in execs + cmps)
+        grace = round(AGG["grace_seconds"] * 1000)
+        expected = {k: v for k, v in oracle(execs, cmps).items() if k[1] + WIDTH + grace <= last}
+        wait_for_lines(cfg, "aggregated_stats", len(expected), timeout=120)
+        zombie.thaw()  # its hand-over's transaction goes on, with a stale generation
+        time.sleep(10)
+        assert zombie.alive(), zombie.tail()
+        assert owner.terminate() == 0
+        assert zombie.terminate() == 0
+    finally:
+        owner.kill()
+        zombie.thaw()
+        zombie.kill()
+    streamed = by_key(lines_of(cfg, "aggregated_stats"))
+    assert set(streamed) == set(expected)
+    for key, record in streamed.items():
+        assert_matches(record, expected[key])
+    late = [d for d in records(lines_of(cfg, "dead_letter")) if d["reason"] == "late"]
+    assert late == [], f"{len(late)} partials handed over twice"

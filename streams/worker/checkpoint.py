@@ -253,6 +253,8 @@ class Checkpointer:
                 pipeline.sync()
                 if lines_waiting:
                     fault_point("after_write")
+                if not progress:  # records, and no offset moved: an idle input's hand-over
+                    fault_point("idle_handover")
                 if not wait and fault_fails("commit_in_flight"):
                     time.sleep(0.5)  # the loop reads the next records meanwhile
                     raise CheckpointError("fault injected: the transaction in flight failed")
