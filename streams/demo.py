@@ -13,18 +13,18 @@ from pathlib import Path
 import orjson
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import NewTopic
 from rich.console import Console
 
 from sinks.atomic import atomic_write
 from sinks.offline.report import render_html
 from sinks.reader import channel_dir, iter_lines, read_records
 from streams import events
+from streams.brokers import QuietLog, retry
 from streams.config import CHANNELS, JsonEngineConfig, load_config
 from streams.local import kafka as local_kafka
 from streams.otlp.produce import request_of
-from streams.publisher import Publisher
-from streams.topics import admin_client, consumer_group, create_topics, topic_name
+from streams.publisher import DeliveryError, Publisher
+from streams.topics import consumer_group, create_topics, topic_name
 
 ENGINES = [f"engine-{name}" for name in ("alpha", "beta", "gamma", "delta")]
 INVALID_PAYLOADS = [
@@ -100,10 +100,10 @@ def publish_events(
             if i % 10 == 0:
                 publisher.collect_training_sample(events.training_sample(rng, ts))
                 sent["training_sample"] += 1
-    raw = Producer(cfg.kafka.client_config())
+    raw = Producer({**cfg.kafka.client_config(), "logger": QuietLog()})
     for payload in INVALID_PAYLOADS:  # any Kafka client may produce, so the worker validates
         raw.produce(topic_name(cfg, "engine_execution"), payload)
-    raw.flush(30)
+    flush(cfg, raw, "invalid payloads")
     sent["invalid"] = len(INVALID_PAYLOADS) + 1  # and the record on the OTLP topic
     return sent, executions
 
@@ -111,26 +111,42 @@ def publish_events(
 def publish_spans(cfg: JsonEngineConfig, rng: random.Random, executions: list[dict]) -> None:
     """Executions as GenAI spans, a few per record keyed by trace id (the Collector's
     `partition_traces_by_id`), and one record that is not OTLP (a dead letter)."""
-    producer = Producer({**cfg.kafka.client_config(), "linger.ms": 5})
+    producer = Producer({**cfg.kafka.client_config(), "linger.ms": 5, "logger": QuietLog()})
     for start in range(0, len(executions), SPANS_PER_RECORD):
         request = request_of(rng, executions[start : start + SPANS_PER_RECORD])
         key = request.resource_spans[0].scope_spans[0].spans[0].trace_id
         producer.produce(cfg.otlp.topic, request.SerializeToString(), key)
     producer.produce(cfg.otlp.topic, b"not an ExportTraceServiceRequest")
-    producer.flush(30)
+    flush(cfg, producer, "OTLP spans")
+
+
+def flush(cfg: JsonEngineConfig, producer: Producer, what: str, timeout: float = 30) -> None:
+    """Wait for the broker's acknowledgements (librdkafka retries what it may meanwhile)."""
+    left = producer.flush(timeout)
+    if left:
+        raise DeliveryError(
+            f"{left} {what} not acknowledged within {timeout:.0f}s by {cfg.kafka.bootstrap_servers}"
+        )
 
 
 def wait_committed(cfg: JsonEngineConfig, topic: str, timeout: float = 60) -> None:
     """Until the workers' group has committed every record of `topic` (the executions derived
-    from them are published in the same transactions)."""
-    consumer = Consumer({**cfg.kafka.client_config(), "group.id": consumer_group(cfg, topic)})
+    from them are published in the same transactions). A broker that has just started may
+    answer that its group coordinator is not there yet (NOT_COORDINATOR, load in progress):
+    each call is retried (streams/brokers.py)."""
+    group = consumer_group(cfg, topic)
+    consumer = Consumer({**cfg.kafka.client_config(), "group.id": group, "logger": QuietLog()})
+    what = f"the offsets of group {group}"
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p) for p in partitions]
+        metadata = retry(lambda t: consumer.list_topics(topic, timeout=t), f"metadata of {topic}")
+        tps = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            committed = consumer.committed(tps, timeout=10)
-            ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+            committed = retry(lambda t: consumer.committed(tps, timeout=t), what)
+            ends = [
+                retry(lambda t, tp=tp: consumer.get_watermark_offsets(tp, timeout=t)[1], what)
+                for tp in tps
+            ]
             if all(c.offset >= end for c, end in zip(committed, ends, strict=True)):
                 return
             time.sleep(0.25)
@@ -147,11 +163,17 @@ def count_lines(cfg: JsonEngineConfig) -> dict[str, int]:
     }
 
 
-def run_demo(port: int, events_count: int, output_root: Path, console: Console) -> int:
+def run_demo(
+    port: int,
+    events_count: int,
+    output_root: Path,
+    console: Console,
+    data_dir: Path | None = None,
+) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         console.print(f"starting a local Kafka on 127.0.0.1:{port} (first run downloads it)…")
-        bootstrap = local_kafka.up(port).bootstrap
+        bootstrap = local_kafka.up(port, data_dir).bootstrap
     run_id = time.strftime("%Y%m%d-%H%M%S")
     prefix = f"demo-{run_id}."
     output = (output_root / f"demo-{run_id}").resolve()
@@ -161,9 +183,7 @@ def run_demo(port: int, events_count: int, output_root: Path, console: Console) 
     cfg = load_config(config_path)
     # One partition: a burst of spans read one partition after another would reach the
     # execution topic out of time order (late, past the 1 s grace); a live feed would not.
-    otlp_topic = NewTopic(cfg.otlp.topic, 1, cfg.kafka.replication_factor)
-    admin = admin_client(cfg)
-    admin.create_topics([otlp_topic])[cfg.otlp.topic].result(30)
+    create_topics(cfg, [cfg.otlp.topic], partitions=1)
     create_topics(cfg)
     console.print(f"broker {bootstrap}, topics {prefix}* and {cfg.otlp.topic}, output {output}")
     workers = []

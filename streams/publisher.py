@@ -35,6 +35,7 @@ from typing import Any, Final
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from streams.brokers import QuietLog
 from streams.config import JsonEngineConfig, load_config
 from streams.topics import PARTITIONER, topic_name
 from streams.validation import NOT_UTF8, ValidationError, Validator
@@ -139,7 +140,7 @@ class Publisher:
             "1",
         )
         settings.setdefault("error_cb", self._on_client_error)
-        settings.setdefault("logger", _LibrdkafkaLog())
+        settings.setdefault("logger", QuietLog())
         self._producer = Producer(settings)
         self._closed = False  # refuses events
         self._released = False  # the producer is closed too
@@ -414,18 +415,6 @@ class Publisher:
             self.close()
         except DeliveryError as delivery:
             exc.add_note(f"and then, closing the Publisher: {delivery}")
-
-
-class _LibrdkafkaLog:
-    """librdkafka's log lines, one level down to DEBUG: a broker that is down makes it log
-    every reconnection attempt, and what matters of that reaches the caller in DeliveryError.
-    Configure the `json_engine.librdkafka` logger at DEBUG to see them."""
-
-    def __init__(self) -> None:
-        self._logger = logging.getLogger("json_engine.librdkafka")
-
-    def log(self, level: int, msg: str, *args: Any) -> None:
-        self._logger.debug(msg, *args)
 
 
 _KEY_TOKENS: Final = {kind: f'"{field}"'.encode() for kind, field in KEY_FIELD.items()}

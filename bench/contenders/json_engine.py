@@ -59,6 +59,7 @@ from sinks.files.part_files import finished_files
 from sinks.reader import iter_partition_lines
 from sinks.s3.location import S3Location
 from sinks.s3.store import S3Options, store_of
+from streams.brokers import BrokerError
 from streams.local import s3 as local_s3
 from streams.topics import admin_client, create_topics, list_topics
 
@@ -148,7 +149,7 @@ def fresh_topics(workload: Workload, timeout: float = 60.0) -> None:
             try:
                 create_topics(cfg)
                 return
-            except KafkaException as exc:  # still marked for deletion on the broker
+            except BrokerError as exc:  # still marked for deletion on the broker
                 if time.monotonic() > deadline:
                     raise RunError(f"cannot create the topics of {workload.prefix}: {exc}") from exc
         elif time.monotonic() > deadline:

@@ -15,6 +15,7 @@ import sys
 
 import typer
 
+from streams.cli.common import fail, user_error
 from streams.cli.kafka import kafka_app
 from streams.cli.leaderboard import leaderboard
 from streams.cli.lines import cat, publish, validate
@@ -48,3 +49,8 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # the net under every command: the world's errors in one line
+        message = user_error(exc)
+        if message is None:
+            raise
+        raise SystemExit(fail(message).exit_code) from None

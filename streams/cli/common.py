@@ -58,6 +58,24 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error of the world rather than of the code (a broker that
+    does not answer, a delivery refused, an object store out of reach), else None: a command
+    ends on it with `error: …`, never a traceback."""
+    from confluent_kafka import KafkaException
+
+    from sinks.s3.store import ObjectStoreError
+    from streams.brokers import BrokerError, describe
+    from streams.local.kafka import LocalKafkaError
+    from streams.publisher import DeliveryError
+
+    if isinstance(exc, KafkaException):
+        return describe(exc)
+    if isinstance(exc, (BrokerError, DeliveryError, ObjectStoreError, LocalKafkaError)):
+        return str(exc)
+    return None
+
+
 def _time(value: str | None, name: str) -> int | None:
     if value is None:
         return None

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 from streams.cli.common import ConfigOption, PortOption, config_or_exit, fail, out
-from streams.local import kafka as local_kafka
 
 
 def worker(
@@ -40,13 +39,17 @@ def demo(
     port: PortOption = 9092,
     count: Annotated[int, typer.Option("--events", min=1, help="Engine executions.")] = 2000,
     output_dir: Annotated[Path, typer.Option("--output-dir")] = Path("output"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="The local broker's data (default ~/.local/state/json-engine/kafka-PORT).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """The whole pipeline on a local broker (started if needed) with generated events."""
     from streams.demo import run_demo
 
-    try:
-        code = run_demo(port, count, output_dir, out)
-    except local_kafka.LocalKafkaError as exc:
-        raise fail(str(exc)) from None
-    raise typer.Exit(code)
+    # A broker that cannot start or does not answer: one error line (streams.cli.app.main).
+    raise typer.Exit(run_demo(port, count, output_dir, out, data_dir))

@@ -1,4 +1,7 @@
-"""`json-engine topics create|list`: the pipeline's topics."""
+"""`json-engine topics create|list`: the pipeline's topics.
+
+Brokers that do not answer within the commands' bound end as one `error:` line through
+`streams.cli.app.main`."""
 
 from __future__ import annotations
 
@@ -11,16 +14,18 @@ topics_app = typer.Typer(help="The pipeline's topics.", no_args_is_help=True)
 
 @topics_app.command("create")
 def topics_create(config: ConfigOption = None) -> None:
-    """Create the pipeline's topics (prefix, partitions, replication from config); idempotent."""
-    from streams.topics import create_topics, input_topics, internal_topics, pipeline_topics
+    """Create the pipeline's topics (prefix, partitions, replication from config); idempotent.
+    Exit 2 when one exists with other partitions than the config needs."""
+    from streams.topics import TopicsInvalid, all_topics, check_topics, create_topics
 
     cfg = config_or_exit(config)
     try:
         created = set(create_topics(cfg))
-    except Exception as exc:
-        raise fail(f"cannot create topics on {cfg.kafka.bootstrap_servers}: {exc}") from None
-    for name in [*pipeline_topics(cfg).values(), *internal_topics(cfg), *input_topics(cfg)]:
-        out.print(f"{'created' if name in created else 'exists '}  {name}", highlight=False)
+        for name in all_topics(cfg):
+            out.print(f"{'created' if name in created else 'exists '}  {name}", highlight=False)
+        check_topics(cfg)
+    except TopicsInvalid as exc:
+        raise fail(f"the topics do not fit the config: {exc}", 2) from None
 
 
 @topics_app.command("list")
@@ -29,11 +34,7 @@ def topics_list(config: ConfigOption = None) -> None:
     from streams.topics import list_topics
 
     cfg = config_or_exit(config)
-    try:
-        topics = list_topics(cfg)
-    except Exception as exc:
-        raise fail(f"cannot list topics on {cfg.kafka.bootstrap_servers}: {exc}") from None
-    for t in topics:
+    for t in list_topics(cfg):  # a broker that does not answer: one error line (cli/app.py)
         out.print(
             f"{t.name}\tpartitions={t.partitions}\treplication={t.replication}", highlight=False
         )

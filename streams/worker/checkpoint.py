@@ -108,6 +108,9 @@ class Checkpointer:
         self.consumers = consumers  # topic → the consumer of its group
         self.pipeline = pipeline
         self._producer: Producer | None = None
+        # The largest max.message.bytes of the topics it produces to, once the batch loop has
+        # checked them (librdkafka's default, 1,000,000, is below Kafka's topic default).
+        self.max_message_bytes: int | None = None
         self._generation = 0  # bumped when a producer is given up on
         self._in_flight: _InFlight | None = None
         self.on_error: Callable[[KafkaError], None] = lambda _error: None
@@ -127,6 +130,8 @@ class Checkpointer:
                 "partitioner": PARTITIONER,
                 "error_cb": self.on_error,
             }
+            if self.max_message_bytes is not None:
+                settings["message.max.bytes"] = self.max_message_bytes
             if UNFENCED:
                 producer = Producer({**settings, "enable.idempotence": True})
             else:

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sinks.files.retention import delete_before
 from streams.config import JsonEngineConfig
 from streams.readers.failures import SinkUnavailable
-from streams.topics import consumer_group, create_topics
+from streams.topics import TopicsInvalid, check_topics, consumer_group, create_topics
 from streams.worker.checkpoint import Checkpointer, CheckpointError, bounded
 from streams.worker.faults import fault_fails, fault_skip
 from streams.worker.observability import Health
@@ -41,6 +41,8 @@ IDLE_SECONDS = 0.01  # a pass over the consumers found nothing: wait this long f
 RETRY_SECONDS = 1.0
 OUTAGE_LOG_SECONDS = 5.0
 TOPICS_RETRY_SECONDS = 10.0
+TOPICS_WAIT_SECONDS = 5.0
+PRODUCER_MAX_MESSAGE_BYTES = 1_000_000_000  # librdkafka's upper bound of message.max.bytes
 LAG_EVERY_SECONDS = 5.0
 CLOSE_SECONDS = 60.0
 
@@ -145,7 +147,8 @@ class BatchLoop(threading.Thread):
         self._ensure_topics(now)
         if self.checkpointer.settled:  # the checkpoint in flight has its outcome
             self._settle()
-        if self.pending and now >= self._retry_at:
+        # Nothing is recovered (so read or committed) before the topics are checked.
+        if self.pending and self._topics_at is None and now >= self._retry_at:
             self._recover_pending()
         idle = True
         for consumer in self.consumers.values():  # none may wait while another has records
@@ -415,18 +418,32 @@ class BatchLoop(threading.Thread):
         self._broker_answered()
 
     def _ensure_topics(self, now: float) -> None:
-        """Create missing topics once; while brokers are down (or too few for the replication
-        factor), try again later rather than stop."""
+        """Once, before any partition is recovered: create the missing topics, then check what
+        exists. A topic whose partition count differs from the config's, or that is missing
+        and cannot be created, stops the worker (TopicsInvalid: exit 2). While brokers are
+        down (or too few for the replication factor), try again later rather than stop."""
         if self._topics_at is None or now < self._topics_at:
             return
         try:
-            created = create_topics(self.config, timeout=5.0)
+            created = create_topics(self.config, seconds=TOPICS_WAIT_SECONDS)
+            limits = check_topics(self.config, seconds=TOPICS_WAIT_SECONDS)
+        except TopicsInvalid:
+            raise
         except Exception as exc:  # broker down, too few brokers, a time-out: never fatal
-            log.warning("cannot create the topics yet (will retry): %s", exc)
+            log.warning("cannot create or check the topics yet (will retry): %s", exc)
             self._topics_at = now + TOPICS_RETRY_SECONDS
             return
         if created:
             log.info("created topics: %s", ", ".join(created))
+        self.pipeline.limits.by_topic.update(limits)  # what its readers check records against
+        largest = max(limits.values())
+        self.checkpointer.max_message_bytes = min(largest, PRODUCER_MAX_MESSAGE_BYTES)
+        log.info(
+            "topics checked; the transactional producer takes records up to %d bytes "
+            "(max.message.bytes: %s)",
+            self.checkpointer.max_message_bytes,
+            ", ".join(f"{name} {size}" for name, size in limits.items()),
+        )
         self._topics_at = None
 
 

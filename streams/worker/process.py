@@ -9,16 +9,18 @@ import faust
 from sinks.s3.location import S3Location
 from sinks.s3.store import ObjectStoreError, store_of
 from streams.config import JsonEngineConfig
+from streams.topics import TopicsInvalid
 from streams.worker.app import create_app
 from streams.worker.observability import logging_config, serve
 
 EXIT_FATAL = 3
-EXIT_SETUP = 2  # the output cannot be used: nothing started
+EXIT_SETUP = 2  # the output or the topics cannot be used: nothing was read
 
 
 def run_worker(config: JsonEngineConfig, loglevel: str = "info", log_format: str = "json") -> int:
     """Return the process exit code: 0 after a graceful stop, EXIT_FATAL after a crash,
-    EXIT_SETUP when the output cannot be used (a missing bucket, refused credentials)."""
+    EXIT_SETUP when the output cannot be used (a missing bucket, refused credentials) or the
+    topics do not fit the config (checked by the batch loop before it reads anything)."""
     base = config.output.base_path
     if isinstance(base, S3Location):
         try:
@@ -44,6 +46,10 @@ def run_worker(config: JsonEngineConfig, loglevel: str = "info", log_format: str
         code = exc.code if isinstance(exc.code, int) else 1
     else:
         code = 0
+    if isinstance(worker.fatal, TopicsInvalid):
+        app.log.error("worker stopped: the topics do not fit the config: %s", worker.fatal)
+        print(f"error: the topics do not fit the config: {worker.fatal}", file=sys.stderr)
+        return EXIT_SETUP
     if worker.fatal is not None or app.crash_reason is not None:
         app.log.error("worker stopped by a fatal error: %s", worker.fatal or app.crash_reason)
         return EXIT_FATAL
