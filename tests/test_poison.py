@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from sinks.files.buckets import MAX_TIME_MS
 from sinks.offline.aggregate_batch import aggregate_dir
@@ -196,6 +197,12 @@ def produce(cfg: Any, suffix: str, values: list[bytes], key_field: str) -> None:
         }
     )
     topic = cfg.kafka.topic_prefix + suffix
+    failed: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failed.append(str(error))
+
     for value in values:
         try:
             key = str(orjson.loads(value).get(key_field)).encode()
@@ -203,11 +210,25 @@ def produce(cfg: Any, suffix: str, values: list[bytes], key_field: str) -> None:
             key = None
         while True:
             try:
-                producer.produce(topic, value, key)
+                producer.produce(topic, value, key, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.1)
     assert producer.flush(60) == 0
+    assert failed == []
+
+
+def input_topics_with_room(cfg: Any) -> None:
+    """The input topics take records of 2 MiB: the payload limit, not the topic's default
+    (1,048,588 bytes for a whole batch), is then what a record meets first."""
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    room = {"max.message.bytes": str(2 * LIMIT)}
+    new = [
+        NewTopic(cfg.kafka.topic_prefix + suffix, PARTITIONS, 1, config=room)
+        for suffix in ("engine-execution", "comparison-result")
+    ]
+    for future in admin.create_topics(new).values():
+        future.result(30)
 
 
 @pytest.mark.slow
@@ -215,6 +236,7 @@ def test_unusual_records_fail_only_themselves_on_two_workers_with_a_sigkill(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
     path, cfg = make_config(CONFIG)
+    input_topics_with_room(cfg)
     create_topics(cfg)
     load = Workload(random.Random(23), int(time.time() * 1000))
     execs, cmps = load.in_time_order("engine-execution"), load.in_time_order("comparison-result")
