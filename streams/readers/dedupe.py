@@ -35,6 +35,7 @@ a batch when it would open too many files): they are read again after a checkpoi
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,6 +89,7 @@ class RecordIds:
         horizon_hours: float,
         max_ids: int,
         busy_buckets: Callable[[int], set[str]],
+        flush_seconds: float = 1.0,
     ):
         self.topic = topic
         self.partitions = partitions
@@ -97,6 +99,8 @@ class RecordIds:
         self.horizon_ms = round(horizon_hours * HOUR_MS)
         self.max_ids = max_ids
         self.busy_buckets = busy_buckets  # of a partition: lines not in finished files yet
+        self.flush_seconds = flush_seconds
+        self._skipped_at: float | None = None  # records skipped since the last checkpoint
         self.stream_times: dict[int, int | None] = {}
         self.duplicates = 0
         self.forwarded = 0
@@ -169,6 +173,8 @@ class RecordIds:
                 self._forwards.append(forward)
             else:
                 self.forwarded -= 1
+        if self._skipped_at is None and (self._forwards or self._duplicates):
+            self._skipped_at = time.monotonic()
         untaken = [before for index, before in self._times if index >= taken]
         if untaken:
             self.stream_times[partition] = untaken[0]
@@ -225,13 +231,20 @@ class RecordIds:
 
     # -- the checkpoint ----------------------------------------------------------------------
 
+    def due(self, now: float) -> bool:
+        """A checkpoint is due for records skipped here: forwards wait to go home, and the
+        offsets of copies to be committed (no sink counts them), as the sink's lines do."""
+        return self._skipped_at is not None and now - self._skipped_at >= self.flush_seconds
+
     def drain(self) -> Iterator[Outgoing]:
         forwards, self._forwards = self._forwards, []
+        self._skipped_at = None
         yield from forwards
 
     def reset(self) -> None:
         """A rolled-back checkpoint: every partition is taken over again."""
         self._forwards.clear()
+        self._skipped_at = None
         self._seen.clear()
         self._ids = 0
         self.stream_times.clear()

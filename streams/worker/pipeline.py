@@ -80,6 +80,7 @@ class Pipeline:
                         config.output.dedupe_horizon_hours,
                         config.output.dedupe_max_ids,
                         sink.busy_buckets,
+                        channel_config.auto_flush_seconds,
                     )
         comparisons = topic_name(config, "comparison_result")
         if config.training.enabled:
@@ -260,6 +261,8 @@ class Pipeline:
 
     def due(self, now: float) -> bool:
         if any(sink.due(now) for sink in self.sinks.values()):
+            return True
+        if any(ids.due(now) for ids in self._record_ids()):
             return True
         if self.otlp is not None and self.otlp.due(now):
             return True
