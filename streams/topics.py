@@ -110,11 +110,12 @@ def checked_partitions(config: JsonEngineConfig) -> dict[str, int]:
     """Topics whose partition count must be what the config says (P = kafka.partitions): the
     merge expects marks from exactly P execution and P comparison partitions, through a
     partials topic of P; the state topic holds one partition per input partition of each
-    stage (3P); training samples meet their copies by partition (P). With any other count
-    the aggregates come out wrong without an error. The others (aggregated stats, dead
-    letters, the OTLP input) may have any count."""
-    names = [topic_name(config, c) for c in ("engine_execution", "comparison_result")]
-    names += [topic_name(config, "training_sample"), *internal_topics(config)]
+    stage (3P); training samples and aggregated stats meet their copies in the home partition
+    of their key, murmur2 modulo P (streams/readers/dedupe.py). With any other count the
+    aggregates come out wrong without an error, or copies are forwarded to a partition that
+    is not there. The others (dead letters, the OTLP input) may have any count."""
+    channels = ("engine_execution", "comparison_result", "training_sample", "aggregated_stats")
+    names = [*(topic_name(config, c) for c in channels), *internal_topics(config)]
     return {name: topic_partitions(config, name) for name in names}
 
 
