@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from sinks.files.buckets import HOUR_MS, bucket_of
-from sinks.files.part_files import FINISHED, finished_name
+from sinks.files.names import FINISHED, finished_name
 from sinks.files.retention import delete_before
 from streams.config import ChannelConfig, JsonEngineConfig
 from streams.readers.dead_letter import DeadLetterPolicy

@@ -28,7 +28,7 @@ import orjson
 from threadpoolctl import threadpool_limits
 
 from sinks.files.buckets import HOUR_MS, bucket_of
-from sinks.files.part_files import finished_name
+from sinks.files.names import finished_name
 from sinks.offline.leaderboard import SCALE, load_comparisons, rate
 
 START = 1_800_000_000_000  # 2027-01-15 08:00 UTC

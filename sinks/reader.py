@@ -18,7 +18,9 @@ import orjson
 import pandas as pd
 
 from sinks.files.buckets import bucket_start, event_time
-from sinks.files.part_files import PartFile, finished_files
+from sinks.files.listing import bucket_paths, finished_paths
+from sinks.files.names import PartFile
+from sinks.s3.listing import bucket_objects, finished_objects, open_lines
 from sinks.s3.location import S3Location, location
 
 Location = str | Path | S3Location
@@ -28,6 +30,25 @@ def channel_dir(base_path: Location, filename: str) -> Path | S3Location:
     """The Contract's layout: channel file `events.jsonl` → `<base_path>/events/` (a folder,
     or a prefix below `s3://bucket/prefix`)."""
     return location(base_path) / filename.removesuffix(".jsonl")
+
+
+def finished_files(
+    directory: Location, since: int | None = None, until: int | None = None
+) -> list[PartFile]:
+    """Finished part files (or objects) in (partition, offset) order, from the buckets that
+    can hold times in [since, until); hidden and foreign names ignored."""
+    where = location(directory)
+    if isinstance(where, S3Location):
+        return finished_objects(where, since, until)
+    return finished_paths(where, since, until)
+
+
+def bucket_files(directory: Location, bucket: str) -> list[PartFile]:
+    """The finished part files (or objects) of one time bucket (`date=…/hour=…`), unordered."""
+    where = location(directory)
+    if isinstance(where, S3Location):
+        return bucket_objects(where, bucket)
+    return bucket_paths(where, bucket)
 
 
 def iter_lines(
@@ -49,7 +70,7 @@ def iter_partition_lines(
     range; a line without one is judged by its bucket.
     """
     bounded = since is not None or until is not None
-    for part in finished_files(location(directory), since, until):
+    for part in finished_files(directory, since, until):
         for line in part_lines(part):
             if bounded and not _in_range(line, part, since, until):
                 continue
@@ -59,8 +80,6 @@ def iter_partition_lines(
 def part_lines(part: PartFile) -> Iterator[bytes]:
     """The lines of one finished part file or object, without their newlines."""
     if isinstance(part.path, S3Location):
-        from sinks.s3.listing import open_lines
-
         yield from open_lines(part)
         return
     with open(part.path, "rb") as f:

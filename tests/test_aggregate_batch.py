@@ -24,7 +24,7 @@ from jsonschema import Draft7Validator
 from typer.testing import CliRunner
 
 from schemas import schema_file
-from sinks.files.part_files import finished_name
+from sinks.files.names import finished_name
 from sinks.offline.aggregate_batch import (
     aggregate_dir,
     aggregate_frames,

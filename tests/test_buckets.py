@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from sinks.files.buckets import HOUR_MS, bucket_of, event_time, parse_time
-from sinks.files.part_files import IN_PROGRESS_DIR, finished_name
+from sinks.files.names import IN_PROGRESS_DIR, finished_name
 from sinks.files.retention import delete_before
 from sinks.reader import channel_dir, read_records
 from streams import events

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from sinks.files.part_files import finished_name
+from sinks.files.names import finished_name
 from streams import events
 from streams.config import JsonEngineConfig
 from streams.topics import create_topics, topic_name

@@ -19,7 +19,7 @@ from scipy.optimize import minimize
 from typer.testing import CliRunner
 
 from sinks.files.buckets import HOUR_MS, bucket_of
-from sinks.files.part_files import IN_PROGRESS_DIR, finished_name
+from sinks.files.names import IN_PROGRESS_DIR, finished_name
 from sinks.offline.aggregate_batch import aggregate_dir
 from sinks.offline.leaderboard import (
     FIELDS,

@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 
 from sinks.files.buckets import bucket_of
-from sinks.files.part_files import (
-    IN_PROGRESS_DIR,
-    PartitionWriter,
-    finished_files,
-    finished_name,
-)
-from sinks.reader import iter_lines, read_dataframe, read_records
+from sinks.files.names import IN_PROGRESS_DIR, finished_name
+from sinks.files.part_files import PartitionWriter
+from sinks.reader import finished_files, iter_lines, read_dataframe, read_records
 
 HOUR = bucket_of(1_800_000_000_000)  # date=2027-01-15/hour=08
 NEXT = bucket_of(1_800_000_000_000 + 3_600_000)

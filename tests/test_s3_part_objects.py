@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sinks.files.part_files import Checkpoint
+from sinks.files.names import Checkpoint
 from sinks.reader import read_records
 from sinks.s3.location import S3Location
 from sinks.s3.part_objects import S3PartitionWriter

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from sinks.files.buckets import bucket_of
-from sinks.files.part_files import finished_files, finished_name
-from sinks.reader import channel_dir, read_dataframe, read_records
+from sinks.files.names import finished_name
+from sinks.reader import channel_dir, finished_files, read_dataframe, read_records
 from sinks.s3.location import S3Location
 from streams import events
 from tests.conftest import S3Service

@@ -12,7 +12,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from sinks.files.part_files import finished_name
+from sinks.files.names import finished_name
 from sinks.offline.export import dpo_rows
 from streams import events
 from streams.config import Thresholds

@@ -55,8 +55,7 @@ from bench.measure import (
 )
 from bench.profile import Profiler
 from bench.workload import HOT_SHARE, PARTITIONS, Workload
-from sinks.files.part_files import finished_files
-from sinks.reader import iter_partition_lines
+from sinks.reader import finished_files, iter_partition_lines
 from sinks.s3.location import S3Location
 from sinks.s3.store import S3Options, store_of
 from streams.brokers import BrokerError

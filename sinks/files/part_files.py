@@ -38,105 +38,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sinks.atomic import fsync_dir
-from sinks.files.buckets import buckets_between
-from sinks.s3.location import S3Location, is_s3, location
+from sinks.files.listing import finished_paths
+from sinks.files.names import (
+    IN_PROGRESS,
+    IN_PROGRESS_DIR,
+    Checkpoint,
+    finished_name,
+    in_progress_name,
+)
 
-FINISHED = re.compile(r"^p(\d+)-(\d+)-(\d+)\.jsonl$")
-IN_PROGRESS_DIR = ".inprogress"
-IN_PROGRESS = re.compile(r"^p(\d+)-(\d+)-(\d+)-(\d{10})\.(part|copy)$")
 # Written by json-engine before fenced checkpoints (upgrade: still finished on recovery).
 LEGACY_IN_PROGRESS = re.compile(r"^\.p(\d+)-(\d+)-(\d+)-(\d+)\.inprogress$")
 LEGACY_NEW = re.compile(r"^\.p(\d+)-(\d+)\.new$")
 COPY_CHUNK = 8 * 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def finished_name(partition: int, first: int, last: int) -> str:
-    return f"p{partition:03d}-{first:012d}-{last:012d}.jsonl"
-
-
-def bucket_code(bucket: str) -> str:
-    """`date=2026-12-01/hour=08` → `2026120108` (for in-progress names)."""
-    date, hour = (part.split("=", 1)[1] for part in bucket.split("/"))
-    return date.replace("-", "") + hour
-
-
-def code_bucket(code: str) -> str:
-    return f"date={code[0:4]}-{code[4:6]}-{code[6:8]}/hour={code[8:10]}"
-
-
-def in_progress_name(
-    partition: int, epoch: int, first: int, bucket: str, kind: str = "part"
-) -> str:
-    return f"p{partition:03d}-{epoch:010d}-{first:012d}-{bucket_code(bucket)}.{kind}"
-
-
-@dataclass(frozen=True)
-class PartFile:
-    """A finished part file (or S3 object) and the offsets its lines came from."""
-
-    path: Path  # or an S3Location
-    partition: int
-    first: int
-    last: int
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """What a committed checkpoint says of one open file of a partition."""
-
-    file: str
-    size: int
-    last: int
-
-    def _match(self) -> re.Match[str]:
-        match = IN_PROGRESS.match(self.file)
-        if match is None:
-            raise ValueError(f"not an in-progress file name: {self.file!r}")
-        return match
-
-    @property
-    def first(self) -> int:
-        return int(self._match().group(3))
-
-    @property
-    def bucket(self) -> str:
-        return code_bucket(self._match().group(4))
-
-
-def bucket_files(directory: Path | S3Location, bucket: str) -> list[PartFile]:
-    """The finished part files of one time bucket (`date=…/hour=…`), unordered."""
-    if is_s3(directory):
-        from sinks.s3.listing import in_bucket
-
-        return in_bucket(location(directory), bucket)  # type: ignore[arg-type]
-    found = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(Path(directory) / bucket):
-            m = FINISHED.match(entry.name)
-            if m:
-                found.append(PartFile(Path(entry.path), *map(int, m.groups())))
-    return found
-
-
-def finished_files(
-    directory: Path | S3Location, since: int | None = None, until: int | None = None
-) -> list[PartFile]:
-    """Finished part files in (partition, offset) order, from the buckets that can hold times
-    in [since, until) and the flat layout of older versions; hidden and foreign names ignored.
-    An `s3://` location lists its finished objects instead (sinks/s3/listing.py)."""
-    if is_s3(directory):
-        from sinks.s3.listing import finished_objects
-
-        return finished_objects(location(directory), since, until)  # type: ignore[arg-type]
-    found = []
-    for folder in [directory, *buckets_between(directory, since, until)]:
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(folder):
-                m = FINISHED.match(entry.name)
-                if m:
-                    found.append(PartFile(Path(entry.path), *map(int, m.groups())))
-    return sorted(found, key=lambda f: (f.partition, f.first))
 
 
 @dataclass
@@ -234,7 +149,7 @@ class PartitionWriter:
                     target = self.directory / finished_name(self.partition, first, last)
                     os.replace(entry.path, target)
         fsync_dir(self.directory)
-        for part in finished_files(self.directory):
+        for part in finished_paths(self.directory):
             if part.partition == self.partition:
                 next_offset = max(next_offset or 0, part.last + 1)
         return next_offset

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from sinks.files.buckets import HOUR_MS, bucket_start, buckets
-from sinks.files.part_files import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, code_bucket
+from sinks.files.names import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, code_bucket
 from sinks.s3.location import S3Location
 
 

@@ -1,6 +1,6 @@
 """Finished objects of a channel on S3, in (partition, offset) order: the readers' side.
 
-The layout is the filesystem's (sinks/files/part_files.py, buckets.py), as keys:
+The layout is the filesystem's (sinks/files/names.py, buckets.py, listing.py), as keys:
 `<channel prefix>/date=YYYY-MM-DD/hour=HH/pNNN-<first>-<last>.jsonl`. A key with a segment
 below the channel that starts with `.` is work in progress and never read. Time bounds list
 only the days of the range (one delimited listing of the channel, then one per day).
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sinks.files.buckets import bucket_of
-from sinks.files.part_files import FINISHED, PartFile
+from sinks.files.names import FINISHED, PartFile
 from sinks.s3.location import S3Location
 from sinks.s3.store import S3Store, store_of
 
@@ -40,7 +40,7 @@ def finished_objects(
     return sorted(found, key=lambda f: (f.partition, f.first))
 
 
-def in_bucket(directory: S3Location, bucket: str) -> list[PartFile]:
+def bucket_objects(directory: S3Location, bucket: str) -> list[PartFile]:
     """The finished objects of one time bucket (`date=…/hour=…`)."""
     return list(_finished(store_of(directory), directory, f"{bucket}/"))
 

@@ -47,16 +47,14 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from sinks.files.part_files import (
+from sinks.files.names import (
     IN_PROGRESS,
     IN_PROGRESS_DIR,
     Checkpoint,
-    PartitionWriter,
-    _OpenFile,
-    _write_all,
     finished_name,
     in_progress_name,
 )
+from sinks.files.part_files import PartitionWriter, _OpenFile, _write_all
 from sinks.s3.location import S3Location
 from sinks.s3.store import ObjectStoreError, S3Store, store_of
 

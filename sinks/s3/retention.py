@@ -5,7 +5,7 @@ Each object is deleted whole: a reader sees an object or none."""
 from __future__ import annotations
 
 from sinks.files.buckets import HOUR_MS, bucket_start
-from sinks.files.part_files import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, code_bucket
+from sinks.files.names import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, code_bucket
 from sinks.s3.location import S3Location
 from sinks.s3.store import store_of
 

@@ -45,8 +45,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from sinks.files.buckets import HOUR_MS, TIME_FIELD, bucket_of, bucket_start
-from sinks.files.part_files import bucket_files
-from sinks.reader import part_lines
+from sinks.reader import bucket_files, part_lines
 from sinks.s3.location import S3Location
 from streams.readers.failures import write_error
 from streams.readers.outbox import Outgoing

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from sinks.files.part_files import Checkpoint
+from sinks.files.names import Checkpoint
 from streams.config import JsonEngineConfig
 from streams.readers.failures import SinkUnavailable, SinkWriteError
 from streams.readers.outbox import Outgoing

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sinks.files.part_files import Checkpoint
+from sinks.files.names import Checkpoint
 from streams.aggregates.aggregator import Aggregator
 from streams.config import CHANNELS, JsonEngineConfig
 from streams.otlp.reader import OtlpReader

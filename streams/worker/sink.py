@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sinks.files.buckets import HOUR_MS, MAX_TIME_MS, TIME_FIELD, bucket_of
-from sinks.files.part_files import Checkpoint, PartitionWriter
+from sinks.files.names import Checkpoint
+from sinks.files.part_files import PartitionWriter
 from sinks.s3.location import S3Location
 from streams.config import ChannelConfig
 from streams.readers.dead_letter import DeadLetterPolicy

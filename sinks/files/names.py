@@ -1,0 +1,85 @@
+"""The names of part files and objects, and what a committed checkpoint says of one.
+
+Shared by the filesystem (sinks/files/) and S3 (sinks/s3/) sides and by the worker's
+checkpoints, so that none of them imports another's writer or listing. For partition 3:
+
+    .inprogress/p003-0000000007-000000000100-2026120108.part    hidden: epoch 7's open file
+    date=2026-12-01/hour=08/p003-000000000100-000000000599.jsonl  finished, never rewritten
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sinks.s3.location import S3Location
+
+FINISHED = re.compile(r"^p(\d+)-(\d+)-(\d+)\.jsonl$")
+IN_PROGRESS_DIR = ".inprogress"
+IN_PROGRESS = re.compile(r"^p(\d+)-(\d+)-(\d+)-(\d{10})\.(part|copy)$")
+
+
+def finished_name(partition: int, first: int, last: int) -> str:
+    return f"p{partition:03d}-{first:012d}-{last:012d}.jsonl"
+
+
+def bucket_code(bucket: str) -> str:
+    """`date=2026-12-01/hour=08` → `2026120108` (for in-progress names)."""
+    date, hour = (part.split("=", 1)[1] for part in bucket.split("/"))
+    return date.replace("-", "") + hour
+
+
+def code_bucket(code: str) -> str:
+    return f"date={code[0:4]}-{code[4:6]}-{code[6:8]}/hour={code[8:10]}"
+
+
+def in_progress_name(
+    partition: int, epoch: int, first: int, bucket: str, kind: str = "part"
+) -> str:
+    return f"p{partition:03d}-{epoch:010d}-{first:012d}-{bucket_code(bucket)}.{kind}"
+
+
+@dataclass(frozen=True)
+class PartFile:
+    """A finished part file (or S3 object) and the offsets its lines came from."""
+
+    path: Path | S3Location
+    partition: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a committed checkpoint says of one open file of a partition."""
+
+    file: str
+    size: int
+    last: int
+
+    def _match(self) -> re.Match[str]:
+        match = IN_PROGRESS.match(self.file)
+        if match is None:
+            raise ValueError(f"not an in-progress file name: {self.file!r}")
+        return match
+
+    @property
+    def partition(self) -> int:
+        return int(self._match().group(1))
+
+    @property
+    def first(self) -> int:
+        return int(self._match().group(3))
+
+    @property
+    def bucket(self) -> str:
+        return code_bucket(self._match().group(4))
+
+    @property
+    def finished(self) -> str:
+        """`<bucket>/<finished name>`: where the file is (or will be) published, below the
+        channel directory."""
+        return f"{self.bucket}/{finished_name(self.partition, self.first, self.last)}"
