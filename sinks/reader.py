@@ -78,11 +78,16 @@ def iter_partition_lines(
 
 
 def part_lines(part: PartFile) -> Iterator[bytes]:
-    """The lines of one finished part file or object, without their newlines."""
+    """The lines of one finished part file or object, without their newlines; none if it is
+    gone meanwhile (retention deleted it)."""
     if isinstance(part.path, S3Location):
         yield from open_lines(part)
         return
-    with open(part.path, "rb") as f:
+    try:
+        f = open(part.path, "rb")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        return
+    with f:
         for raw in f:
             yield raw.rstrip(b"\n")
 

@@ -13,6 +13,7 @@ started once per session and stopped after, by PID.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -99,6 +100,33 @@ def s3_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
         yield S3Service(server.env(), bucket, server)
     finally:
         local_s3.down(server)
+
+
+@pytest.fixture
+def own_s3(
+    tmp_path: Path, s3_service: S3Service, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[local_s3.LocalS3]:
+    """A versitygw of this test's own (it stops and starts it), on a tmpfs it can make
+    read-only; the AWS variables point at it."""
+    data_dir = tmp_path / "s3"
+    mount = data_dir / "buckets"  # the posix backend's folder; log and PID stay outside
+    mount.mkdir(parents=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    server = local_s3.up(TEST_S3_PORT + 1, data_dir)
+    try:
+        server.create_bucket("json-engine-outage")
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield server
+    finally:
+        local_s3.down(server)
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from sinks.s3.location import S3Location
 from streams import events
 from streams.local import s3 as local_s3
 from streams.topics import create_topics
-from tests.conftest import TEST_S3_PORT, ConfigFactory, S3Service
+from tests.conftest import ConfigFactory, S3Service
 from tests.workers import WorkerProcess, assert_once, produce, wait_for_lines
 
 FAST = {
@@ -139,31 +139,6 @@ def test_sigkill_at_each_fault_point_on_s3(
         assert after.get(key) == identity, f"{key} was rewritten or removed"
     left = [k for k in after if any(s.startswith(".") for s in k.split("/"))]
     assert left == [], "hidden objects left after a graceful stop"
-
-
-@pytest.fixture
-def own_s3(tmp_path: Path, s3_service: S3Service, monkeypatch: pytest.MonkeyPatch):
-    """A versitygw of this test's own (it stops and starts it), on a tmpfs it can make
-    read-only; the AWS variables point at it."""
-    data_dir = tmp_path / "s3"
-    mount = data_dir / "buckets"  # the posix backend's folder; log and PID stay outside
-    mount.mkdir(parents=True)
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    server = local_s3.up(TEST_S3_PORT + 1, data_dir)
-    try:
-        server.create_bucket("json-engine-outage")
-        for name, value in server.env().items():
-            monkeypatch.setenv(name, value)
-        yield server
-    finally:
-        local_s3.down(server)
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ owner that came after it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -46,6 +47,9 @@ from sinks.files.names import (
     finished_name,
     in_progress_name,
 )
+from sinks.files.retention import cutoff, expired
+
+log = logging.getLogger(__name__)
 
 # Written by json-engine before fenced checkpoints (upgrade: still finished on recovery).
 LEGACY_IN_PROGRESS = re.compile(r"^\.p(\d+)-(\d+)-(\d+)-(\d+)\.inprogress$")
@@ -73,7 +77,13 @@ class PartitionWriter:
     """Appends batches of one partition's lines to its own in-progress files, one per bucket."""
 
     def __init__(
-        self, directory: Path, partition: int, epoch: int, roll_bytes: int, roll_seconds: float
+        self,
+        directory: Path,
+        partition: int,
+        epoch: int,
+        roll_bytes: int,
+        roll_seconds: float,
+        retention_days: float | None = None,
     ):
         self.directory = directory
         self.spool = directory / IN_PROGRESS_DIR
@@ -81,10 +91,12 @@ class PartitionWriter:
         self.epoch = epoch
         self.roll_bytes = roll_bytes
         self.roll_seconds = roll_seconds
+        self.retention_days = retention_days
         self._open: dict[str, _OpenFile] = {}
         self._active: str | None = None  # the bucket written last: it stays open after commits
         self._unsynced: dict[str, _OpenFile] = {}  # by name: appended to since the last sync()
         self._spool_dirty = False  # a file was created in the spool since the last sync()
+        self.published = 0  # files made visible under their finished names, so far
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -102,8 +114,8 @@ class PartitionWriter:
         fsync_dir(self.spool)
 
     def _roll_forward(self, checkpoint: Checkpoint) -> None:
-        folder = self._bucket_dir(checkpoint.bucket)
-        target = folder / finished_name(self.partition, checkpoint.first, checkpoint.last)
+        name = finished_name(self.partition, checkpoint.first, checkpoint.last)
+        target = self.directory / checkpoint.bucket / name
         source = self.spool / checkpoint.file
         if target.exists():
             return  # finished already (by its writer, or by an earlier owner)
@@ -113,8 +125,8 @@ class PartitionWriter:
         try:
             src = open(source, "rb")  # noqa: SIM115 (closed below)
         except FileNotFoundError:
-            if target.exists():
-                return  # its writer finished it while we looked
+            if target.exists() or self._gone_past_retention(checkpoint):
+                return  # its writer finished it while we looked, or retention deleted it
             raise OSError(f"committed part file {source} is missing") from None
         with src, open(copy, "wb") as dst:
             remaining = checkpoint.size
@@ -126,8 +138,24 @@ class PartitionWriter:
                 remaining -= len(chunk)
             dst.flush()
             os.fsync(dst.fileno())
-        _link_new(copy, target)
-        fsync_dir(folder)
+        self._link_into(copy, checkpoint.bucket, name)
+
+    def _gone_past_retention(self, checkpoint: Checkpoint) -> bool:
+        """A committed file whose bytes and finished copy are both gone is fine only in a
+        bucket past retention: its writer finished it, and retention deleted it before the
+        next commit stopped naming it. Anywhere else it would be lost data."""
+        if not expired(checkpoint.bucket, cutoff(self.retention_days)):
+            return False
+        log.warning(
+            "partition %d: committed file %s is gone, and so is %s: its bucket is past "
+            "retention (output.retention_days %s), so retention deleted it; nothing to roll "
+            "forward",
+            self.partition,
+            checkpoint.file,
+            checkpoint.finished,
+            self.retention_days,
+        )
+        return True
 
     def recover_legacy(self) -> int | None:
         """Finish the part files of the layout before fenced checkpoints (written while no
@@ -193,6 +221,11 @@ class PartitionWriter:
     def collect(self) -> None:
         """Take in what finished in the background since the last call (S3: publications)."""
 
+    def await_publication(self, timeout: float) -> bool:
+        """Wait up to `timeout` for a file being published in the background; False when
+        none is (here: files are published at once)."""
+        return False
+
     @property
     def open_buckets(self) -> set[str]:
         return set(self._open)
@@ -237,11 +270,23 @@ class PartitionWriter:
             raise RuntimeError("finish() of a file with uncommitted bytes")
         del self._open[bucket]
         os.close(file.fd)
-        folder = self._bucket_dir(bucket)
-        _link_new(
-            self.spool / file.name, folder / finished_name(self.partition, file.first, file.last)
+        self._link_into(
+            self.spool / file.name, bucket, finished_name(self.partition, file.first, file.last)
         )
-        fsync_dir(folder)
+        self.published += 1
+
+    def _link_into(self, source: Path, bucket: str, name: str) -> None:
+        """Publish `source` as `name` in the bucket's folder, made if need be, durably. A
+        folder that another worker's retention emptied and removed meanwhile is made again."""
+        for attempt in range(2):
+            try:
+                folder = self._bucket_dir(bucket)
+                _link_new(source, folder / name)
+                fsync_dir(folder)
+                return
+            except FileNotFoundError:
+                if attempt:
+                    raise
 
     def _bucket_dir(self, bucket: str) -> Path:
         folder = self.directory / bucket
@@ -264,9 +309,15 @@ class PartitionWriter:
 def _link_new(source: Path, target: Path) -> None:
     """Publish `source` as `target` unless `target` exists (then it holds the same committed
     bytes, published by another owner); either way `source` goes. A `source` that is gone was
-    rolled forward by a newer owner: this writer was a zombie, and publishes nothing."""
-    with contextlib.suppress(FileExistsError, FileNotFoundError):
+    rolled forward by a newer owner: this writer was a zombie, and publishes nothing. A
+    target folder that is gone raises FileNotFoundError."""
+    try:
         os.link(source, target)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        if os.path.lexists(source):
+            raise
     with contextlib.suppress(FileNotFoundError):
         os.unlink(source)
 

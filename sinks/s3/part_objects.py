@@ -44,7 +44,7 @@ import re
 import shutil
 import tempfile
 import time
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 
 from sinks.files.names import (
@@ -77,8 +77,16 @@ class S3PartitionWriter(PartitionWriter):
         epoch: int,
         roll_bytes: int,
         roll_seconds: float,
+        retention_days: float | None = None,
     ):
-        super().__init__(directory, partition, epoch, roll_bytes, roll_seconds)  # type: ignore[arg-type]
+        super().__init__(
+            directory,  # type: ignore[arg-type]
+            partition,
+            epoch,
+            roll_bytes,
+            roll_seconds,
+            retention_days,
+        )
         self.remote = directory
         self.hidden = directory / IN_PROGRESS_DIR
         self.store: S3Store = store_of(directory)
@@ -125,8 +133,8 @@ class S3PartitionWriter(PartitionWriter):
             chosen.append(key)
             total += size
         if total != checkpoint.size:
-            if self.store.size(target) is not None:
-                return  # its writer finished it (and deleted its parts) while we looked
+            if self.store.size(target) is not None or self._gone_past_retention(checkpoint):
+                return  # its writer finished it (and deleted its parts), or retention took it
             raise ObjectStoreError(
                 f"the committed part objects of {self.hidden / hidden_stem(checkpoint.file)} "
                 f"hold {total} bytes, its checkpoint {checkpoint.size}",
@@ -141,6 +149,8 @@ class S3PartitionWriter(PartitionWriter):
                     if data is None:
                         if self.store.size(target) is not None:
                             return  # published meanwhile by its writer
+                        if self._gone_past_retention(checkpoint):
+                            return  # published, its parts deleted, then retention took it
                         raise ObjectStoreError(f"part object {key} is missing", False, "NoSuchKey")
                     out.write(data)
                 out.flush()
@@ -202,9 +212,19 @@ class S3PartitionWriter(PartitionWriter):
         for name, (_checkpoint, publication) in list(self._publishing.items()):
             if publication.done():
                 del self._publishing[name]
-                error = error or publication.exception()
+                failure = publication.exception()
+                error = error or failure
+                self.published += failure is None
         if error is not None:
             raise error
+
+    def await_publication(self, timeout: float) -> bool:
+        """Wait up to `timeout` until a publication is done (`collect()` takes it in); False
+        when none is running."""
+        if not self._publishing:
+            return False
+        wait([p for _c, p in self._publishing.values()], timeout, FIRST_COMPLETED)
+        return True
 
     @property
     def open_buckets(self) -> set[str]:

@@ -1,11 +1,13 @@
 """Retention on S3: the finished objects of buckets older than `output.retention_days` go,
-unless a hidden in-progress file is still headed for the bucket (as sinks/files/retention.py).
-Each object is deleted whole: a reader sees an object or none."""
+unless a hidden in-progress file is still headed for the bucket or a committed checkpoint
+still names the object (the rules of sinks/files/retention.py, with its one decision,
+`expired`). Each object is deleted whole: a reader sees an object or none. A listing or a
+delete the server refuses raises ObjectStoreError; the caller tries again later."""
 
 from __future__ import annotations
 
-from sinks.files.buckets import HOUR_MS, bucket_start
 from sinks.files.names import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, code_bucket
+from sinks.files.retention import Named, expired
 from sinks.s3.location import S3Location
 from sinks.s3.store import store_of
 
@@ -20,20 +22,23 @@ def headed_for(directory: S3Location) -> set[str]:
     return found
 
 
-def delete_before(directory: S3Location, cutoff_ms: int) -> int:
+def delete_before(directory: S3Location, cutoff_ms: int, named: Named = frozenset) -> int:
+    """Delete the finished objects of every bucket that ended at or before `cutoff_ms`, but
+    those `named()` still names (asked after the listing); return how many were deleted."""
     store = store_of(directory)
     busy = headed_for(directory)
     doomed = []
+    skip = len(directory.prefix)
     for day in store.folders(directory):
-        if not day.startswith("date="):
+        if not day.startswith("date=") or not expired(f"{day}/hour=00", cutoff_ms):
             continue
         for hour in store.folders(directory, f"{day}/"):
-            name = hour
-            if not name.split("/")[-1].startswith("hour="):
+            if not hour.split("/")[-1].startswith("hour="):
                 continue
-            if bucket_start(name) + HOUR_MS > cutoff_ms or name in busy:
+            if not expired(hour, cutoff_ms) or hour in busy:
                 continue
-            for key, _size in store.list(directory, f"{name}/"):
+            for key, _size in store.list(directory, f"{hour}/"):
                 if FINISHED.match(key.rsplit("/", 1)[-1]):
                     doomed.append(key)
-    return store.delete(directory.bucket, doomed)
+    spare = named() if doomed else ()
+    return store.delete(directory.bucket, [k for k in doomed if k[skip:] not in spare])

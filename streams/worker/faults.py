@@ -3,11 +3,12 @@
 `JSON_ENGINE_FAULT=<point>:<stop|kill>[:<n>]` acts the n-th time (default 1) the worker
 passes `<point>`: `before_write` (lines waiting, nothing written), `after_write` (written and
 fsynced, in the commit thread, not committed), `after_commit` (committed, files not yet
-finished) — these three count only checkpoints that have lines to write —, `after_claim`
-(partitions' epochs claimed, their files not yet recovered) or `idle_handover` (a checkpoint
-with records and no moved offset, as an idle input's hand-over, before its transaction).
-`stop` sends the process SIGSTOP, as a long GC pause or a frozen VM would; `kill` sends
-SIGKILL. Unset: a no-op.
+finished) — these three count only checkpoints that have lines to write —, `after_publish`
+(files finished after a commit, on S3 their background publication done, while the committed
+metadata still names them), `after_claim` (partitions' epochs claimed, their files not yet
+recovered) or `idle_handover` (a checkpoint with records and no moved offset, as an idle
+input's hand-over, before its transaction). `stop` sends the process SIGSTOP, as a long GC
+pause or a frozen VM would; `kill` sends SIGKILL. Unset: a no-op.
 
 `JSON_ENGINE_FAULT=recover_while_reading:fail[:<n>]` makes the n-th recovery after the
 worker was first ready (others' partitions are being read) fail, as when a broker goes away.

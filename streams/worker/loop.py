@@ -26,7 +26,6 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from sinks.files.retention import delete_before
 from streams.config import JsonEngineConfig
 from streams.readers.failures import SinkUnavailable
 from streams.topics import TopicsInvalid, check_topics, consumer_group, create_topics
@@ -34,6 +33,7 @@ from streams.worker.checkpoint import Checkpointer, CheckpointError, bounded
 from streams.worker.faults import fault_fails, fault_skip
 from streams.worker.observability import Health
 from streams.worker.pipeline import TP, Pipeline
+from streams.worker.retention import Retention
 
 log = logging.getLogger(__name__)
 BATCH = 10_000
@@ -70,7 +70,6 @@ class BatchLoop(threading.Thread):
         self.was_ready = False
         self._failing = False  # the last checkpoint failed: not ready until one succeeds
         self._errors_logged = 0.0
-        self._retention_at = 0.0
         self._lag_at = 0.0
         self.lag: dict[TP, int] = {}  # read by the metrics, from the event loop
         self._retry_at = 0.0
@@ -80,6 +79,7 @@ class BatchLoop(threading.Thread):
         self.joined: set[str] = set()
         self._busiest = next(iter(self.consumers.values()))
         self.checkpointer = Checkpointer(config, self.consumers, pipeline)
+        self.retention = Retention(config, pipeline.sinks)
         self.checkpointer.on_error = self._on_error
         self.checkpointer.on_committed = self._on_committed
         if pipeline.aggregator is not None:
@@ -165,7 +165,7 @@ class BatchLoop(threading.Thread):
         if pipeline.due(now):
             self._checkpoint()
         pipeline.roll_due(now)
-        self._retention(now)
+        self.retention.check(now)
         self._measure_lag(now)
         self._watch_outage(now)
         self.health.tick()
@@ -182,7 +182,8 @@ class BatchLoop(threading.Thread):
             self._broker_answered()
         self._log_errors(messages, now)
         rest = self.pipeline.on_messages(messages)
-        while rest and self._checkpoint(wait=True):  # a sink took part: room after a commit
+        while rest and not self.stopping.is_set() and self._checkpoint(wait=True):
+            # a sink took part: room after a commit (or a publication done, on S3)
             rest = self.pipeline.on_messages(rest)
         if self.pipeline.seek_again:
             self._seek_again()
@@ -314,23 +315,6 @@ class BatchLoop(threading.Thread):
         self.pipeline.release([tp for tp in tps if tp in self.pipeline.ready], finish=False)
         self.assigned -= set(tps)
         self.pending -= set(tps)
-
-    def _retention(self, now: float) -> None:
-        """Delete buckets older than `output.retention_days`, every retention_check_seconds."""
-        output = self.config.output
-        if output.retention_days is None or now < self._retention_at:
-            return
-        self._retention_at = now + output.retention_check_seconds
-        cutoff = int(time.time() * 1000 - output.retention_days * 86_400_000)
-        started = time.perf_counter()
-        deleted = sum(delete_before(s.directory, cutoff) for s in self.pipeline.sinks.values())
-        if deleted:
-            log.info(
-                "retention: deleted %d part files older than %s days in %.3fs",
-                deleted,
-                output.retention_days,
-                time.perf_counter() - started,
-            )
 
     def _unread(self, topic: str, partition: int) -> bool:
         """The broker holds records of the partition past what was read (cached watermark)."""

@@ -67,7 +67,12 @@ class Pipeline:
             if channel_config.enabled:
                 name = topic_name(config, channel)
                 sink = ChannelSink(
-                    channel, name, channel_config, config.output.base_path, self.dead_letters
+                    channel,
+                    name,
+                    channel_config,
+                    config.output.base_path,
+                    self.dead_letters,
+                    retention_days=config.output.retention_days,
                 )
                 self.sinks[name] = sink
                 self._route(name, channel, sink)

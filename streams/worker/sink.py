@@ -27,6 +27,7 @@ from streams.readers.dedupe import DUPLICATE, Skipped
 from streams.readers.failures import Fatal, SinkWriteError, write_error
 from streams.readers.route import Parsed, internal_error, record_time
 from streams.validation import TIMESTAMP_RANGE, ValidationError
+from streams.worker.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class SinkCounters:
 # taken in parts, with a checkpoint between them.
 MAX_OPEN_FILES = 24
 BUCKET_NAMES_CACHED = 4096  # hours whose bucket name is kept (a backfill spans thousands)
+# S3: files still being published count as open (they are in the metadata until they are
+# done). When they alone hold the limit, the batch thread waits this long for one of them.
+PUBLICATION_WAIT_SECONDS = 1.0
 
 
 class ChannelSink:
@@ -68,6 +72,7 @@ class ChannelSink:
         config: ChannelConfig,
         base_path: Path | S3Location,
         dead_letters: DeadLetterPolicy,
+        retention_days: float | None = None,
     ):
         self.channel = channel
         self.topic = topic
@@ -83,7 +88,11 @@ class ChannelSink:
         self._pending: dict[int, dict[str, _Pending]] = {}
         self._waiting = 0
         self._first_at: float | None = None
+        # Since when the committed metadata names files published after it: the next
+        # checkpoint drops them (so that retention may take them), even with nothing waiting.
+        self._stale_at: float | None = None
         self._bucket_names: dict[int, str] = {}
+        self.retention_days = retention_days  # a recovery tolerates what retention deleted
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -103,12 +112,12 @@ class ChannelSink:
         log.info("%s: partition %d recovered (owner epoch %d)", self.channel, partition, epoch)
 
     def _writer(self, partition: int, epoch: int) -> PartitionWriter:
-        roll_bytes, roll_seconds = self.config.roll_bytes, self.config.roll_seconds
+        roll = (self.config.roll_bytes, self.config.roll_seconds, self.retention_days)
         if isinstance(self.directory, S3Location):
             from sinks.s3.part_objects import S3PartitionWriter
 
-            return S3PartitionWriter(self.directory, partition, epoch, roll_bytes, roll_seconds)
-        return PartitionWriter(self.directory, partition, epoch, roll_bytes, roll_seconds)
+            return S3PartitionWriter(self.directory, partition, epoch, *roll)
+        return PartitionWriter(self.directory, partition, epoch, *roll)
 
     def legacy_recover(self, partition: int) -> int | None:
         """Finish part files of the layout before fenced checkpoints (an upgrade); return the
@@ -201,6 +210,8 @@ class ChannelSink:
                 bucket = self._bucket(ms)
                 if bucket not in open_buckets:
                     if len(open_buckets) >= MAX_OPEN_FILES:
+                        if not pending:  # no checkpoint can make room, a publication will (S3)
+                            writer.await_publication(PUBLICATION_WAIT_SECONDS)
                         taken = n
                         break
                     open_buckets.add(bucket)
@@ -248,22 +259,22 @@ class ChannelSink:
         return self._waiting
 
     def due(self, now: float) -> bool:
-        """A checkpoint is due: `buffer_size` records wait, or the oldest for too long."""
-        return self._waiting >= self.config.buffer_size or (
-            self._first_at is not None and now - self._first_at >= self.config.auto_flush_seconds
+        """A checkpoint is due: `buffer_size` records wait, or the oldest for too long, or
+        the committed metadata has named published files for as long."""
+        wait = self.config.auto_flush_seconds
+        return (
+            self._waiting >= self.config.buffer_size
+            or (self._first_at is not None and now - self._first_at >= wait)
+            or (self._stale_at is not None and now - self._stale_at >= wait)
         )
 
     def flush(self) -> None:
         """Write every waiting line; `sync()` makes them durable, and the commit after decides
         what counts."""
+        self._collect()  # also with nothing waiting: publications done make room (a backfill)
         if not self._waiting:
             return
         self._flush_started = time.perf_counter()
-        for writer in self._writers.values():
-            try:
-                writer.collect()
-            except OSError as exc:
-                raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
         for partition, by_bucket in self._pending.items():
             for bucket, pending in by_bucket.items():
                 self._write(partition, bucket, pending)
@@ -306,22 +317,48 @@ class ChannelSink:
 
     def checkpoints(self) -> dict[int, list[Checkpoint]]:
         """partition → its open files as the next commit records them."""
+        self._stale_at = None
         return {p: w.checkpoints() for p, w in self._writers.items()}
 
     def committed(self) -> None:
         """The checkpoint was committed: files may finish now."""
+        published = self._published()
         try:
             for writer in self._writers.values():
                 writer.committed()
         except OSError as exc:  # the next recovery publishes what is committed
             raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
+        self._after_publish(published)
 
     def roll_due(self, now: float) -> None:
+        """Finish files open for `roll_seconds`; take in publications done meanwhile."""
         try:
             for writer in self._writers.values():
                 writer.roll_due(now)
         except OSError as exc:
             raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
+        self._collect()
+
+    def _collect(self) -> None:
+        """Take in the publications done in the background (S3); raise the first failure."""
+        published = self._published()
+        for writer in self._writers.values():
+            try:
+                writer.collect()
+            except OSError as exc:
+                raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
+        self._after_publish(published)
+
+    def _published(self) -> int:
+        return sum(writer.published for writer in self._writers.values())
+
+    def _after_publish(self, before: int) -> None:
+        """Files became visible, and the committed metadata names them until the next commit:
+        the tests' fault point `after_publish` (streams/worker/faults.py)."""
+        if self._published() > before:
+            if self._stale_at is None:
+                self._stale_at = time.monotonic()
+            fault_point("after_publish")
 
 
 def _unplaceable(ms: int) -> ValidationError:
