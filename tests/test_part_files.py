@@ -102,11 +102,15 @@ def test_a_batch_that_straddles_an_hour_makes_one_file_per_bucket(tmp_path: Path
     w.append(lines('{"h":8}'), 0, 0, HOUR)
     w.append(lines('{"h":9}'), 1, 1, NEXT)
     assert len(w.checkpoints()) == 2
-    w.committed()  # the older bucket finishes, the active one stays open
+    w.committed()  # both got lines in that checkpoint: both stay open
+    assert visible(tmp_path) == []
+    w.append(lines('{"h":9}'), 2, 2, NEXT)
+    w.checkpoints()
+    w.committed()  # no lines for the older bucket this time: it finishes; the active one stays
     assert visible(tmp_path) == [at(HOUR, finished_name(1, 0, 0))]
     w.finish()
-    assert visible(tmp_path) == [at(HOUR, finished_name(1, 0, 0)), at(NEXT, finished_name(1, 1, 1))]
-    assert list(iter_lines(tmp_path)) == [b'{"h":8}', b'{"h":9}']
+    assert visible(tmp_path) == [at(HOUR, finished_name(1, 0, 0)), at(NEXT, finished_name(1, 1, 2))]
+    assert list(iter_lines(tmp_path)) == [b'{"h":8}', b'{"h":9}', b'{"h":9}']
 
 
 def test_new_owner_rolls_forward_only_the_committed_bytes(tmp_path: Path) -> None:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 FINISHED = re.compile(r"^p(\d+)-(\d+)-(\d+)\.jsonl$")
 IN_PROGRESS_DIR = ".inprogress"
 IN_PROGRESS = re.compile(r"^p(\d+)-(\d+)-(\d+)-(\d{10})\.(part|copy)$")
+# A hidden list of open files, named by a checkpoint instead of them when they are too many
+# for the offset metadata (sinks/files/manifest.py): partition, owner epoch, content digest.
+MANIFEST = re.compile(r"^p(\d+)-(\d+)-([0-9a-f]{16})\.files$")
 
 
 def finished_name(partition: int, first: int, last: int) -> str:
@@ -42,6 +45,10 @@ def in_progress_name(
     return f"p{partition:03d}-{epoch:010d}-{first:012d}-{bucket_code(bucket)}.{kind}"
 
 
+def manifest_name(partition: int, epoch: int, digest: str) -> str:
+    return f"p{partition:03d}-{epoch:010d}-{digest[:16]}.files"
+
+
 @dataclass(frozen=True)
 class PartFile:
     """A finished part file (or S3 object) and the offsets its lines came from."""
@@ -54,11 +61,16 @@ class PartFile:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """What a committed checkpoint says of one open file of a partition."""
+    """What a committed checkpoint says of one open file of a partition (or of a manifest
+    listing them: `is_manifest`)."""
 
     file: str
     size: int
     last: int
+
+    @property
+    def is_manifest(self) -> bool:
+        return MANIFEST.match(self.file) is not None
 
     def _match(self) -> re.Match[str]:
         match = IN_PROGRESS.match(self.file)

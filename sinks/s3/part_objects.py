@@ -47,9 +47,11 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 
+from sinks.files.manifest import parse
 from sinks.files.names import (
     IN_PROGRESS,
     IN_PROGRESS_DIR,
+    MANIFEST,
     Checkpoint,
     finished_name,
     in_progress_name,
@@ -105,16 +107,24 @@ class S3PartitionWriter(PartitionWriter):
         self.spool.mkdir(parents=True, exist_ok=True)
         mine = f"p{self.partition:03d}-"
         objects = dict(self.store.list(self.hidden, mine))
-        for checkpoint in checkpoints:
+        for checkpoint in expand(self.remote, checkpoints):
             self._roll_forward(checkpoint, objects)
         self.store.abort_uploads(self.hidden, mine)
+        named = {c.file for c in checkpoints if c.is_manifest}
         stale = []
         skip = len(self.hidden.prefix)
         for key in objects:
-            m = IN_PROGRESS.match(key[skip:].split("/", 1)[0] + ".part")
-            if m and int(m.group(1)) == self.partition and int(m.group(2)) < self.epoch:
+            name = key[skip:].split("/", 1)[0]
+            m = IN_PROGRESS.match(name + ".part") or MANIFEST.match(name)
+            if (
+                m
+                and int(m.group(1)) == self.partition
+                and int(m.group(2)) < self.epoch
+                and name not in named
+            ):
                 stale.append(key)
         self.store.delete(self.remote.bucket, stale)
+        self._committed_manifest = next(iter(named), None)
 
     def _roll_forward(self, checkpoint: Checkpoint, objects: dict[str, int]) -> None:
         target = self._target(checkpoint.bucket, checkpoint.first, checkpoint.last)
@@ -182,6 +192,7 @@ class S3PartitionWriter(PartitionWriter):
         self._uploads.append(self.store.pool.submit(self._upload_part, key, data))
         file.size += len(data)
         file.last = last
+        file.fresh = True
         self._active = bucket
 
     def _upload_part(self, key: S3Location, data: bytes) -> bool:
@@ -231,11 +242,20 @@ class S3PartitionWriter(PartitionWriter):
         """Buckets of open files and of files being published (both are in the metadata)."""
         return set(self._open) | {c.bucket for c, _p in self._publishing.values()}
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def _files(self) -> list[Checkpoint]:
         """The open files, and the finished files whose publication is not done yet (a new
         owner publishes those if this worker dies first)."""
         published = [c for c, _p in self._publishing.values()]
         return [*published, *(file.checkpoint() for file in self._open.values())]
+
+    def _write_manifest(self, name: str, data: bytes) -> None:
+        """Uploaded like a part: `sync()` waits for it. Its name is its content's digest, so
+        a key that exists holds these very bytes."""
+        self._uploads.append(self.store.pool.submit(self.store.put_new, self.hidden / name, data))
+
+    def _drop_manifest(self, name: str) -> None:
+        """In the background; a leftover is harmless (a new owner deletes older epochs')."""
+        self.store.pool.submit(self.store.delete, self.remote.bucket, [(self.hidden / name).key])
 
     def finish(self) -> None:
         """Publish every open file and wait until every publication is done."""
@@ -287,6 +307,19 @@ class S3PartitionWriter(PartitionWriter):
         self._parts.clear()
         self._publishing.clear()  # a publication still running lands or is refused alone
         self._active = None
+
+
+def expand(directory: S3Location, checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+    """The files committed checkpoints name, read from their manifests where they name one
+    (hidden objects of the channel)."""
+    files = []
+    for checkpoint in checkpoints:
+        if checkpoint.is_manifest:
+            where = directory / IN_PROGRESS_DIR / checkpoint.file
+            files += parse(checkpoint, store_of(directory).get(where))
+        else:
+            files.append(checkpoint)
+    return files
 
 
 _spools: dict[str | None, Path] = {}

@@ -25,7 +25,7 @@ from streams.readers.route import RAW, Reader, TopicRoute
 from streams.topics import topic_name
 from streams.training.deriver import TrainingDeriver
 from streams.validation import Validator
-from streams.worker.sink import ChannelSink
+from streams.worker.sink import ChannelSink, open_files_cap
 
 log = logging.getLogger(__name__)
 # How long a recovered partition whose fetches start past its position is sought again: the
@@ -62,6 +62,8 @@ class Pipeline:
         self.seek_again: set[TP] = set()
         self._sought_again: dict[TP, float] = {}
         self._committed: dict[TP, Progress] = {}
+        enabled = [c for c in CHANNELS if config.channels.get(c).enabled]
+        max_open_files = open_files_cap(config.kafka.partitions * len(enabled))
         for channel in CHANNELS:
             channel_config = config.channels.get(channel)
             if channel_config.enabled:
@@ -73,6 +75,7 @@ class Pipeline:
                     config.output.base_path,
                     self.dead_letters,
                     retention_days=config.output.retention_days,
+                    max_open_files=max_open_files,
                 )
                 self.sinks[name] = sink
                 self._route(name, channel, sink)

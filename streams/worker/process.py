@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import sys
 
 import faust
@@ -21,6 +23,7 @@ def run_worker(config: JsonEngineConfig, loglevel: str = "info", log_format: str
     """Return the process exit code: 0 after a graceful stop, EXIT_FATAL after a crash,
     EXIT_SETUP when the output cannot be used (a missing bucket, refused credentials) or the
     topics do not fit the config (checked by the batch loop before it reads anything)."""
+    _raise_descriptor_limit()
     base = config.output.base_path
     if isinstance(base, S3Location):
         try:
@@ -54,3 +57,13 @@ def run_worker(config: JsonEngineConfig, loglevel: str = "info", log_format: str
         app.log.error("worker stopped by a fatal error: %s", worker.fatal or app.crash_reason)
         return EXIT_FATAL
     return code
+
+
+def _raise_descriptor_limit() -> None:
+    """Open part files hold descriptors, one per hour bucket and partition being written (a
+    backfill writes hundreds): the soft limit goes up to the hard one (the sinks size their
+    open files to it, streams/worker/sink.py open_files_cap)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -15,6 +15,7 @@ in a thread of its own, and nothing about it ever stops or holds up the worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,8 +29,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from sinks.files import part_files
 from sinks.files import retention as files_retention
+from sinks.files.names import Checkpoint
 from sinks.files.retention import Named, cutoff
+from sinks.s3 import part_objects
 from sinks.s3 import retention as s3_retention
 from sinks.s3.location import S3Location
 from streams.config import JsonEngineConfig
@@ -39,6 +43,7 @@ from streams.worker.sink import ChannelSink
 
 log = logging.getLogger(__name__)
 UNSTABLE_RETRY_SECONDS = 0.1
+MANIFEST_ATTEMPTS = 3
 
 
 class Retention:
@@ -94,7 +99,14 @@ class Retention:
 
     def named(self, topic: str) -> set[str]:
         """`<bucket>/<finished name>` of every file a committed checkpoint of the topic names,
-        whoever owns its partitions. Raises KafkaException when the group cannot tell."""
+        whoever owns its partitions. A manifest superseded (and deleted) while it was read is
+        read again from the newer commit; KafkaException or OSError when it cannot tell."""
+        for _ in range(MANIFEST_ATTEMPTS - 1):
+            with contextlib.suppress(OSError):
+                return self._named(topic)
+        return self._named(topic)
+
+    def _named(self, topic: str) -> set[str]:
         if self._admin is None:
             self._admin = admin_client(self.config)
         admin = self._admin
@@ -121,12 +133,20 @@ class Retention:
             time.sleep(UNSTABLE_RETRY_SECONDS)  # the transaction ends within milliseconds
         if errors:
             raise KafkaException(errors[0])
+        directory = self.sinks[topic].directory
         named = set()
         for tp in found:
             decoded = decode(tp.metadata)
             if decoded is not None:
-                named.update(checkpoint.finished for checkpoint in decoded[1])
+                named.update(c.finished for c in expand(directory, decoded[1]))
         return named
+
+
+def expand(directory: Path | S3Location, checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+    """The files the checkpoints name, through their manifests where they name one."""
+    if isinstance(directory, S3Location):
+        return part_objects.expand(directory, checkpoints)
+    return part_files.expand(directory, checkpoints)
 
 
 def delete_before(directory: Path | S3Location, cutoff_ms: int, named: Named) -> int:

@@ -11,6 +11,7 @@ line twice and a zombie's writes never become visible.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sinks.files.buckets import HOUR_MS, MAX_TIME_MS, TIME_FIELD, bucket_of
+from sinks.files.manifest import INLINE_FILES
 from sinks.files.names import Checkpoint
 from sinks.files.part_files import PartitionWriter
 from sinks.s3.location import S3Location
@@ -52,10 +54,13 @@ class SinkCounters:
     bytes: int = 0
 
 
-# Open files per partition between two checkpoints (each is named in the committed offset's
-# metadata, which the broker caps at 4 KiB by default): a batch that would open more is
-# taken in parts, with a checkpoint between them.
-MAX_OPEN_FILES = 24
+# Open files per partition (one per hour bucket written since the last checkpoint or so:
+# a backfill spans hundreds). Each holds a descriptor, so the worker raises its limit at
+# start-up and `open_files_cap` sizes this to it; a batch that would open more is taken in
+# parts, with a checkpoint between them. Past 24 a checkpoint names them through a
+# manifest (sinks/files/manifest.py).
+MAX_OPEN_FILES = 1000
+DESCRIPTORS_KEPT = 512  # for everything else of the process: sockets, logs, libraries
 BUCKET_NAMES_CACHED = 4096  # hours whose bucket name is kept (a backfill spans thousands)
 # S3: files still being published count as open (they are in the metadata until they are
 # done). When they alone hold the limit, the batch thread waits this long for one of them.
@@ -73,6 +78,7 @@ class ChannelSink:
         base_path: Path | S3Location,
         dead_letters: DeadLetterPolicy,
         retention_days: float | None = None,
+        max_open_files: int = MAX_OPEN_FILES,
     ):
         self.channel = channel
         self.topic = topic
@@ -93,6 +99,7 @@ class ChannelSink:
         self._stale_at: float | None = None
         self._bucket_names: dict[int, str] = {}
         self.retention_days = retention_days  # a recovery tolerates what retention deleted
+        self.max_open_files = max_open_files  # per partition
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -172,12 +179,13 @@ class ChannelSink:
 
     def on_parsed(self, partition: int, items: Sequence[Parsed]) -> int:
         """Take a fetched batch of a partition, or only its first records if the rest would
-        open more than MAX_OPEN_FILES files before the next checkpoint; return how many."""
+        open more than `max_open_files` files before the next checkpoint; return how many."""
         writer = self._writers.get(partition)
         if writer is None:
             return len(items)  # not assigned here (a record fetched before a revocation)
         pending = self._pending.setdefault(partition, {})
         open_buckets = writer.open_buckets | set(pending)
+        max_open = self.max_open_files
         validate = self.config.validate_
         time_field = self.time_field
         # Counted once at the end (attribute writes per record cost): the rare cases here.
@@ -209,7 +217,7 @@ class ChannelSink:
                     continue
                 bucket = self._bucket(ms)
                 if bucket not in open_buckets:
-                    if len(open_buckets) >= MAX_OPEN_FILES:
+                    if len(open_buckets) >= max_open:
                         if not pending:  # no checkpoint can make room, a publication will (S3)
                             writer.await_publication(PUBLICATION_WAIT_SECONDS)
                         taken = n
@@ -365,6 +373,15 @@ def _unplaceable(ms: int) -> ValidationError:
     return ValidationError(
         TIMESTAMP_RANGE, f"time {ms} is not epoch milliseconds between 1970 and the year 9999"
     )
+
+
+def open_files_cap(partitions: int) -> int:
+    """Open files per partition this process can hold for `partitions` partitions of all
+    its sinks: MAX_OPEN_FILES, fewer under a low descriptor limit."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_FILES
+    return max(INLINE_FILES, min(MAX_OPEN_FILES, (soft - DESCRIPTORS_KEPT) // max(partitions, 1)))
 
 
 def _jsonl(values: list[bytes]) -> bytes:
