@@ -96,9 +96,10 @@ def channel(request: pytest.FixtureRequest, tmp_path: Path) -> Channel:
 
 def test_retention_spares_what_committed_checkpoints_name(channel: Channel) -> None:
     doomed = {old_key(h, first=h) for h in range(1, 6)}
-    named = old_key(3, partition=1)
+    named = old_key(7, partition=1)
+    beside = old_key(7, partition=2)  # in the same bucket: spared with it
     fresh = f"{bucket_of(NOW)}/{finished_name(0, 9, 9)}"
-    for key in [*doomed, named, fresh]:
+    for key in [*doomed, named, beside, fresh]:
         channel.put(key, b"{}\n")
     asked: list[set[str]] = []
 
@@ -107,9 +108,9 @@ def test_retention_spares_what_committed_checkpoints_name(channel: Channel) -> N
         return {named}
 
     assert delete_before(channel.where, NOW - DAY_MS, committed_names) == len(doomed)
-    assert channel.keys() == {named, fresh}
-    assert asked == [{*doomed, named, fresh}]
-    assert delete_before(channel.where, NOW - DAY_MS, frozenset) == 1  # no longer named
+    assert channel.keys() == {named, beside, fresh}
+    assert asked == [{*doomed, named, beside, fresh}]
+    assert delete_before(channel.where, NOW - DAY_MS, frozenset) == 2  # no longer named
     assert channel.keys() == {fresh}
 
 

@@ -1,7 +1,8 @@
 """The S3 part-object writer on its own, against a real S3 server (no Kafka): what a
-committed checkpoint names is what a new owner publishes, from the part objects alone; a
-zombie's parts are never counted and its publications never replace a key; retention deletes
-old buckets' objects only."""
+committed checkpoint names is what a new owner publishes, from the packs alone (or from the
+per-file part objects of the version before packs); a zombie's packs are never counted past
+the committed sizes and its publications never replace a key; retention deletes old buckets'
+objects only."""
 
 from __future__ import annotations
 
@@ -48,11 +49,11 @@ def test_a_new_owner_publishes_the_committed_parts_and_a_zombie_changes_nothing(
     zombie.committed()
     zombie.append(lines(103, 104), 103, 104, BUCKET)  # after the commit: never committed
     zombie.sync()
-    hidden = [k for k in keys(channel) if k.startswith(".inprogress/p003-0000000007-")]
-    assert len(hidden) == 3  # three part objects of epoch 7
+    hidden = [k for k in keys(channel) if k.startswith(".inprogress/p003-0000000007/")]
+    assert len(hidden) == 3  # three packs of epoch 7
 
     owner = S3PartitionWriter(channel, 3, 8, roll_bytes=1 << 30, roll_seconds=3600)
-    owner.recover([committed])  # a new process: no spool, the parts alone
+    owner.recover([committed])  # a new process: no spool, the packs alone
     assert [r["id"] for r in read_records(channel)] == [100, 101, 102]
     assert not [k for k in keys(channel) if k.startswith(".inprogress/")], "older epoch left"
     published = keys(channel)
@@ -70,11 +71,25 @@ def test_a_new_owner_publishes_the_committed_parts_and_a_zombie_changes_nothing(
     assert [r["id"] for r in read_records(channel)] == [100, 101, 102]
 
 
+def test_a_file_a_version_before_packs_committed_is_published_from_its_own_parts(
+    channel: S3Location,
+) -> None:
+    name = "p004-0000000005-000000000010-2026120108.part"  # its parts as that version wrote them
+    store = store_of(channel)
+    store.put_new(channel / f".inprogress/{name[:-5]}/000000.part", lines(10, 11))
+    store.put_new(channel / f".inprogress/{name[:-5]}/000001.part", lines(12))
+    store.put_new(channel / f".inprogress/{name[:-5]}/000002.part", lines(13))  # uncommitted
+    committed = Checkpoint(name, len(lines(10, 11, 12)), 12)
+    S3PartitionWriter(channel, 4, 6, roll_bytes=1 << 30, roll_seconds=3600).recover([committed])
+    assert [r["id"] for r in read_records(channel)] == [10, 11, 12]
+    assert not [k for k in keys(channel) if k.startswith(".inprogress/")]
+
+
 def test_committed_parts_that_are_gone_are_an_error_unless_published(
     channel: S3Location,
 ) -> None:
     owner = S3PartitionWriter(channel, 0, 2, roll_bytes=1 << 30, roll_seconds=3600)
-    with pytest.raises(OSError, match="hold 0 bytes"):
+    with pytest.raises(OSError, match="do not hold its 50 bytes"):
         owner.recover([Checkpoint("p000-0000000001-000000000010-2026120108.part", 50, 12)])
 
 

@@ -6,11 +6,12 @@ part files are deleted, each whole (a reader sees a file or no file, never half 
 the emptied folders go after them.
 
 Two more rules let retention and recovery share a directory without fighting:
-- A finished file that a committed checkpoint still names is spared: its writer finished it
-  after the commit, and until the next commit a new owner's recovery expects to find it
-  (`named`, asked *after* the files were listed: a file finished before that is named there
-  or never again). The recovery, in turn, tolerates a committed file that is gone from a
-  bucket `expired` says retention may have deleted (sinks/files/part_files.py).
+- The bucket of a file that a committed checkpoint still names is spared: the file is open,
+  or its writer finished it after the commit and until the next commit a new owner's
+  recovery expects to find it (`named`, asked *after* the files were listed: a file finished
+  before that is named there or never again). The recovery, in turn, tolerates a committed
+  file that is gone from a bucket `expired` says retention may have deleted
+  (sinks/files/part_files.py).
 - Several workers may run it at once on one directory: a file or folder that another one
   deleted first is no error.
 """
@@ -50,6 +51,12 @@ def expired(bucket: str, cutoff_ms: int | None) -> bool:
         return False
 
 
+def named_buckets(named: Named) -> set[str]:
+    """The buckets of the files committed checkpoints name: their open files are headed for
+    them, and a recovery would look there for the ones finished since."""
+    return {key.rsplit("/", 1)[0] for key in named()}
+
+
 def headed_for(directory: Path) -> set[str]:
     """Buckets some in-progress file will be finished into."""
     found = set()
@@ -63,7 +70,7 @@ def headed_for(directory: Path) -> set[str]:
 
 def delete_before(directory: Path, cutoff_ms: int, named: Named = frozenset) -> int:
     """Delete the finished files of every bucket that ended at or before `cutoff_ms`, but
-    those `named()` still names; return how many files went."""
+    the buckets of the files `named()` names; return how many files went."""
     busy = headed_for(directory)
     old = sorted((n, p) for n, p in buckets(directory) if expired(n, cutoff_ms) and n not in busy)
     doomed = []
@@ -72,10 +79,10 @@ def delete_before(directory: Path, cutoff_ms: int, named: Named = frozenset) -> 
             for entry in os.scandir(path):
                 if FINISHED.match(entry.name):
                     doomed.append((f"{name}/{entry.name}", entry.path))
-    spare = named() if doomed else ()
+    spared = named_buckets(named) if doomed else set()
     deleted = 0
     for key, path in doomed:
-        if key not in spare:
+        if key.rsplit("/", 1)[0] not in spared:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
                 deleted += 1
