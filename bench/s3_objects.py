@@ -7,8 +7,9 @@ records wait or the oldest has waited `auto_flush_seconds`, files finished at `r
 or `roll_seconds` — at a low and a high rate of ~550-byte events, and counts:
 - visible objects (finished files) per minute: at defaults one per `roll_seconds` (300 s) or
   per `roll_bytes` (64 MiB), whichever comes first;
-- hidden part PUTs per minute: one per checkpoint that has new lines for the partition;
-- all requests per minute (parts, publications, the deletes of finished files' parts).
+- hidden part PUTs per minute (packs, sinks/s3/packs.py): one per checkpoint that has new
+  lines for the partition;
+- all requests per minute (packs, publications, the deletes of packs no longer needed).
 The Kafka side (one transaction per checkpoint) is left out: it is the filesystem sink's.
 `roll_seconds` is divided by `--scale` at the low rate (so that files finish within the run)
 and the counts of visible objects scaled back.
@@ -37,6 +38,15 @@ from streams.readers.route import LocalRecord
 from streams.worker.sink import ChannelSink
 
 BUCKET = "json-engine-objects"
+
+
+def checkpoint(sink: ChannelSink) -> None:
+    """What the worker's checkpoint does with a sink, without Kafka: write, pack and upload
+    (`checkpoints()`, `sync()`), then the commit's outcome."""
+    sink.flush()
+    sink.checkpoints()
+    sink.sync()
+    sink.committed()
 
 
 def run(server: local_s3.LocalS3, rate: float, seconds: float, scale: float) -> dict[str, Any]:
@@ -73,14 +83,12 @@ def run(server: local_s3.LocalS3, rate: float, seconds: float, scale: float) -> 
             offset += count
             sink.on_parsed(0, items)
             if sink.due(now):
-                sink.flush()
-                sink.committed()
+                checkpoint(sink)
             sink.roll_due(now)
             due_at += 0.05
             time.sleep(max(0.0, due_at - time.monotonic()))
         elapsed = time.monotonic() - started
-        sink.flush()
-        sink.committed()
+        checkpoint(sink)
         for writer in sink._writers.values():
             writer.sync()  # the publications under way
         visible = sum(1 for key, _ in store.list(base) if key.endswith(".jsonl"))
