@@ -1,12 +1,14 @@
 """A backfill: one batch spanning hundreds of hour buckets flows through (issue 23 item 9).
 
-Every partition's checkpoint may name MAX_OPEN_FILES files at most (its metadata is capped), so
-a batch of executions spread over 300 hourly buckets of last year is taken in parts, with a
-checkpoint between them; on S3, files still being published count as open until their PUT is
-done. The worker must neither livelock nor lose or double a line, on files and on S3.
+Executions spread over 300 hourly buckets of last year open 300 files per partition at once:
+a checkpoint names them through a manifest (past 24: the offset metadata is capped), fsyncs
+them in parallel, and on S3 uploads one pack per partition. Before, a checkpoint could name
+24 files, so each took a couple dozen records, and on S3 files still being published held
+that limit (a livelock). The worker must neither livelock nor lose or double a line, on files
+and on S3.
 
-The rate against the same count in one bucket is printed (`pytest -s -k backfill`), never
-asserted: it depends on the machine.
+The rate against the same count in one bucket is printed (`pytest -s -k backfill_over`),
+never asserted: it depends on the machine.
 """
 
 from __future__ import annotations
