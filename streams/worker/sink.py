@@ -340,12 +340,14 @@ class ChannelSink:
 
     def roll_due(self, now: float) -> None:
         """Finish files open for `roll_seconds`; take in publications done meanwhile."""
+        published = self._published()
         try:
             for writer in self._writers.values():
                 writer.roll_due(now)
+                writer.collect()
         except OSError as exc:
             raise write_error(f"{self.channel}: publishing a finished file", exc) from exc
-        self._collect()
+        self._after_publish(published)
 
     def _collect(self) -> None:
         """Take in the publications done in the background (S3); raise the first failure."""
