@@ -138,6 +138,17 @@ def s3_base(s3_service: S3Service, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"s3://{s3_service.bucket}/t-{uuid.uuid4().hex[:10]}"
 
 
+@pytest.fixture(autouse=True)
+def reap_workers() -> Iterator[None]:
+    """Kill (SIGKILL, by PID) the worker processes a test left running, failed or not."""
+    yield
+    from tests.workers import STARTED
+
+    for worker in STARTED:
+        worker.thaw_and_kill()
+    STARTED.clear()
+
+
 @pytest.fixture
 def topic_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:10]}."

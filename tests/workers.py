@@ -17,6 +17,9 @@ from sinks.reader import channel_dir, iter_lines
 from streams.config import JsonEngineConfig
 
 READY = b"[^Worker]: Ready"
+# Every worker process a test started: the conftest's reaper kills what is left after it, so
+# that a failing test leaves no worker behind.
+STARTED: list[WorkerProcess] = []
 
 
 class WorkerProcess:
@@ -38,6 +41,7 @@ class WorkerProcess:
         self.log_path = log_dir / f"{name}-0.log"
 
     def start(self, wait_ready: bool = True, timeout: float = 90) -> WorkerProcess:
+        STARTED.append(self)
         self.starts += 1
         self.log_path = self.log_dir / f"{self.name}-{self.starts}.log"
         with open(self.log_path, "wb") as log:
@@ -92,6 +96,12 @@ class WorkerProcess:
     def thaw(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
+
+    def thaw_and_kill(self) -> None:
+        """Whatever state it is in (frozen too): gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.kill()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
