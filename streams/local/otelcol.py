@@ -65,7 +65,8 @@ def default_data_dir(port: int) -> Path:
 
 def provision() -> Path:
     """The Collector binary: `$JSON_ENGINE_OTELCOL`, else the cached build, else built now
-    (a minute or two) into a temporary folder that is moved into place only when done."""
+    (about three minutes from nothing, seconds with Go's build cache warm) into a temporary
+    folder that is moved into place only when done."""
     given = os.environ.get("JSON_ENGINE_OTELCOL")
     if given:
         if not os.access(given, os.X_OK):
