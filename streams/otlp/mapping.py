@@ -15,11 +15,12 @@ Embeddings are executions: an embedding model is an engine whose latency, failur
 tokens a team watches like any other's (their output is empty).
 
 **Which engine.** The model the call asked for, so that an engine's failures land where its
-successes do: gen_ai.request.model, else `model` (or `model_name`) in the JSON of OpenInference's
-llm.invocation_parameters, else gen_ai.response.model, llm.model_name, embedding.model_name,
-else `model` in the JSON of input.value. A span that is an inference but names no model at
-all gets the engine id `unknown_model` (otel.model_placeholder) and is never dropped. The
-model that answered, when it differs, is otel.response_model.
+successes do: gen_ai.request.model, else `model` (or `model_name`) in the JSON of
+OpenInference's llm.invocation_parameters (or embedding.invocation_parameters), else
+gen_ai.response.model, llm.model_name, embedding.model_name, else `model` in the JSON of
+input.value. A span that is an inference but names no model at all gets the engine id
+`unknown_model` (otel.model_placeholder) and is never dropped. The model that answered,
+when it differs, is otel.response_model.
 
 Each inference span maps to one event; where several attributes may hold a value, the first
 present wins, whatever the dialect (instrumentations mix them):
@@ -27,9 +28,10 @@ present wins, whatever the dialect (instrumentations mix them):
 - engine_instance_id: resource service.instance.id, service.name, else "unknown_service";
 - timestamp: the start time in epoch ms (floored); metrics.latency_ms: end - start in ms;
 - metrics.success: the status is not ERROR and there is no error.type; status: "ok", else
-  error.type, else the status message, else the exception event's exception.type, else
-  "error";
-- input / output: the captured messages as text, else "" (below);
+  error.type (`<class 'x.Y'>` read as x.Y), else the exception event's exception.type, else
+  the status message's first line, else "error";
+- input / output: the captured messages as text, else "" (below); a failed call's output is
+  "" (what some instrumentations record there is the error's body);
 - metrics token counts (integers from 0 to 10^12, the schema's range, else left out):
   input_tokens (gen_ai.usage.input_tokens, gen_ai.usage.prompt_tokens, llm.token_count.prompt),
   output_tokens (gen_ai.usage.output_tokens, gen_ai.usage.completion_tokens,
@@ -41,10 +43,13 @@ present wins, whatever the dialect (instrumentations mix them):
   (gen_ai.usage.reasoning.output_tokens, gen_ai.usage.reasoning_tokens,
   llm.token_count.completion_details.reasoning);
 - metrics.time_to_first_chunk_ms: gen_ai.response.time_to_first_chunk (seconds), else the
-  time of OpenInference's first-token event after the start;
-- stream: gen_ai.request.stream, llm.is_streaming, else true when a first chunk is timed;
-- finish_reasons: gen_ai.response.finish_reasons, else OpenLLMetry's
-  gen_ai.completion.N.finish_reason; conversation_id: gen_ai.conversation.id, session.id;
+  time after the start of OpenInference's first-token event, or of OpenLLMetry's first
+  gen_ai.content.completion.chunk event;
+- stream: gen_ai.request.stream, gen_ai.is_streaming, llm.is_streaming, else `stream` in the
+  JSON of llm.invocation_parameters, else true when a first chunk is timed;
+- finish_reasons: gen_ai.response.finish_reasons, else llm.finish_reason (OpenInference),
+  else gen_ai.completion.N.finish_reason; conversation_id: gen_ai.conversation.id,
+  session.id;
 - evaluations: each gen_ai.evaluation.result event of the span (gen_ai.evaluation.name,
   score.value, score.label, explanation);
 - metrics.memory_mb / cpu_percent: 0 (a span does not measure them);
@@ -121,7 +126,11 @@ OPENINFERENCE_OTHERS = frozenset(
 )
 LLM_REQUEST_TYPES = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
 TRACELOOP_STEPS = frozenset({"workflow", "task", "agent", "tool"})
-FIRST_TOKEN_EVENT = "First Token Stream Event"  # OpenInference, for streamed answers
+# Events whose first marks the first chunk of a streamed answer: OpenInference's, and
+# OpenLLMetry's one event per chunk.
+FIRST_CHUNK_EVENTS = frozenset({"First Token Stream Event", "gen_ai.content.completion.chunk"})
+STREAM_KEYS = ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming")
+MODEL_FIELDS = ("model", "model_name")
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 MAX_EVALUATIONS = 64  # engine_execution's evaluations maxItems
 MAX_FINISH_REASONS = 64
@@ -254,9 +263,10 @@ def to_event(
     answered = _first_text(attrs, ANSWERED_MODEL_KEYS)
     engine = (
         _first_text(attrs, REQUESTED_MODEL_KEYS)
-        or _json_model(attrs, "llm.invocation_parameters")
+        or _json_field(attrs, "llm.invocation_parameters", MODEL_FIELDS)
+        or _json_field(attrs, "embedding.invocation_parameters", MODEL_FIELDS)
         or answered
-        or _json_model(attrs, "input.value")
+        or _json_field(attrs, "input.value", MODEL_FIELDS)
     )
     if engine is None:
         engine = UNKNOWN_MODEL
@@ -268,8 +278,9 @@ def to_event(
     if success:
         status = "ok"
     else:
-        error_text = _text(error_type) if error_type is not None else ""
-        status = (error_text or span.status.message or _exception_type(span) or "error")[:1024]
+        error_text = _class_name(_text(error_type)) if error_type is not None else ""
+        message = span.status.message.partition("\n")[0]  # LangChain appends a traceback
+        status = (error_text or _exception_type(span) or message or "error")[:1024]
     metrics: dict[str, Any] = {
         "latency_ms": (end - start) / 1_000_000,
         "memory_mb": 0.0,
@@ -289,7 +300,10 @@ def to_event(
     if provider is not None:
         otel["provider"] = provider[:256]
     input_text, input_cut = _cut(_render(input_messages(span, attrs)), max_text_bytes)
-    output_text, output_cut = _cut(_render(output_messages(span, attrs)), max_text_bytes)
+    # A failed call answered nothing (what some instrumentations record is the error's body).
+    output_text, output_cut = (
+        _cut(_render(output_messages(span, attrs)), max_text_bytes) if success else ("", False)
+    )
     truncated = [name for name, cut in (("input", input_cut), ("output", output_cut)) if cut]
     if truncated:
         otel["truncated"] = truncated
@@ -307,7 +321,9 @@ def to_event(
         "status": status,
         "otel": otel,
     }
-    stream = _first_bool(attrs, ("gen_ai.request.stream", "llm.is_streaming"))
+    stream = _first_bool(attrs, STREAM_KEYS)
+    if stream is None:
+        stream = _json_field(attrs, "llm.invocation_parameters", ("stream",), bool)
     if stream is None and first_chunk is not None:
         stream = True
     if stream is not None:
@@ -340,8 +356,9 @@ def span_json(span: Span) -> bytes:
 # -- the rarer fields ----------------------------------------------------------------------
 
 
-def _json_model(attrs: Attributes, key: str) -> str | None:
-    """`model` (or `model_name`) of a JSON object attribute: a request's parameters."""
+def _json_field(attrs: Attributes, key: str, fields: tuple[str, ...], kind: type = str) -> Any:
+    """The first of `fields` of a JSON object attribute (a request's parameters) that is a
+    non-empty value of `kind`, else None."""
     value = attrs.get(key)
     if value is None:
         return None
@@ -355,11 +372,19 @@ def _json_model(attrs: Attributes, key: str) -> str | None:
             return None
     if not isinstance(plain, dict):
         return None
-    for name in ("model", "model_name"):
-        model = plain.get(name)
-        if isinstance(model, str) and model:
-            return model
+    for name in fields:
+        found = plain.get(name)
+        if isinstance(found, kind) and found != "":
+            return found
     return None
+
+
+def _class_name(text: str) -> str:
+    """`<class 'openai.RateLimitError'>` (str() of a class, as one instrumentation sends
+    error.type) → `openai.RateLimitError`; anything else as it is."""
+    if text.startswith("<class '") and text.endswith("'>"):
+        return text[8:-2]
+    return text
 
 
 def _exception_type(span: Span) -> str | None:
@@ -377,7 +402,7 @@ def _time_to_first_chunk(span: Span, attrs: Attributes) -> float | None:
     if seconds is not None and 0 <= seconds <= MAX_TOKENS / 1000:
         return seconds * 1000.0
     for event in span.events:
-        if event.name == FIRST_TOKEN_EVENT and event.time_unix_nano >= span.start_time_unix_nano:
+        if event.name in FIRST_CHUNK_EVENTS and event.time_unix_nano >= span.start_time_unix_nano:
             return (event.time_unix_nano - span.start_time_unix_nano) / 1_000_000
     return None
 
@@ -403,7 +428,7 @@ def _first_bool(attrs: Attributes, keys: tuple[str, ...]) -> bool | None:
 
 
 def _finish_reasons(attrs: Attributes) -> list[str]:
-    value = attrs.get("gen_ai.response.finish_reasons")
+    value = attrs.get("gen_ai.response.finish_reasons") or attrs.get("llm.finish_reason")
     if value is not None:
         plain = value_of(value)
         items = plain if isinstance(plain, list) else [plain]
