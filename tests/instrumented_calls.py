@@ -4,15 +4,18 @@ the Collector's kafka exporter writes them (issue 24).
     python -m tests.instrumented_calls --library openai_v2 --base-url URL --out FILE
 
 Run it in a process of its own: each library patches the `openai` module (and LangChain's
-callback manager) for good. The calls go to `--base-url` (tests/fake_openai.py); each is made
-inside an application span of this script's own, so that the test can tell which spans belong
-to which call, and check that the application span is never taken for an inference.
+callback manager) for good. The calls go to `--base-url` (tests/fake_openai.py; without it the
+script starts one). Each call is made inside an application span of the script's own, so that
+the test knows which spans belong to which call and can check that the application span is
+never taken for an inference.
 
 FILE gets one `ExportTraceServiceRequest` per call (the OTLP exporter's own encoder over the
-spans the call finished), as length-prefixed protobuf bytes (`read_requests`); FILE.json gets
-the manifest: per call its kind, the requested model, whether it failed, the usage the server
-reported, and the ids of every span it made (its inference span marked). `--dump FILE.md`
-writes every span and log record in full, to see what a library emits.
+spans the call finished, as a batch span processor would send them), as length-prefixed
+protobuf bytes (`read_requests`). FILE.json is the manifest (`manifest_path`): per call its
+kind, the requested model, whether it failed, the messages sent, the reply and usage the
+server gave, its wall-clock bounds, and the ids of every span it made, its inference span
+marked. `--dump FILE.md` writes every span and log record in full, to see what a library emits
+(README → OpenTelemetry input → Instrumentations tested).
 """
 
 from __future__ import annotations
@@ -26,67 +29,67 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.fake_openai import FakeOpenAI, prompt_text, reply_to, usage_of
 
-LIBRARIES = (
-    "openai_v2",
-    "openai_v2_events",
-    "genai_openai",
-    "openllmetry",
-    "openinference",
-    "openinference_langchain",
-)
-# Content capture, set before the instrumentation is imported: each library's switch that puts
-# prompts and completions on the span itself (openai_v2_events: the default "true" of the
-# older conventions, which sends them as log records instead).
+# The four the tests run, then two to look at with --dump: openai-v2 with content as log
+# records, and its successor package (opentelemetry-instrumentation-genai-openai, which needs
+# another opentelemetry-util-genai than openai-v2: a venv of its own).
+TESTED = ("openai_v2", "openllmetry", "openinference", "openinference_langchain")
+LIBRARIES = (*TESTED, "openai_v2_events", "genai_openai")
+_LATEST = {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental"}
+# Each library's switches that put prompts and completions on the span itself, set before it
+# is instrumented. openai-v2 needs the opt-in to the latest conventions: without it the
+# documented "true" is refused by util-genai ("not a valid option", no content at all).
 CONTENT_ENV: dict[str, dict[str, str]] = {
-    "openai_v2": {
-        "OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
-        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "span_only",
-    },
+    "openai_v2": {**_LATEST, "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "span_only"},
     "openai_v2_events": {
-        "OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
-        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "event_only",
+        **_LATEST,
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "event_only",  # log records
     },
     "genai_openai": {
-        "OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
+        **_LATEST,
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "span_only",
     },
-    "openllmetry": {"TRACELOOP_TRACE_CONTENT": "true"},
-    "openinference": {},  # captures by default (OPENINFERENCE_HIDE_INPUTS / _OUTPUTS: false)
+    "openllmetry": {"TRACELOOP_TRACE_CONTENT": "true"},  # the default, said anyway
+    "openinference": {},  # on by default (OPENINFERENCE_HIDE_INPUTS / _OUTPUTS false)
     "openinference_langchain": {},
 }
 SYSTEM = "You are terse."
+EMBEDDED = "An embedding of this text."
 APP_SCOPE = "tests.instrumented_calls"
+INSTANCE = "calls-1"  # the resource's service.instance.id: the executions' engine_instance_id
+
+
+def messages_for(kind: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"Say hello to {kind}."},
+    ]
 
 
 class Calls:
     """The SDK pipeline and the openai client of one library's run."""
 
     def __init__(self, library: str, base_url: str):
-        for name, value in CONTENT_ENV[library].items():
-            os.environ[name] = value
-        from opentelemetry._logs import set_logger_provider
-        from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import (
-            InMemoryLogRecordExporter,
-            SimpleLogRecordProcessor,
-        )
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
+        os.environ.update(CONTENT_ENV[library])
         self.library = library
         self.base_url = base_url
         resource = Resource.create(
-            {"service.name": f"calls-{library}", "service.instance.id": "i-1"}
+            {"service.name": f"calls-{library}", "service.instance.id": INSTANCE}
         )
         self.spans = InMemorySpanExporter()
         self.provider = TracerProvider(resource=resource)
         self.provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.logs = InMemoryLogRecordExporter()
+        self.logs = InMemoryLogRecordExporter()  # content sent as log records (--dump only)
         self.logger_provider = LoggerProvider(resource=resource)
         self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
         set_logger_provider(self.logger_provider)
@@ -94,89 +97,80 @@ class Calls:
         self._instrument()
         import openai
 
-        self.openai = openai
         self.client = openai.OpenAI(base_url=base_url, api_key="test-key", max_retries=0)
         self.manifest: list[dict[str, Any]] = []
         self.requests: list[bytes] = []
         self.dumped: list[str] = []
 
     def _instrument(self) -> None:
-        kwargs = {"tracer_provider": self.provider}
+        kwargs: dict[str, Any] = {"tracer_provider": self.provider}
         if self.library in ("openai_v2", "openai_v2_events"):
             from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
             OpenAIInstrumentor().instrument(logger_provider=self.logger_provider, **kwargs)
-        elif self.library == "genai_openai":  # the successor package, not in the dev extras
-            from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+        elif self.library == "genai_openai":
+            from opentelemetry.instrumentation.genai.openai import (  # type: ignore
+                OpenAIInstrumentor as GenAIOpenAIInstrumentor,
+            )
 
-            OpenAIInstrumentor().instrument(logger_provider=self.logger_provider, **kwargs)
+            GenAIOpenAIInstrumentor().instrument(logger_provider=self.logger_provider, **kwargs)
         elif self.library == "openllmetry":
-            from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+            from opentelemetry.instrumentation.openai import OpenAIInstrumentor as Traceloop
 
-            OpenAIInstrumentor().instrument(**kwargs)
+            Traceloop().instrument(**kwargs)
         elif self.library == "openinference":
-            from openinference.instrumentation.openai import OpenAIInstrumentor
+            from openinference.instrumentation.openai import OpenAIInstrumentor as OpenInference
 
-            OpenAIInstrumentor().instrument(**kwargs)
+            OpenInference().instrument(**kwargs)
         else:
             from openinference.instrumentation.langchain import LangChainInstrumentor
 
             LangChainInstrumentor().instrument(**kwargs)
 
-    def call(
-        self,
-        kind: str,
-        model: str,
-        run: Callable[[], Any],
-        prompt: str,
-        reply: str | None,
-        fails: bool,
-    ) -> None:
-        """One call inside an application span; its spans encoded as one request."""
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
+    def call(self, kind: str, model: str, run: Callable[[], Any], **expect: Any) -> None:
+        """One call inside an application span; its spans become one request."""
+        fails = "fail-" in model
+        if fails:  # no answer: nothing the span could report of one
+            expect.update(reply=None, usage=None)
         error = None
+        started_ms = time.time() * 1000
         with self.tracer.start_as_current_span(f"app {kind}") as app:
             try:
                 run()
             except Exception as exc:  # the failures are the point of some calls
                 error = f"{type(exc).__name__}: {exc}"
-        assert (error is not None) == fails, f"{kind}: {error or 'no error'}"
-        time.sleep(0.05)  # a streamed span may end after the iterator is drained
-        spans = list(self.spans.get_finished_spans())
+        ended_ms = time.time() * 1000
+        if (error is not None) != fails:
+            raise AssertionError(f"{kind}: {error or 'no error'}")
+        spans: list[ReadableSpan] = list(self.spans.get_finished_spans())
         self.spans.clear()
         logs = list(self.logs.get_finished_logs())
         self.logs.clear()
-        app_id = app.get_span_context().span_id
         trace_id = app.get_span_context().trace_id
-        mine = [s for s in spans if s.context.trace_id == trace_id]
-        assert len(mine) == len(spans), "a span of another trace"
+        if any(s.context is None or s.context.trace_id != trace_id for s in spans):
+            raise AssertionError(f"{kind}: a span of another trace, or one not yet ended")
         self.requests.append(encode_spans(spans).SerializeToString())
-        inference = inference_span(mine, app_id)
+        inference = inference_span(spans, app.get_span_context().span_id)
         self.manifest.append(
             {
                 "kind": kind,
                 "model": model,
                 "failed": fails,
                 "error": error,
-                "usage": None if fails else usage_of(prompt, reply),
-                "input": prompt,
-                "output": None if fails else reply,
+                **expect,
+                "started_ms": started_ms,
+                "ended_ms": ended_ms,
                 "trace_id": f"{trace_id:032x}",
                 "inference_span_id": None if inference is None else f"{inference:016x}",
-                "spans": [{"span_id": f"{s.context.span_id:016x}", "name": s.name} for s in mine],
+                "spans": {f"{s.context.span_id:016x}": s.name for s in spans if s.context},
             }
         )
-        self.dumped.append(dump(kind, model, mine, logs))
+        self.dumped.append(dump(kind, model, spans, logs))
 
     # -- the script -----------------------------------------------------------------------
 
     def chat(self, kind: str, model: str, stream: bool = False) -> None:
-        messages = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Say hello to {kind}."},
-        ]
-        fails = "fail-" in model
+        messages = messages_for(kind)
 
         def run() -> None:
             if stream:
@@ -197,15 +191,7 @@ class Calls:
                     max_tokens=50,
                 )
 
-        self.call(kind, model, run, prompt_text(messages), reply_to(messages), fails)
-
-    def embeddings(self, kind: str, model: str) -> None:
-        text = "An embedding of this text."
-
-        def run() -> None:
-            self.client.embeddings.create(model=model, input=text)
-
-        self.call(kind, model, run, text, None, False)
+        self._chat_call(kind, model, run, messages, stream)
 
     def chain(self, kind: str, model: str) -> None:
         """LangChain's `prompt | ChatOpenAI`: a chain span and a prompt span around the LLM."""
@@ -216,20 +202,58 @@ class Calls:
             [("system", SYSTEM), ("user", "Say hello to {who}.")]
         )
         llm = ChatOpenAI(
-            model=model, base_url=self.base_url, api_key="test-key", max_retries=0, temperature=0.5
+            model=model,
+            base_url=self.base_url,
+            api_key="test-key",  # type: ignore[arg-type]
+            max_retries=0,
+            temperature=0.5,
         )
-        messages = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Say hello to {kind}."},
-        ]
 
         def run() -> None:
             (prompt | llm).invoke({"who": kind})
 
-        fails = "fail-" in model
-        self.call(kind, model, run, prompt_text(messages), reply_to(messages), fails)
+        self._chat_call(kind, model, run, messages_for(kind), False)
+
+    def _chat_call(
+        self,
+        kind: str,
+        model: str,
+        run: Callable[[], Any],
+        messages: list[dict[str, str]],
+        stream: bool,
+    ) -> None:
+        reply = reply_to(messages)
+        usage = usage_of(prompt_text(messages), reply)
+        self.call(
+            kind,
+            model,
+            run,
+            operation="chat",
+            stream=stream,
+            messages=messages,
+            reply=reply,
+            usage=usage,
+        )
+
+    def embeddings(self, kind: str, model: str) -> None:
+        def run() -> None:
+            self.client.embeddings.create(model=model, input=EMBEDDED)
+
+        messages = [{"role": "user", "content": EMBEDDED}]
+        usage = usage_of(EMBEDDED, None)
+        self.call(
+            kind,
+            model,
+            run,
+            operation="embeddings",
+            stream=False,
+            messages=messages,
+            reply=None,
+            usage=usage,
+        )
 
     def run_script(self) -> None:
+        """The calls, each with a model of its own (the server fails `*fail-429*`, ...)."""
         if self.library == "openinference_langchain":
             self.chain("chain", "gpt-test-chain")
             self.chain("chain_429", "gpt-test-chain-fail-429")
@@ -242,23 +266,20 @@ class Calls:
         self.chat("stream_500", "gpt-test-stream-fail-500", stream=True)
         self.embeddings("embeddings", "text-embedding-test")
 
-    def write(self, out: Path, dump_to: Path | None) -> None:
+    def write(self, out: Path, dump_to: Path | None = None) -> None:
         self.provider.shutdown()
         with open(out, "wb") as f:
             for request in self.requests:
                 f.write(struct.pack(">I", len(request)) + request)
-        manifest_path(out).write_bytes(
-            orjson.dumps(
-                {"library": self.library, "calls": self.manifest}, option=orjson.OPT_INDENT_2
-            )
-        )
+        manifest = {"library": self.library, "calls": self.manifest}
+        manifest_path(out).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         if dump_to is not None:
             dump_to.write_text(f"# {self.library}\n\n" + "\n".join(self.dumped))
 
 
-def inference_span(spans: list[Any], app_id: int) -> int | None:
+def inference_span(spans: list[ReadableSpan], app_id: int) -> int | None:
     """The span that stands for the model call: the one leaf below the application span that
-    names a model or its invocation parameters (a chain's prompt span names none)."""
+    names a model or its invocation parameters (a chain's prompt span names neither)."""
     parents = {s.parent.span_id for s in spans if s.parent is not None}
     keys = (
         "gen_ai.request.model",
@@ -269,8 +290,8 @@ def inference_span(spans: list[Any], app_id: int) -> int | None:
     found = [
         s.context.span_id
         for s in spans
-        if s.context.span_id != app_id
-        and s.context.span_id not in parents
+        if s.context is not None
+        and s.context.span_id not in (app_id, *parents)
         and any(k in (s.attributes or {}) for k in keys)
     ]
     return found[0] if len(found) == 1 else None
@@ -291,44 +312,50 @@ def read_requests(out: Path) -> list[bytes]:
     return found
 
 
-def dump(kind: str, model: str, spans: list[Any], logs: list[Any]) -> str:
-    """Every span of a call, all attributes and events; and its log records."""
-    names = {s.context.span_id: s.name for s in spans}
+def dump(kind: str, model: str, spans: list[ReadableSpan], logs: list[Any]) -> str:
+    """Every span of a call with all its attributes and events, and its log records."""
+    names = {s.context.span_id: s.name for s in spans if s.context}
     lines = [f"## {kind} (model {model})", ""]
-    for s in sorted(spans, key=lambda s: s.start_time):
+    for s in sorted(spans, key=lambda s: s.start_time or 0):
+        assert s.context is not None and s.start_time is not None and s.end_time is not None
         parent = s.parent.span_id if s.parent is not None else None
+        status = s.status.description or ""
         lines.append(
             f"- span `{s.name}` kind={s.kind.name} status={s.status.status_code.name}"
-            f"{' (' + s.status.description[:200] + ')' if s.status.description else ''}"
-            f" id={s.context.span_id:016x} parent={names.get(parent, parent)}"
+            f"{' (' + status[:200] + ')' if status else ''}"
+            f" id={s.context.span_id:016x} parent={names.get(parent, parent)}"  # type: ignore[arg-type]
             f" scope={s.instrumentation_scope.name if s.instrumentation_scope else None}"
             f" duration_ms={(s.end_time - s.start_time) / 1e6:.2f}"
         )
         for key, value in sorted((s.attributes or {}).items()):
             lines.append(f"  - `{key}` = `{value!r}`")
         for event in s.events:
-            offset = (event.timestamp - s.start_time) / 1e6
-            lines.append(f"  - event `{event.name}` at +{offset:.2f} ms")
+            lines.append(
+                f"  - event `{event.name}` at +{(event.timestamp - s.start_time) / 1e6:.2f} ms"
+            )
             for key, value in sorted((event.attributes or {}).items()):
                 lines.append(f"    - `{key}` = `{str(value)[:400]!r}`")
     for record in logs:
-        lr = getattr(record, "log_record", record)
-        name = getattr(lr, "event_name", None)
-        lines.append(f"- log record event_name={name} span_id={lr.span_id:016x}")
-        for key, value in sorted((lr.attributes or {}).items()):
+        log = getattr(record, "log_record", record)
+        lines.append(
+            f"- log record event_name={getattr(log, 'event_name', None)} span_id={log.span_id:016x}"
+        )
+        for key, value in sorted((log.attributes or {}).items()):
             lines.append(f"  - `{key}` = `{value!r}`")
-        lines.append(f"  - body = `{str(lr.body)[:600]!r}`")
+        lines.append(f"  - body = `{str(log.body)[:600]!r}`")
     lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--library", choices=LIBRARIES, required=True)
     parser.add_argument("--base-url", help="the fake server's /v1 URL (default: start one)")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--dump", type=Path)
-    parser.add_argument("--response-suffix", default="", help="for a server started here")
+    parser.add_argument("--dump", type=Path, help="every span and log record, as Markdown")
+    parser.add_argument(
+        "--response-suffix", default="", help="a server started here answers MODEL+SUFFIX"
+    )
     args = parser.parse_args()
     if args.base_url:
         calls = Calls(args.library, args.base_url)
