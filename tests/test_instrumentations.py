@@ -43,6 +43,7 @@ from tests.workers import READY, WorkerProcess, lines_of, records, wait_for_line
 
 ROOT = Path(__file__).resolve().parent.parent
 ENCODINGS = ("otlp_proto", "otlp_json")
+DATED = "-2025-04-14"  # what the fake server appends to the requested model in its answers
 DIALECT = {
     "openai_v2": "gen_ai",
     "openllmetry": "gen_ai",
@@ -133,7 +134,8 @@ def otlp_outcomes(port: int) -> dict[str, float]:
 def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The calls of every library, through one worker per encoding, once for the module."""
     tmp = tmp_path_factory.mktemp("instrumentations")
-    with pytest.MonkeyPatch.context() as monkeypatch, FakeOpenAI() as fake:
+    # The server answers with a dated model, as OpenAI does: the engine is still the one asked for.
+    with pytest.MonkeyPatch.context() as monkeypatch, FakeOpenAI(response_suffix=DATED) as fake:
         clear_engine_env(monkeypatch)
         calls = {lib: start_calls(lib, fake.url, tmp / f"{lib}.bin") for lib in TESTED}
         workers: dict[str, tuple[WorkerProcess, Any, int]] = {}
