@@ -253,9 +253,6 @@ class OtlpConfig(_Strict):
     # The literal topic name, without the prefix: the Collector names it.
     topic: str = Field("otlp_spans", pattern=r"^[A-Za-z0-9._-]+$", max_length=249)
     encoding: Literal["otlp_proto", "otlp_json"] = "otlp_proto"
-    # A span whose (trace_id, span_id) appeared in one of the previous N records of its
-    # partition is a Collector retry and is dropped; 0 turns the check off.
-    dedupe_window_records: int = Field(1000, ge=0, le=1_000_000)
 
 
 class ModelsConfig(_Strict):

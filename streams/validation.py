@@ -635,11 +635,18 @@ class _FastPathWriter:
         properties = schema.get("properties", {})
         required = schema.get("required", [])
         additional = schema.get("additionalProperties", True)
-        if not isinstance(properties, dict) or not isinstance(additional, bool):
+        if not isinstance(properties, dict) or not isinstance(additional, bool | dict):
             raise _Unsupported(schema)
         if additional is False:
             known = self.constant(frozenset(properties))
             self.require(indent, [f"{v}.keys() <= {known}"])
+        elif additional is not True:  # a schema for the values of the other keys
+            known = self.constant(frozenset(properties))
+            name, value = self.variable(), self.variable()
+            self.emit(indent, f"for {name}, {value} in {v}.items():")
+            self.emit(indent + 1, f"if {name} in {known}:")
+            self.emit(indent + 2, "continue")
+            self.node(additional, value, indent + 1)
         for key in required:
             if key not in properties:
                 self.require(indent, [f"{key!r} in {v}"])

@@ -183,31 +183,46 @@ def make_config(
     monkeypatch: pytest.MonkeyPatch,
 ) -> ConfigFactory:
     """Write a config of this test's own (its broker, prefix, directories) with overrides."""
+    clear_engine_env(monkeypatch)
+
+    def make(
+        overrides: dict[str, Any] | None = None, name: str = "json-engine.yaml"
+    ) -> tuple[Path, JsonEngineConfig]:
+        return write_config(
+            tmp_path / name, kafka_bootstrap, topic_prefix, output_dir, tmp_path, overrides
+        )
+
+    return make
+
+
+def clear_engine_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No JSON_ENGINE_* or KAFKA_BOOTSTRAP_SERVERS: the config file alone says (workers too)."""
     for name in list(os.environ):
         if name.startswith("JSON_ENGINE_"):
             monkeypatch.delenv(name)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
 
-    def make(
-        overrides: dict[str, Any] | None = None, name: str = "json-engine.yaml"
-    ) -> tuple[Path, JsonEngineConfig]:
-        base = {
-            "kafka": {
-                "bootstrap_servers": kafka_bootstrap,
-                "topic_prefix": topic_prefix,
-                "partitions": 3,
-            },
-            "output": {"base_path": str(output_dir)},
-            "models": {"path": str(tmp_path / "models")},
-            # Files become visible when they finish: tests want that within a second or two,
-            # not after the production default of a few minutes.
-            "channels": {channel: {"roll_seconds": 1.0} for channel in CHANNELS},
-        }
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump({"json_engine": _merge(base, overrides or {})}))
-        return path, load_config(path)
 
-    return make
+def write_config(
+    path: Path,
+    bootstrap: str,
+    topic_prefix: str,
+    output_dir: Path,
+    models_parent: Path,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Path, JsonEngineConfig]:
+    """A test's config file (its broker, prefix, directories) with overrides, and its config;
+    for a fixture wider than one test too."""
+    base = {
+        "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": topic_prefix, "partitions": 3},
+        "output": {"base_path": str(output_dir)},
+        "models": {"path": str(models_parent / "models")},
+        # Files become visible when they finish: tests want that within a second or two,
+        # not after the production default of a few minutes.
+        "channels": {channel: {"roll_seconds": 1.0} for channel in CHANNELS},
+    }
+    path.write_text(yaml.safe_dump({"json_engine": _merge(base, overrides or {})}))
+    return path, load_config(path)
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from sinks.offline.aggregate_batch import aggregate_frames
-from streams.aggregates.windows import WindowState
+from streams.aggregates.local import execution_observations
+from streams.aggregates.windows import MAX_EVALUATION_NAMES, WindowState
 from streams.publisher import Publisher
 from streams.readers.route import LocalRecord
 from streams.topics import create_topics
@@ -138,6 +139,23 @@ def assert_matches(streamed: dict, expected: dict) -> None:
         assert streamed["quality"]["mean"] is None
     else:
         assert math.isclose(streamed["quality"]["mean"], expected["quality"]["mean"], rel_tol=1e-9)
+    assert streamed.get("tokens") == expected.get("tokens")
+    s_first, e_first = (
+        streamed.get("time_to_first_chunk_ms"),
+        expected.get("time_to_first_chunk_ms"),
+    )
+    assert (s_first is None) == (e_first is None)
+    if e_first is not None:
+        assert s_first["count"] == e_first["count"]
+        assert math.isclose(s_first["avg"], e_first["avg"], rel_tol=1e-9)
+        for q in ("p50", "p95", "p99"):
+            assert abs(s_first[q] - e_first[q]) <= 0.01 * e_first[q] + 1e-9, q
+    s_eval, e_eval = streamed.get("evaluations", {}), expected.get("evaluations", {})
+    assert list(s_eval) == list(e_eval)
+    for name, want in e_eval.items():
+        got = s_eval[name]
+        assert (got["count"], got["scored"]) == (want["count"], want["scored"]), name
+        assert got["mean"] == want["mean"] or math.isclose(got["mean"], want["mean"], rel_tol=1e-9)
 
 
 def by_key(lines: list[bytes]) -> dict[tuple[str, int], dict]:
@@ -190,6 +208,44 @@ def test_window_state_round_trip_and_bounded_size() -> None:
         assert abs(record["latency_ms"][f"p{round(q * 100)}"] - exact) <= 0.01 * exact
     assert record["quality"] == {"count": 1, "mean": 0.5}
     assert record["comparisons"] == {"count": 2, "wins": 1, "win_rate": 0.5}
+
+
+def test_the_rarer_measurements_fold_merge_and_restore_as_the_twin_computes_them() -> None:
+    """Cache and reasoning tokens, time to first chunk and evaluations (more names than a
+    window keeps): two partials of each window, one restored from its changelog form, merged
+    in either order, equal the pandas twin."""
+    rng = random.Random(24)
+    events, partials = [], {}
+    for n in range(3000):
+        event = execution(rng, f"e{rng.randrange(3)}", T0 + rng.randrange(4 * WIDTH))
+        metrics = event["metrics"]
+        for name, chance in (
+            ("input_tokens", 0.5),
+            ("cache_read_input_tokens", 0.3),
+            ("cache_write_input_tokens", 0.1),
+            ("reasoning_output_tokens", 0.2),
+        ):
+            if rng.random() < chance:
+                metrics[name] = rng.randrange(1000)
+        if rng.random() < 0.3:
+            metrics["time_to_first_chunk_ms"] = round(rng.random() * 50, 3)
+        if rng.random() < 0.2:
+            event["evaluations"] = [
+                {"name": f"n{rng.randrange(20):02d}", "score": rng.random()},
+                {"name": f"n{rng.randrange(20):02d}", "label": "relevant"},
+            ]
+        events.append(event)
+        ((engine, ts, add, args),) = execution_observations(None, event)
+        states = partials.setdefault((engine, ts - ts % WIDTH), (WindowState(), WindowState()))
+        add(states[n % 2], *args)
+    twin = by_key(
+        [orjson.dumps(r) for r in aggregate_frames(pd.json_normalize(events), pd.DataFrame(), 0.05)]
+    )
+    for (engine, start), (first, second) in partials.items():
+        restored = WindowState.from_dict(orjson.loads(orjson.dumps(first.to_dict())))
+        second.merge(restored)
+        assert_matches(second.record(engine, start, WIDTH), twin[(engine, start)])
+    assert any(len(r.get("evaluations", {})) == MAX_EVALUATION_NAMES for r in twin.values())
 
 
 def test_a_quiet_window_keeps_its_latencies_exactly_and_merges_into_a_sketch() -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ from streams.aggregates.windows import WindowState
 from streams.config import JsonEngineConfig
 from streams.otlp.decode import OtlpError, decode, encode_json
 from streams.otlp.mapping import genai_spans, to_event
-from streams.otlp.reader import OUTCOMES, RetryWindow
 from streams.topics import create_topics, list_topics
 from streams.validation import Validator
 from tests.conftest import ConfigFactory
@@ -114,11 +114,13 @@ def catalogue(ts_ms: int, tag: str = "") -> tuple[list[Recorder], dict[str, dict
         expected[name + tag] = fields
         return name + tag
 
-    # Current OpenTelemetry GenAI: messages, system instructions, tokens.
+    # Current OpenTelemetry GenAI: messages, system instructions, tokens, the newer fields
+    # (cache and reasoning tokens, time to first chunk, stream, finish reasons, conversation,
+    # an evaluation); the engine is the requested model, the answering one is kept aside.
     app.span(
         expect(
             "chat gpt-4o",
-            engine_id="gpt-4o-2024-08-06",
+            engine_id="gpt-4o",
             engine_instance_id="pod-1",
             timestamp=ts_ms,
             latency_ms=41.7,
@@ -129,6 +131,22 @@ def catalogue(ts_ms: int, tag: str = "") -> tuple[list[Recorder], dict[str, dict
             tokens=(12, 30),
             dialect="gen_ai",
             provider="openai",
+            metrics={
+                "cache_read_input_tokens": 8,
+                "cache_write_input_tokens": 2,
+                "reasoning_output_tokens": 10,
+                "time_to_first_chunk_ms": 12.5,
+            },
+            fields={
+                "stream": True,
+                "finish_reasons": ["stop"],
+                "conversation_id": "conv-7",
+                "evaluations": [
+                    {"name": "relevance", "score": 0.75, "label": "relevant"},
+                    {"name": "toxicity", "label": "none"},
+                ],
+            },
+            otel={"operation": "chat", "response_model": "gpt-4o-2024-08-06"},
         ),
         t,
         41_700_000,
@@ -139,12 +157,34 @@ def catalogue(ts_ms: int, tag: str = "") -> tuple[list[Recorder], dict[str, dict
             "gen_ai.response.model": "gpt-4o-2024-08-06",
             "gen_ai.usage.input_tokens": 12,
             "gen_ai.usage.output_tokens": 30,
+            "gen_ai.usage.cache_read.input_tokens": 8,
+            "gen_ai.usage.cache_write.input_tokens": 2,
+            "gen_ai.usage.reasoning.output_tokens": 10,
+            "gen_ai.response.time_to_first_chunk": 0.0125,
+            "gen_ai.request.stream": True,
+            "gen_ai.response.finish_reasons": ("stop",),
+            "gen_ai.conversation.id": "conv-7",
             "gen_ai.system_instructions": orjson.dumps(
                 [{"type": "text", "content": "You are terse."}]
             ).decode(),
             "gen_ai.input.messages": messages(("user", "Summarise the notes.")),
             "gen_ai.output.messages": messages(("assistant", "Three fixes.")),
         },
+        events=(
+            (
+                "gen_ai.evaluation.result",
+                {
+                    "gen_ai.evaluation.name": "relevance",
+                    "gen_ai.evaluation.score.value": 0.75,
+                    "gen_ai.evaluation.score.label": "relevant",
+                },
+            ),
+            (
+                "gen_ai.evaluation.result",
+                {"gen_ai.evaluation.name": "toxicity", "gen_ai.evaluation.score.label": "none"},
+            ),
+            ("gen_ai.evaluation.result", {"gen_ai.evaluation.score.value": 1.0}),  # no name
+        ),
     )
     # Current, an error without messages or a response model: error.type is the status.
     app.span(
@@ -198,18 +238,49 @@ def catalogue(ts_ms: int, tag: str = "") -> tuple[list[Recorder], dict[str, dict
             "error.type": "timeout",
         },
     )
-    # A GenAI tool step names no model: skipped (no_model).
+    # Agent and tool steps are not inferences, even when they name a model: skipped.
     app.span(
         "execute_tool get_weather" + tag,
         t + 3 * MS,
         MS,
         {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "get_weather"},
     )
+    app.span(
+        "invoke_agent planner" + tag,
+        t + 3 * MS,
+        50 * MS,
+        {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o",
+        },
+    )
+    # An inference that names no model at all: the placeholder engine, never dropped.
+    app.span(
+        expect(
+            "chat",
+            engine_id="unknown_model",
+            engine_instance_id="pod-1",
+            timestamp=ts_ms + 3,
+            latency_ms=1.0,
+            success=True,
+            status="ok",
+            input="",
+            output="",
+            tokens=(None, None),
+            dialect="gen_ai",
+            provider="openai",
+            otel={"model_placeholder": True},
+        ),
+        t + 3 * MS,
+        MS,
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai"},
+    )
     # The older dialect (OpenLLMetry): gen_ai.system, prompt/completion tokens, flattened.
     app.span(
         expect(
             "openai.chat",
-            engine_id="gpt-3.5-turbo-0125",
+            engine_id="gpt-3.5-turbo",
             engine_instance_id="pod-1",
             timestamp=ts_ms + 4,
             latency_ms=120.0,
@@ -248,7 +319,7 @@ def catalogue(ts_ms: int, tag: str = "") -> tuple[list[Recorder], dict[str, dict
             success=False,
             status="overloaded",
             input="Hi",
-            output="Hello",
+            output="",  # a failed call's: whatever the span recorded
             tokens=(None, None),
             dialect="gen_ai_legacy",
             provider="anthropic",
@@ -330,6 +401,39 @@ def catalogue(ts_ms: int, tag: str = "") -> tuple[list[Recorder], dict[str, dict
             "llm.output_messages.0.message.content": "Rayleigh scattering.",
         },
     )
+    # OpenInference, a failed call: the model only in the invocation parameters' JSON, the
+    # error's type only in the exception event.
+    batch.span(
+        expect(
+            "ChatCompletion failed",
+            engine_id="gpt-4o-mini",
+            engine_instance_id="batch-job",
+            timestamp=ts_ms + 8,
+            latency_ms=4.0,
+            success=False,
+            status="openai.RateLimitError",
+            input="Hello?",
+            output="",
+            tokens=(None, None),
+            dialect="openinference",
+            provider=None,
+            otel={"operation": "llm"},
+        ),
+        t + 8 * MS,
+        4 * MS,
+        {
+            "openinference.span.kind": "LLM",
+            "llm.invocation_parameters": '{"model": "gpt-4o-mini", "temperature": 0}',
+            "input.value": orjson.dumps(
+                {"messages": [{"role": "user", "content": "Hello?"}], "model": "gpt-4o-mini"}
+            ).decode(),
+            "input.mime_type": "application/json",
+        },
+        error="",
+        events=(
+            ("exception", {"exception.type": "openai.RateLimitError", "exception.message": "429"}),
+        ),
+    )
     # OpenInference with input.value / output.value, an error.
     batch.span(
         expect(
@@ -355,7 +459,8 @@ def catalogue(ts_ms: int, tag: str = "") -> tuple[list[Recorder], dict[str, dict
         },
         error="deadline exceeded",
     )
-    # Not GenAI: an OpenInference chain and an HTTP client span.
+    # Not inferences: an OpenInference chain and prompt, and an HTTP client span.
+    batch.span("ChatPromptTemplate" + tag, t + 9 * MS, MS, {"openinference.span.kind": "PROMPT"})
     batch.span("RetrievalChain" + tag, t + 9 * MS, 9 * MS, {"openinference.span.kind": "CHAIN"})
     app.span(
         "GET /v1/models" + tag,
@@ -370,24 +475,24 @@ def check_event(event: dict[str, Any], want: dict[str, Any]) -> None:
     metrics = event["metrics"]
     for name in ("engine_id", "engine_instance_id", "timestamp", "status", "input", "output"):
         assert event[name] == want[name], (event["otel"]["span_name"], name)
-    assert metrics["success"] is want["success"]
+    assert metrics["success"] is want["success"], event["otel"]["span_name"]
     assert metrics["latency_ms"] == pytest.approx(want["latency_ms"])
     assert (metrics.get("input_tokens"), metrics.get("output_tokens")) == want["tokens"]
     assert (metrics["memory_mb"], metrics["cpu_percent"]) == (0.0, 0.0)
     assert event["otel"]["dialect"] == want["dialect"]
     assert event["otel"].get("provider") == want["provider"]
     assert len(event["trace_id"]) == 32 and len(event["task_id"]) == 16
+    for name, value in want.get("metrics", {}).items():
+        assert metrics[name] == pytest.approx(value), name
+    for name, value in want.get("fields", {}).items():
+        assert event[name] == value, name
+    for name, value in want.get("otel", {}).items():
+        assert event["otel"][name] == value, name
 
 
-def mapped(request: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], int]:
+def mapped(request: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], dict[str, int]]:
     spans, others = genai_spans(request)
-    events = []
-    for resource, span, attrs, dialect in spans:
-        try:
-            events.append(to_event(resource, span, attrs, dialect, TEXT_LIMIT))
-        except Exception:
-            others += 1
-    return events, others
+    return [to_event(*span, TEXT_LIMIT) for span in spans], others
 
 
 # -- without a broker ----------------------------------------------------------------------
@@ -408,7 +513,7 @@ def test_decode_what_the_exporter_encodes(encoding: str) -> None:
 def test_each_dialect_maps_as_the_readme_says() -> None:
     recorders, expected = catalogue(T0)
     events, others = mapped(request_of(*recorders))
-    assert others == 3  # the tool step without a model, the chain, the HTTP span
+    assert others == {"execute_tool": 1, "invoke_agent": 1, "chain": 1, "prompt": 1, "not_genai": 1}
     by_name = {e["otel"]["span_name"]: e for e in events}
     assert set(by_name) == set(expected)
     validator = Validator()
@@ -463,22 +568,6 @@ def test_a_truncated_request_is_refused() -> None:
         decode(raw[: len(raw) - 7], "otlp_proto")
 
 
-def test_retry_window_is_n_records_in_offset_order() -> None:
-    window = RetryWindow(3)
-    a, b = b"a" * 24, b"b" * 24
-    window.slide(10)
-    assert not window.seen(10, a)
-    assert window.seen(10, a)  # twice in one record
-    for offset in (11, 12, 13):
-        window.slide(offset)
-        assert window.seen(offset, a)  # each appearance counts, so it slides on
-    window.slide(14)
-    assert not window.seen(14, b)
-    window.slide(18)  # a was last at 13, b at 14: 18 - 3 = 15 is the window's start
-    assert not window.seen(18, a) and not window.seen(18, b)
-    assert len(RetryWindow(0)) == 0 and not RetryWindow(0).seen(1, a)
-
-
 def test_token_sums_of_a_window_survive_state_and_merge() -> None:
     one, other = WindowState(), WindowState()
     one.add_execution(1.0, True, 10, 2)
@@ -530,14 +619,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def metric_values(port: int, name: str) -> dict[str, float]:
+def metric_values(port: int, name: str, *labels: str) -> dict[tuple[str, ...], float]:
+    """A labelled metric's samples by the values of `labels`, in that order."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     found = {}
     for line in text.splitlines():
         if line.startswith(name + "{"):
-            labels, value = line.rsplit(" ", 1)
-            found[labels.split('"')[1]] = float(value)
+            text_labels, value = line.rsplit(" ", 1)
+            pairs = text_labels[len(name) + 1 : -1].split(",")
+            values = dict(pair.split("=", 1) for pair in pairs)
+            found[tuple(values[label].strip('"') for label in labels)] = float(value)
     return found
 
 
@@ -573,7 +665,10 @@ def test_a_worker_turns_spans_into_executions_and_bad_records_into_dead_letters(
         }
     )
     create_topics(cfg)
-    assert cfg.otlp.topic in {t.name for t in list_topics(cfg)}
+    deadline = time.monotonic() + 15  # a new topic reaches the metadata a moment later
+    while cfg.otlp.topic not in {t.name for t in list_topics(cfg)}:
+        assert time.monotonic() < deadline, f"{cfg.otlp.topic} not listed"
+        time.sleep(0.2)
     first, want_first = catalogue(T0, tag=" #1")
     second, want_second = catalogue(T0 + 1000, tag=" #2")
     no_start = Recorder()
@@ -596,7 +691,7 @@ def test_a_worker_turns_spans_into_executions_and_bad_records_into_dead_letters(
         wait_for_lines(cfg, "engine_execution", len(expected), timeout=90)
         wait_for_lines(cfg, "dead_letter", len(bad) + 1, timeout=60)
         time.sleep(1.5)  # the metrics are read from the counters every 0.2 s
-        counts = metric_values(port, "json_engine_otlp_spans_total")
+        counts = metric_values(port, "json_engine_otlp_spans_total", "outcome", "kind")
         assert worker.alive()
         assert worker.terminate() == 0
     finally:
@@ -614,13 +709,18 @@ def test_a_worker_turns_spans_into_executions_and_bad_records_into_dead_letters(
     assert {(d["channel"], d["topic"]) for d in letters} == {("otlp", cfg.otlp.topic)}
     (span_letter,) = [d for d in letters if "no start time" in d["error"]]
     assert orjson.loads(span_letter["payload"])["name"] == "chat without start"
-    assert {outcome: counts.get(outcome, 0) for outcome in OUTCOMES} == {
-        "mapped": len(expected),
-        "skipped": 4,  # per catalogue: the chain and the HTTP span
-        "no_model": 2,
-        "duplicate": 0,
-        "invalid": 1,
-    }
+    mapped_kinds = Counter(by_name[name]["otel"].get("operation", "inference") for name in expected)
+    placeholders = Counter(
+        by_name[name]["otel"].get("operation", "inference")
+        for name in expected
+        if by_name[name]["engine_id"] == "unknown_model"
+    )
+    want_counts = {("mapped", kind): n for kind, n in (mapped_kinds - placeholders).items()}
+    want_counts |= {("placeholder", kind): n for kind, n in placeholders.items()}
+    for kind in ("execute_tool", "invoke_agent", "chain", "prompt", "not_genai"):
+        want_counts["skipped", kind] = 2  # one per catalogue
+    want_counts["invalid", "inference"] = 1
+    assert counts == want_counts
 
 
 def span_keys(request: ExportTraceServiceRequest) -> set[tuple[str, str]]:
@@ -693,7 +793,8 @@ def test_replays_and_sigkills_give_each_span_once(
         batches.append((request.SerializeToString(), trace_key(request), span_keys(request)))
     expected = set().union(*(keys for _raw, _key, keys in batches))
     # Every record is published twice, its copy up to a dozen records later (a Collector
-    # retry), keyed by trace id so that both land in the same partition.
+    # retry), in another partition (the exporter's default: no key), so that two workers may
+    # read the copies; the executions' own keys make them meet.
     plan: list[int] = []
     pending: list[tuple[int, int]] = []
     for i in range(len(batches)):
@@ -707,11 +808,18 @@ def test_replays_and_sigkills_give_each_span_once(
     spans = Spans(cfg)
     worker = WorkerProcess(path, tmp_path).start()
 
+    sent: Counter[int] = Counter()
+    partitions = cfg.kafka.partitions
+
+    def send(i: int) -> None:
+        """Each copy of record i in the next partition."""
+        spans.send(batches[i][0], partition=(i + sent[i]) % partitions)
+        sent[i] += 1
+
     def feed() -> None:
         for start in range(0, len(plan), 20):  # ~6 s: the kills fall while it flows
             for i in plan[start : start + 20]:
-                raw, key, _ = batches[i]
-                spans.send(raw, key=key)
+                send(i)
             spans.flush()
             time.sleep(0.25)
 
@@ -725,11 +833,10 @@ def test_replays_and_sigkills_give_each_span_once(
         feeder.join()
         wait_for_lines(cfg, "engine_execution", len(expected), timeout=120)
         # Killed once all is committed, then the last records replayed: the next owner
-        # rebuilds its window from the records before its committed offset and drops them.
+        # reads the ids of their hours from the finished files and drops them.
         worker.kill()
         for i in plan[-40:]:
-            raw, key, _ = batches[i]
-            spans.send(raw, key=key)
+            send(i)
         for partition in range(cfg.kafka.partitions):  # read up to here: the copies were read
             request = request_of(span_batch(rng, T0 + 100_000 + partition, engines, 1))
             expected |= span_keys(request)
@@ -744,7 +851,6 @@ def test_replays_and_sigkills_give_each_span_once(
     got = [(e["trace_id"], e["task_id"]) for e in records(lines_of(cfg, "engine_execution"))]
     assert len(got) == len(set(got)), f"{len(got) - len(set(got))} duplicates"
     assert set(got) == expected
-    assert b"OTLP retry window" in worker.log()
 
 
 def test_aggregates_over_otlp_fed_executions_equal_the_twin(

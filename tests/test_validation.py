@@ -436,7 +436,7 @@ def test_fast_path_is_stricter_never_looser() -> None:
         {"type": "string", "pattern": "^a"},
         {"type": "object", "properties": {"a": {"type": "string", "format": "date-time"}}},
         {"maxLength": 3},
-        {"type": "object", "additionalProperties": {"type": "string"}},
+        {"type": "object", "additionalProperties": {"type": "string", "format": "email"}},
         {"type": "string", "enum": ["a", 1]},
         {"anyOf": [{"type": "string"}]},
         {"type": "array", "items": [{"type": "string"}]},
@@ -444,6 +444,21 @@ def test_fast_path_is_stricter_never_looser() -> None:
 )
 def test_fast_path_declines_keywords_it_does_not_know(schema: dict[str, Any]) -> None:
     assert _fast_path({"$schema": "http://json-schema.org/draft-07/schema#", **schema}) is None
+
+
+def test_fast_path_checks_the_values_of_other_keys_against_additional_properties() -> None:
+    fast = _fast_path(
+        {
+            "type": "object",
+            "properties": {"n": {"type": "integer"}},
+            "additionalProperties": {"type": "object", "required": ["count"]},
+        }
+    )
+    assert fast is not None
+    assert fast({"n": 1, "a": {"count": 1}, "b": {"count": 2}})
+    assert not fast({"n": 1, "a": {"count": 1}, "b": {}})
+    assert not fast({"n": 1, "a": 3})
+    assert fast({"n": 1})
 
 
 def test_fast_path_of_type_lists() -> None:

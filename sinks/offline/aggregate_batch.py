@@ -24,9 +24,15 @@ field follows the Contract literally and nothing is rounded:
   observations; win_rate is 0 without comparisons.
 - A window with comparisons but no executions has count 0, success_rate 0 and every latency
   field 0 (the schema requires numbers there).
-- Token usage: per window, over the executions whose `metrics` report `input_tokens` or
-  `output_tokens`, the exact sums of each (a missing one counts 0) and how many reported:
-  `tokens: {input, output, count}`, left out when none did (as the stream does).
+- Token usage: per window, over the executions whose `metrics` report a token count
+  (`input_tokens`, `output_tokens`, `cache_read_input_tokens`, `cache_write_input_tokens`,
+  `reasoning_output_tokens`), the exact sums of each (a missing one counts 0) and how many
+  reported: `tokens: {input, output, count}`, with `cache_read_input`, `cache_write_input`
+  and `reasoning_output` when not 0; left out when none did (as the stream does).
+- Time to first chunk: count, mean and the same "lower" order statistics as latency over
+  the executions that report `metrics.time_to_first_chunk_ms`, left out when none did.
+- Evaluations: per name, how many, how many scored and the mean score; the 16 smallest
+  names of a window only (the stream's bound, which depends on the names alone).
 - Records are sorted by (window_start, engine_id).
 """
 
@@ -43,11 +49,11 @@ import orjson
 import pandas as pd
 
 from sinks.reader import channel_dir, iter_partition_lines
+from streams.aggregates.windows import MAX_EVALUATION_NAMES, QUANTILES
 from streams.config import JsonEngineConfig
 
 log = logging.getLogger(__name__)
 
-QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 EXECUTION_COLUMNS = (
     "engine_id",
     "timestamp",
@@ -56,8 +62,20 @@ EXECUTION_COLUMNS = (
     "partition",
     "metrics.input_tokens",
     "metrics.output_tokens",
+    "metrics.cache_read_input_tokens",
+    "metrics.cache_write_input_tokens",
+    "metrics.reasoning_output_tokens",
+    "metrics.time_to_first_chunk_ms",
+    "evaluations",
 )
-TOKEN_COLUMNS = ("metrics.input_tokens", "metrics.output_tokens")
+# Token sums: (column, the stream's field name); the first two always in `tokens`.
+TOKEN_SUMS = (
+    ("metrics.input_tokens", "input"),
+    ("metrics.output_tokens", "output"),
+    ("metrics.cache_read_input_tokens", "cache_read_input"),
+    ("metrics.cache_write_input_tokens", "cache_write_input"),
+    ("metrics.reasoning_output_tokens", "reasoning_output"),
+)
 COMPARISON_COLUMNS = ("timestamp", "candidates", "winner.engine_id", "winner.score", "partition")
 _KEYS = ["engine_id", "window_start"]
 
@@ -98,6 +116,11 @@ def load_executions(
                 partition,
                 metrics.get("input_tokens"),
                 metrics.get("output_tokens"),
+                metrics.get("cache_read_input_tokens"),
+                metrics.get("cache_write_input_tokens"),
+                metrics.get("reasoning_output_tokens"),
+                metrics.get("time_to_first_chunk_ms"),
+                event.get("evaluations"),
             )
 
     return _frame(rows(), EXECUTION_COLUMNS)
@@ -185,28 +208,89 @@ def _execution_stats(executions: pd.DataFrame, width: int) -> pd.DataFrame:
         stats[name] = latency[first + np.floor((n - 1) * q).astype(np.int64)]
     tokens = _token_columns(executions)
     if tokens is not None:
-        tokens_in, tokens_out = (t[order] for t in tokens)
-        reported = ~(np.isnan(tokens_in) & np.isnan(tokens_out))
-        for name, values in (("input_tokens", tokens_in), ("output_tokens", tokens_out)):
+        columns = [values[order] for values in tokens]
+        reported = ~np.logical_and.reduce([np.isnan(values) for values in columns])
+        for (_, name), values in zip(TOKEN_SUMS, columns, strict=True):
             counts = np.where(np.isnan(values), 0, values).astype(np.int64)
-            stats[name] = np.add.reduceat(counts, first)
+            stats[f"tokens_{name}"] = np.add.reduceat(counts, first)
         stats["token_count"] = np.add.reduceat(reported.astype(np.int64), first)
+    stats = stats.set_index(_KEYS)
+    starts = ts - ts % width  # in the rows' order, as engine
+    ttfc = _optional_numbers(executions, "metrics.time_to_first_chunk_ms")
+    if ttfc is not None:
+        stats = stats.join(_ttfc_stats(engine, starts, ttfc), how="left")
+    if "evaluations" in executions.columns:
+        evaluations = _evaluations(engine, starts, executions["evaluations"])
+        stats["evaluations"] = pd.Series(evaluations, dtype=object)
+    return stats
+
+
+def _optional_numbers(executions: pd.DataFrame, dotted: str) -> np.ndarray | None:
+    """An optional numeric column as floats (nan: not reported); None if nothing reports it."""
+    try:
+        column = _column(executions, dotted)
+    except KeyError:
+        return None
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    return None if np.isnan(values).all() else values
+
+
+def _token_columns(executions: pd.DataFrame) -> list[np.ndarray] | None:
+    """The token columns of TOKEN_SUMS as floats (nan: not reported); None if the frame has
+    none (no execution reports tokens)."""
+    found = [_optional_numbers(executions, dotted) for dotted, _ in TOKEN_SUMS]
+    if all(values is None for values in found):
+        return None
+    empty = np.full(len(executions), np.nan)
+    return [empty if values is None else values for values in found]
+
+
+def _ttfc_stats(engine: np.ndarray, start: np.ndarray, ttfc: np.ndarray) -> pd.DataFrame:
+    """Time to first chunk per (engine_id, window_start) of the executions reporting it."""
+    keep = ~np.isnan(ttfc)
+    engine, start, ttfc = engine[keep], start[keep], ttfc[keep]
+    codes, engines = pd.factorize(engine)
+    order = np.lexsort((ttfc, start, codes))
+    codes, start, ttfc = codes[order], start[order], ttfc[order]
+    new_group = np.empty(len(order), dtype=bool)
+    new_group[0] = True
+    new_group[1:] = (codes[1:] != codes[:-1]) | (start[1:] != start[:-1])
+    first = np.flatnonzero(new_group)
+    n = np.diff(np.append(first, len(order)))
+    group = np.cumsum(new_group) - 1
+    stats = pd.DataFrame(
+        {
+            "engine_id": engines[codes[first]],
+            "window_start": start[first],
+            "ttfc_count": n,
+            "ttfc_sum": pd.Series(ttfc).groupby(group).sum().to_numpy(),
+        }
+    )
+    for name, q in QUANTILES:
+        stats[f"ttfc_{name}"] = ttfc[first + np.floor((n - 1) * q).astype(np.int64)]
     return stats.set_index(_KEYS)
 
 
-def _token_columns(executions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-    """metrics.input_tokens and output_tokens as floats (nan: not reported); None if the frame
-    has neither column (no execution reports tokens)."""
-    found = []
-    for dotted in TOKEN_COLUMNS:
-        try:
-            column = _column(executions, dotted)
-        except KeyError:
-            column = pd.Series(np.nan, index=executions.index)
-        found.append(pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64))
-    if all(np.isnan(values).all() for values in found):
-        return None
-    return found[0], found[1]
+def _evaluations(
+    engine: np.ndarray, start: np.ndarray, evaluations: pd.Series
+) -> dict[tuple[str, int], dict[str, list]]:
+    """Per (engine_id, window_start): evaluation name → [count, scored, score sum], for the
+    MAX_EVALUATION_NAMES smallest names."""
+    found: dict[tuple[str, int], dict[str, list]] = {}
+    for key_engine, key_start, items in zip(engine, start, evaluations, strict=True):
+        if not isinstance(items, list):
+            continue
+        names = found.setdefault((key_engine, int(key_start)), {})
+        for item in items:
+            score = item.get("score")
+            counts = names.setdefault(item["name"], [0, 0, 0.0])
+            counts[0] += 1
+            counts[1] += score is not None
+            counts[2] += score or 0.0
+    return {
+        key: {name: names[name] for name in sorted(names)[:MAX_EVALUATION_NAMES]}
+        for key, names in found.items()
+    }
 
 
 def _comparison_stats(comparisons: pd.DataFrame, width: int) -> pd.DataFrame:
@@ -301,12 +385,31 @@ def _record(engine_id: str, start: int, width: int, ex: Any, cmp: Any) -> dict[s
             "win_rate": wins / compared if compared else 0.0,
         },
     }
-    token_count = int(getattr(ex, "token_count", 0)) if count else 0
+    if not count:
+        return record
+    token_count = int(getattr(ex, "token_count", 0))
     if token_count:
-        record["tokens"] = {
-            "input": int(ex.input_tokens),
-            "output": int(ex.output_tokens),
+        tokens = record["tokens"] = {
+            "input": int(ex.tokens_input),
+            "output": int(ex.tokens_output),
             "count": token_count,
+        }
+        for _, name in TOKEN_SUMS[2:]:
+            total = int(getattr(ex, f"tokens_{name}"))
+            if total:
+                tokens[name] = total
+    ttfc_count = getattr(ex, "ttfc_count", None)
+    if ttfc_count is not None and not pd.isna(ttfc_count):
+        record["time_to_first_chunk_ms"] = {
+            "count": int(ttfc_count),
+            "avg": float(ex.ttfc_sum) / int(ttfc_count),
+            **{name: float(getattr(ex, f"ttfc_{name}")) for name, _ in QUANTILES},
+        }
+    evaluations = getattr(ex, "evaluations", None)
+    if isinstance(evaluations, dict):
+        record["evaluations"] = {
+            name: {"count": c, "scored": scored, "mean": total / scored if scored else None}
+            for name, (c, scored, total) in evaluations.items()
         }
     return record
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -61,14 +61,23 @@ class LocalState:
         }
 
 
+NO_EXTRA: Final = (None, None, None, None, None)
+
+
 def execution_observations(record: Any, event: dict[str, Any]) -> tuple[Observation, ...]:
     metrics = event["metrics"]
-    args = (
-        metrics["latency_ms"],
-        metrics["success"],
-        metrics.get("input_tokens"),
-        metrics.get("output_tokens"),
-    )
+    get = metrics.get
+    args = (metrics["latency_ms"], metrics["success"], get("input_tokens"), get("output_tokens"))
+    if len(metrics) > 4 or "evaluations" in event:  # beyond the required: the rarer ones?
+        extra = (
+            get("cache_read_input_tokens"),
+            get("cache_write_input_tokens"),
+            get("reasoning_output_tokens"),
+            get("time_to_first_chunk_ms"),
+            event.get("evaluations"),
+        )
+        if extra != NO_EXTRA:
+            args = (*args, extra)
     return ((event["engine_id"], event["timestamp"], WindowState.add_execution, args),)
 
 

@@ -6,6 +6,10 @@ into a DDSketch (1% relative accuracy, at most `SKETCH_BINS` bins whatever the n
 events), so p50/p95/p99 are exact, or within 1% of the exact order statistic, while count,
 success, min, max and sum stay exact. State serializes to a small JSON-able dict for the
 changelog.
+
+The rarer measurements (cache and reasoning token sums, time to first chunk, evaluations)
+live in an `Extras` made on first use, so a window of executions without them costs nothing
+more.
 """
 
 from __future__ import annotations
@@ -33,6 +37,35 @@ def sketch_of(values: list[float]) -> LogCollapsingLowestDenseDDSketch:
     return sketch
 
 
+def add_value(values: Any, value: float) -> Any:
+    """Add to an exact list, which becomes a sketch past EXACT_LATENCIES values: the new
+    holder of the values."""
+    if type(values) is list:
+        values.append(value)
+        return sketch_of(values) if len(values) > EXACT_LATENCIES else values
+    values.add(value)
+    return values
+
+
+def merge_values(mine: Any, theirs: Any) -> Any:
+    """Both holders' values in one (bins of DDSketches add up exactly): the new holder."""
+    if type(mine) is list and type(theirs) is list and len(mine) + len(theirs) <= EXACT_LATENCIES:
+        mine.extend(theirs)
+        return mine
+    if type(mine) is list:
+        mine = sketch_of(mine)
+    mine.merge(sketch_of(theirs) if type(theirs) is list else theirs)
+    return mine
+
+
+def values_to_dict(values: Any) -> dict[str, Any]:
+    return {"latencies": values} if type(values) is list else {"sketch": sketch_to_dict(values)}
+
+
+def values_from_dict(data: dict[str, Any]) -> Any:
+    return sketch_from_dict(data["sketch"]) if "sketch" in data else list(data["latencies"])
+
+
 def quantile(latencies: Any, q: float) -> float:
     """The q-quantile of a window's latencies: the lower order statistic of the exact values
     (as numpy's method="lower"), else the sketch's estimate."""
@@ -52,6 +85,111 @@ def window_start(ts: int, width_ms: int) -> int:
     return ts - ts % width_ms
 
 
+MAX_EVALUATION_NAMES = 16
+# An execution's rarer measurements: (cache_read_input, cache_write_input, reasoning_output)
+# token counts, time to first chunk (ms) and evaluations, each None when not reported.
+ExtraObservation = tuple[int | None, int | None, int | None, float | None, list | None]
+
+
+@dataclass
+class Extras:
+    """Cache and reasoning token sums, time to first chunk, and evaluations by name."""
+
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+    ttfc_count: int = 0
+    ttfc_sum: float = 0.0
+    ttfc: Any = field(default_factory=list)  # exact values, else a DDSketch (as latencies)
+    # name → [count, scored, score sum]; the MAX_EVALUATION_NAMES smallest names only, so
+    # which names stay depends on the names alone, not on the order they came in
+    evaluations: dict[str, list] = field(default_factory=dict)
+
+    def add(self, observed: ExtraObservation) -> None:
+        cache_read, cache_write, reasoning, ttfc, evaluations = observed
+        self.cache_read += cache_read or 0
+        self.cache_write += cache_write or 0
+        self.reasoning += reasoning or 0
+        if ttfc is not None:
+            self.ttfc_count += 1
+            self.ttfc_sum += ttfc
+            self.ttfc = add_value(self.ttfc, ttfc)
+        for evaluation in evaluations or ():
+            score = evaluation.get("score")
+            self._evaluated(evaluation["name"], 1, score is not None, score or 0.0)
+
+    def _evaluated(self, name: str, count: int, scored: int, total: float) -> None:
+        found = self.evaluations.get(name)
+        if found is None:
+            evaluations = self.evaluations
+            if len(evaluations) >= MAX_EVALUATION_NAMES:
+                largest = max(evaluations)
+                if name > largest:
+                    return
+                del evaluations[largest]
+            found = evaluations[name] = [0, 0, 0.0]
+        found[0] += count
+        found[1] += scored
+        found[2] += total
+
+    def merge(self, other: Extras) -> None:
+        self.cache_read += other.cache_read
+        self.cache_write += other.cache_write
+        self.reasoning += other.reasoning
+        self.ttfc_count += other.ttfc_count
+        self.ttfc_sum += other.ttfc_sum
+        self.ttfc = merge_values(self.ttfc, other.ttfc)
+        for name, (count, scored, total) in other.evaluations.items():
+            self._evaluated(name, count, scored, total)
+
+    def fields(self, tokens: dict[str, Any]) -> dict[str, Any]:
+        """The aggregated_stats fields these make (and the token sums, into `tokens`)."""
+        for name, total in (
+            ("cache_read_input", self.cache_read),
+            ("cache_write_input", self.cache_write),
+            ("reasoning_output", self.reasoning),
+        ):
+            if total:
+                tokens[name] = int64(total)
+        found: dict[str, Any] = {}
+        if self.ttfc_count:
+            found["time_to_first_chunk_ms"] = {
+                "count": self.ttfc_count,
+                "avg": self.ttfc_sum / self.ttfc_count,
+                **{name: quantile(self.ttfc, q) for name, q in QUANTILES},
+            }
+        if self.evaluations:
+            found["evaluations"] = {
+                name: {"count": count, "scored": scored, "mean": total / scored if scored else None}
+                for name, (count, scored, total) in sorted(self.evaluations.items())
+            }
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tokens": [int64(self.cache_read), int64(self.cache_write), int64(self.reasoning)],
+            "ttfc": [self.ttfc_count, self.ttfc_sum, values_to_dict(self.ttfc)],
+            "evaluations": self.evaluations,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Extras:
+        cache_read, cache_write, reasoning = data["tokens"]
+        ttfc_count, ttfc_sum, ttfc = data["ttfc"]
+        return cls(
+            cache_read=cache_read,
+            cache_write=cache_write,
+            reasoning=reasoning,
+            ttfc_count=ttfc_count,
+            ttfc_sum=ttfc_sum,
+            ttfc=values_from_dict(ttfc),
+            evaluations={name: list(v) for name, v in data["evaluations"].items()},
+        )
+
+
+QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+
+
 @dataclass
 class WindowState:
     count: int = 0
@@ -69,6 +207,7 @@ class WindowState:
     token_count: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    extras: Extras | None = None
 
     def add_execution(
         self,
@@ -76,7 +215,18 @@ class WindowState:
         success: bool,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
+        extra: ExtraObservation | None = None,
     ) -> None:
+        if extra is not None:
+            if self.extras is None:
+                self.extras = Extras()
+            self.extras.add(extra)
+            if (
+                input_tokens is None
+                and output_tokens is None
+                and any(n is not None for n in extra[:3])
+            ):
+                self.token_count += 1
         if input_tokens is not None or output_tokens is not None:
             self.token_count += 1
             self.input_tokens += input_tokens or 0
@@ -120,7 +270,7 @@ class WindowState:
         self.latency_min = min(self.latency_min, other.latency_min)
         self.latency_max = max(self.latency_max, other.latency_max)
         self.latency_sum += other.latency_sum
-        self._merge_latencies(other.latencies)
+        self.latencies = merge_values(self.latencies, other.latencies)
         self.quality_count += other.quality_count
         self.quality_sum += other.quality_sum
         self.comparisons += other.comparisons
@@ -128,16 +278,10 @@ class WindowState:
         self.token_count += other.token_count
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
-
-    def _merge_latencies(self, theirs: Any) -> None:
-        mine = self.latencies
-        both_exact = type(mine) is list and type(theirs) is list
-        if both_exact and len(mine) + len(theirs) <= EXACT_LATENCIES:
-            mine.extend(theirs)
-            return
-        if type(mine) is list:
-            mine = self.latencies = sketch_of(mine)
-        mine.merge(sketch_of(theirs) if type(theirs) is list else theirs)
+        if other.extras is not None:
+            if self.extras is None:
+                self.extras = Extras()
+            self.extras.merge(other.extras)
 
     def record(self, engine_id: str, start: int, width_ms: int) -> dict[str, Any]:
         """The aggregated_stats record (Contract → Aggregates).
@@ -159,9 +303,7 @@ class WindowState:
                 "min": self.latency_min if has_latency else 0,
                 "max": self.latency_max if has_latency else 0,
                 "avg": self.latency_sum / self.count if has_latency else 0,
-                "p50": quantile(latencies, 0.5) if has_latency else 0,
-                "p95": quantile(latencies, 0.95) if has_latency else 0,
-                "p99": quantile(latencies, 0.99) if has_latency else 0,
+                **{name: quantile(latencies, q) if has_latency else 0 for name, q in QUANTILES},
             },
             "quality": {
                 "count": self.quality_count,
@@ -179,6 +321,8 @@ class WindowState:
                 "output": int64(self.output_tokens),
                 "count": self.token_count,
             }
+        if self.extras is not None:
+            record.update(self.extras.fields(record.get("tokens", {})))
         return record
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,12 +337,11 @@ class WindowState:
             "comparisons": self.comparisons,
             "wins": self.wins,
         }
-        if type(self.latencies) is list:
-            data["latencies"] = self.latencies
-        else:
-            data["sketch"] = sketch_to_dict(self.latencies)
+        data.update(values_to_dict(self.latencies))
         if self.token_count:
             data["tokens"] = [int64(self.input_tokens), int64(self.output_tokens), self.token_count]
+        if self.extras is not None:
+            data["extras"] = self.extras.to_dict()
         return data
 
     @classmethod
@@ -210,9 +353,7 @@ class WindowState:
             latency_min=float("inf") if data["min"] is None else data["min"],
             latency_max=float("-inf") if data["max"] is None else data["max"],
             latency_sum=data["sum"],
-            latencies=(
-                sketch_from_dict(data["sketch"]) if "sketch" in data else list(data["latencies"])
-            ),
+            latencies=values_from_dict(data),
             quality_count=data["quality_count"],
             quality_sum=data["quality_sum"],
             comparisons=data["comparisons"],
@@ -220,6 +361,7 @@ class WindowState:
             token_count=token_count,
             input_tokens=tokens_in,
             output_tokens=tokens_out,
+            extras=Extras.from_dict(data["extras"]) if "extras" in data else None,
         )
 
 

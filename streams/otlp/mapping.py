@@ -1,25 +1,60 @@
 """OpenTelemetry GenAI spans → engine_execution events (README → OpenTelemetry input).
 
-A span is a GenAI span when it carries `gen_ai.operation.name` or `gen_ai.provider.name`
-(current conventions), `gen_ai.system` (the older ones: OpenLLMetry and semantic conventions
-before 1.37), or `openinference.span.kind` = LLM (OpenInference). Any other span is skipped.
-Each GenAI span maps to one event; where two attributes may hold a value, the first present
-wins, whatever the dialect (instrumentations mix them):
+**Which spans.** Only inference calls become executions; every other span is skipped and
+counted by its kind (`json_engine_otlp_spans_total{outcome="skipped", kind=...}`):
+- OpenInference (`openinference.span.kind`): LLM and EMBEDDING spans are inferences; CHAIN,
+  PROMPT, AGENT, TOOL, RETRIEVER, ... are not (a LangChain chain around a call gives one);
+- `gen_ai.operation.name`: chat, text_completion, generate_content and embeddings are
+  inferences; invoke_agent, create_agent, execute_tool, ... are not, even when they name a
+  model (an agent span around a call would count it twice);
+- OpenLLMetry's `llm.request.type` (chat, completion, embedding), when there is no operation
+  name, and its `traceloop.span.kind` steps (workflow, task, agent, tool), which are not;
+- a span with `gen_ai.provider.name` or `gen_ai.system` and none of the above (conventions
+  before the operation name) is an inference; any other span is not GenAI.
+Embeddings are executions: an embedding model is an engine whose latency, failures and
+tokens a team watches like any other's (their output is empty).
 
-- engine_id: gen_ai.response.model, gen_ai.request.model, llm.model_name (none: skipped);
+**Which engine.** The model the call asked for, so that an engine's failures land where its
+successes do: gen_ai.request.model, else `model` (or `model_name`) in the JSON of
+OpenInference's llm.invocation_parameters (or embedding.invocation_parameters), else
+gen_ai.response.model, llm.model_name, embedding.model_name, else `model` in the JSON of
+input.value. A span that is an inference but names no model at all gets the engine id
+`unknown_model` (otel.model_placeholder) and is never dropped. The model that answered,
+when it differs, is otel.response_model.
+
+Each inference span maps to one event; where several attributes may hold a value, the first
+present wins, whatever the dialect (instrumentations mix them):
 - trace_id / task_id: the trace id (32 hex) / the span id (16 hex);
 - engine_instance_id: resource service.instance.id, service.name, else "unknown_service";
 - timestamp: the start time in epoch ms (floored); metrics.latency_ms: end - start in ms;
 - metrics.success: the status is not ERROR and there is no error.type; status: "ok", else
-  error.type, else the status message, else "error";
-- input / output: the captured messages as text, else "" (below);
-- metrics.input_tokens: gen_ai.usage.input_tokens, gen_ai.usage.prompt_tokens,
-  llm.token_count.prompt; metrics.output_tokens: gen_ai.usage.output_tokens,
-  gen_ai.usage.completion_tokens, llm.token_count.completion (integers from 0 to 10^12, the
-  schema's range, else left out);
+  error.type (`<class 'x.Y'>` read as x.Y), else the exception event's exception.type, else
+  the status message's first line, else "error";
+- input / output: the captured messages as text, else "" (below); a failed call's output is
+  "" (what some instrumentations record there is the error's body);
+- metrics token counts (integers from 0 to 10^12, the schema's range, else left out):
+  input_tokens (gen_ai.usage.input_tokens, gen_ai.usage.prompt_tokens, llm.token_count.prompt),
+  output_tokens (gen_ai.usage.output_tokens, gen_ai.usage.completion_tokens,
+  llm.token_count.completion), cache_read_input_tokens (gen_ai.usage.cache_read.input_tokens,
+  gen_ai.usage.cache_read_input_tokens, llm.token_count.prompt_details.cache_read),
+  cache_write_input_tokens (gen_ai.usage.cache_write.input_tokens, the older
+  gen_ai.usage.cache_creation.input_tokens, gen_ai.usage.cache_creation_input_tokens,
+  llm.token_count.prompt_details.cache_write), reasoning_output_tokens
+  (gen_ai.usage.reasoning.output_tokens, gen_ai.usage.reasoning_tokens,
+  llm.token_count.completion_details.reasoning);
+- metrics.time_to_first_chunk_ms: gen_ai.response.time_to_first_chunk (seconds), else the
+  time after the start of OpenInference's first-token event, or of OpenLLMetry's first
+  gen_ai.content.completion.chunk event;
+- stream: gen_ai.request.stream, gen_ai.is_streaming, llm.is_streaming, else `stream` in the
+  JSON of llm.invocation_parameters, else true when a first chunk is timed;
+- finish_reasons: gen_ai.response.finish_reasons, else llm.finish_reason (OpenInference),
+  else gen_ai.completion.N.finish_reason; conversation_id: gen_ai.conversation.id,
+  session.id;
+- evaluations: each gen_ai.evaluation.result event of the span (gen_ai.evaluation.name,
+  score.value, score.label, explanation);
 - metrics.memory_mb / cpu_percent: 0 (a span does not measure them);
-- otel: the dialect, the span name, gen_ai.operation.name and the provider
-  (gen_ai.provider.name, gen_ai.system, llm.provider, llm.system).
+- otel: the dialect, the span name, the operation and the provider (gen_ai.provider.name,
+  gen_ai.system, llm.provider, llm.system).
 
 Captured messages, the first source present: gen_ai.input.messages / gen_ai.output.messages
 (with gen_ai.system_instructions before the input); OpenLLMetry's gen_ai.prompt.N.* /
@@ -29,11 +64,14 @@ versions (gen_ai.content.prompt / gen_ai.content.completion, gen_ai.{system,user
 tool}.message / gen_ai.choice). One message is its text; several are "role: text" lines. The
 text parts of a message are its text; other parts (tool calls, ...) are kept as compact JSON.
 Each of input and output is cut to `max_text_bytes` of UTF-8 (listed in otel.truncated).
+Content that an instrumentation sends as log records, not on the span, is not read (the
+README names the settings that put it on the span).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
 import orjson
 from google.protobuf import json_format
@@ -43,19 +81,59 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 STATUS_ERROR = Status.STATUS_CODE_ERROR
 UNKNOWN_SERVICE = "unknown_service"  # the SDKs' own default service.name
-MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+UNKNOWN_MODEL = "unknown_model"  # the engine of an inference span that names no model
+REQUESTED_MODEL_KEYS = ("gen_ai.request.model",)
+ANSWERED_MODEL_KEYS = ("gen_ai.response.model", "llm.model_name", "embedding.model_name")
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
 MAX_TOKENS = 10**12  # engine_execution's metrics.*_tokens maximum
-INPUT_TOKEN_KEYS = (
-    "gen_ai.usage.input_tokens",
-    "gen_ai.usage.prompt_tokens",
-    "llm.token_count.prompt",
+# metrics field ← the attributes that may hold it, the current convention's first
+TOKEN_KEYS = {
+    "input_tokens": (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "llm.token_count.prompt",
+    ),
+    "output_tokens": (
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+    ),
+    "cache_read_input_tokens": (
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+    ),
+    "cache_write_input_tokens": (
+        "gen_ai.usage.cache_write.input_tokens",
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+    ),
+    "reasoning_output_tokens": (
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+    ),
+}
+INFERENCE_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
+# Operations of other spans, counted by name (any other name counts as "other").
+OTHER_OPERATIONS = frozenset(
+    {"invoke_agent", "create_agent", "execute_tool", "invoke_workflow", "retrieval"}
 )
-OUTPUT_TOKEN_KEYS = (
-    "gen_ai.usage.output_tokens",
-    "gen_ai.usage.completion_tokens",
-    "llm.token_count.completion",
+OPENINFERENCE_INFERENCES = {"LLM": "llm", "EMBEDDING": "embedding"}
+OPENINFERENCE_OTHERS = frozenset(
+    {"CHAIN", "PROMPT", "AGENT", "TOOL", "RETRIEVER", "RERANKER", "GUARDRAIL", "EVALUATOR"}
 )
+LLM_REQUEST_TYPES = {"chat": "chat", "completion": "text_completion", "embedding": "embeddings"}
+TRACELOOP_STEPS = frozenset({"workflow", "task", "agent", "tool"})
+# Events whose first marks the first chunk of a streamed answer: OpenInference's, and
+# OpenLLMetry's one event per chunk.
+FIRST_CHUNK_EVENTS = frozenset({"First Token Stream Event", "gen_ai.content.completion.chunk"})
+STREAM_KEYS = ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming")
+MODEL_FIELDS = ("model", "model_name")
+EVALUATION_EVENT = "gen_ai.evaluation.result"
+MAX_EVALUATIONS = 64  # engine_execution's evaluations maxItems
+MAX_FINISH_REASONS = 64
 INPUT_EVENTS = {
     "gen_ai.system.message": "system",
     "gen_ai.user.message": "user",
@@ -69,11 +147,18 @@ Message = tuple[str | None, str]  # (role, text)
 
 
 class SpanError(ValueError):
-    """A GenAI span that cannot be an engine_execution (ids, times): dead-lettered."""
+    """An inference span that cannot be an engine_execution (ids, times): dead-lettered."""
 
 
-class NoModel(Exception):
-    """A GenAI span that names no model (a tool or agent step): skipped and counted."""
+class Kind(NamedTuple):
+    """What a span is: its dialect (None: not GenAI), its operation, whether an inference."""
+
+    dialect: str | None
+    operation: str | None
+    inference: bool
+
+
+NOT_GENAI = Kind(None, "not_genai", False)
 
 
 def value_of(value: AnyValue) -> Any:
@@ -92,39 +177,59 @@ def attributes(span: Any) -> Attributes:
     return {kv.key: kv.value for kv in span.attributes}
 
 
-def dialect_of(attrs: Attributes) -> str | None:
-    """gen_ai, gen_ai_legacy, openinference, or None for a span that is not GenAI."""
+def kind_of(attrs: Attributes) -> Kind:
+    """The rules of the module's docstring, in their order."""
+    oi_kind = attrs.get("openinference.span.kind")
+    if oi_kind is not None:
+        name = str(value_of(oi_kind)).upper()
+        if name in OPENINFERENCE_INFERENCES:
+            return Kind("openinference", OPENINFERENCE_INFERENCES[name], True)
+        return Kind(
+            "openinference", name.lower() if name in OPENINFERENCE_OTHERS else "other", False
+        )
     if "gen_ai.provider.name" in attrs:
-        return "gen_ai"
-    if "gen_ai.system" in attrs:
-        return "gen_ai_legacy"
-    if "gen_ai.operation.name" in attrs:
-        return "gen_ai"
-    kind = attrs.get("openinference.span.kind")
-    if kind is not None and str(value_of(kind)).upper() == "LLM":
-        return "openinference"
-    return None
+        dialect = "gen_ai"
+    elif "gen_ai.system" in attrs or "llm.request.type" in attrs:
+        dialect = "gen_ai_legacy"
+    else:
+        dialect = "gen_ai" if "gen_ai.operation.name" in attrs else None
+    operation = _first_text(attrs, ("gen_ai.operation.name",))
+    if operation is not None:
+        if operation in INFERENCE_OPERATIONS:
+            return Kind(dialect, operation, True)
+        return Kind(dialect, operation if operation in OTHER_OPERATIONS else "other", False)
+    request_type = _first_text(attrs, ("llm.request.type",))
+    if request_type is not None:
+        if request_type in LLM_REQUEST_TYPES:
+            return Kind(dialect, LLM_REQUEST_TYPES[request_type], True)
+        return Kind(dialect, "other", False)
+    step = _first_text(attrs, ("traceloop.span.kind",))
+    if step is not None:
+        return Kind(dialect, step if step in TRACELOOP_STEPS else "other", False)
+    if dialect is not None:
+        return Kind(dialect, None, True)
+    return NOT_GENAI
 
 
-GenAISpan = tuple[Attributes, Span, Attributes, str]  # resource attrs, span, attrs, dialect
+GenAISpan = tuple[Attributes, Span, Attributes, Kind]  # resource attrs, span, attrs, kind
 
 
-def genai_spans(request: ExportTraceServiceRequest) -> tuple[list[GenAISpan], int]:
-    """The GenAI spans of a request, in order, and how many other spans it holds."""
+def genai_spans(request: ExportTraceServiceRequest) -> tuple[list[GenAISpan], dict[str, int]]:
+    """The inference spans of a request, in order, and how many others it holds, by kind."""
     found: list[GenAISpan] = []
-    others = 0
+    others: dict[str, int] = {}
     for resource_spans in request.resource_spans:
         resource: Attributes | None = None
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 attrs = attributes(span)
-                dialect = dialect_of(attrs)
-                if dialect is None:
-                    others += 1
+                kind = kind_of(attrs)
+                if not kind.inference:
+                    others[kind.operation] = others.get(kind.operation, 0) + 1
                     continue
                 if resource is None:
                     resource = attributes(resource_spans.resource)
-                found.append((resource, span, attrs, dialect))
+                found.append((resource, span, attrs, kind))
     return found, others
 
 
@@ -140,10 +245,10 @@ def to_event(
     resource: Attributes,
     span: Span,
     attrs: Attributes,
-    dialect: str,
+    kind: Kind,
     max_text_bytes: int,
 ) -> dict[str, Any]:
-    """The engine_execution of one GenAI span (not yet validated). Raises SpanError, NoModel."""
+    """The engine_execution of one inference span (not yet validated). Raises SpanError."""
     if identity(span) is None:
         raise SpanError(
             f"invalid ids: trace_id {span.trace_id.hex()!r} (16 bytes, not all zero), "
@@ -154,47 +259,61 @@ def to_event(
         raise SpanError("span has no start time")
     if end < start:
         raise SpanError(f"span ends ({end}) before it starts ({start})")
-    engine = _first_text(attrs, MODEL_KEYS)
+    otel: dict[str, Any] = {"dialect": kind.dialect, "span_name": span.name[:1024]}
+    answered = _first_text(attrs, ANSWERED_MODEL_KEYS)
+    engine = (
+        _first_text(attrs, REQUESTED_MODEL_KEYS)
+        or _json_field(attrs, "llm.invocation_parameters", MODEL_FIELDS)
+        or _json_field(attrs, "embedding.invocation_parameters", MODEL_FIELDS)
+        or answered
+        or _json_field(attrs, "input.value", MODEL_FIELDS)
+    )
     if engine is None:
-        raise NoModel(span.name)
+        engine = UNKNOWN_MODEL
+        otel["model_placeholder"] = True
+    elif answered is not None and answered != engine:
+        otel["response_model"] = answered[:256]
     error_type = attrs.get("error.type")
     success = span.status.code != STATUS_ERROR and error_type is None
     if success:
         status = "ok"
     else:
-        error_text = _text(error_type) if error_type is not None else ""
-        status = (error_text or span.status.message or "error")[:1024]
+        error_text = _class_name(_text(error_type)) if error_type is not None else ""
+        message = span.status.message.partition("\n")[0]  # LangChain appends a traceback
+        status = (error_text or _exception_type(span) or message or "error")[:1024]
     metrics: dict[str, Any] = {
         "latency_ms": (end - start) / 1_000_000,
         "memory_mb": 0.0,
         "cpu_percent": 0.0,
         "success": success,
     }
-    tokens_in = _first_count(attrs, INPUT_TOKEN_KEYS)
-    if tokens_in is not None:
-        metrics["input_tokens"] = tokens_in
-    tokens_out = _first_count(attrs, OUTPUT_TOKEN_KEYS)
-    if tokens_out is not None:
-        metrics["output_tokens"] = tokens_out
-    otel: dict[str, Any] = {"dialect": dialect, "span_name": span.name[:1024]}
-    operation = _first_text(attrs, ("gen_ai.operation.name",))
-    if operation is not None:
-        otel["operation"] = operation[:256]
+    for field, keys in TOKEN_KEYS.items():
+        count = _first_count(attrs, keys)
+        if count is not None:
+            metrics[field] = count
+    first_chunk = _time_to_first_chunk(span, attrs)
+    if first_chunk is not None:
+        metrics["time_to_first_chunk_ms"] = first_chunk
+    if kind.operation is not None:
+        otel["operation"] = kind.operation[:256]
     provider = _first_text(attrs, PROVIDER_KEYS)
     if provider is not None:
         otel["provider"] = provider[:256]
     input_text, input_cut = _cut(_render(input_messages(span, attrs)), max_text_bytes)
-    output_text, output_cut = _cut(_render(output_messages(span, attrs)), max_text_bytes)
+    # A failed call answered nothing (what some instrumentations record is the error's body).
+    output_text, output_cut = (
+        _cut(_render(output_messages(span, attrs)), max_text_bytes) if success else ("", False)
+    )
     truncated = [name for name, cut in (("input", input_cut), ("output", output_cut)) if cut]
     if truncated:
         otel["truncated"] = truncated
     instance = _first_text(resource, ("service.instance.id", "service.name")) or UNKNOWN_SERVICE
-    return {
+    event = {
         "schema_version": 1,
         "trace_id": span.trace_id.hex(),
         "task_id": span.span_id.hex(),
-        "engine_id": engine,
-        "engine_instance_id": instance,
+        "engine_id": engine[:256],
+        "engine_instance_id": instance[:256],
         "timestamp": start // 1_000_000,
         "input": input_text,
         "output": output_text,
@@ -202,6 +321,23 @@ def to_event(
         "status": status,
         "otel": otel,
     }
+    stream = _first_bool(attrs, STREAM_KEYS)
+    if stream is None:
+        stream = _json_field(attrs, "llm.invocation_parameters", ("stream",), bool)
+    if stream is None and first_chunk is not None:
+        stream = True
+    if stream is not None:
+        event["stream"] = stream
+    reasons = _finish_reasons(attrs)
+    if reasons:
+        event["finish_reasons"] = reasons
+    conversation = _first_text(attrs, ("gen_ai.conversation.id", "session.id"))
+    if conversation:
+        event["conversation_id"] = conversation[:256]
+    evaluations = _evaluations(span)
+    if evaluations:
+        event["evaluations"] = evaluations
+    return event
 
 
 def span_json(span: Span) -> bytes:
@@ -215,6 +351,122 @@ def span_json(span: Span) -> bytes:
         if raw:
             data[name] = raw.hex()
     return orjson.dumps(data)
+
+
+# -- the rarer fields ----------------------------------------------------------------------
+
+
+def _json_field(attrs: Attributes, key: str, fields: tuple[str, ...], kind: type = str) -> Any:
+    """The first of `fields` of a JSON object attribute (a request's parameters) that is a
+    non-empty value of `kind`, else None."""
+    value = attrs.get(key)
+    if value is None:
+        return None
+    plain = value_of(value)
+    if isinstance(plain, str):
+        if not plain.lstrip().startswith("{"):
+            return None
+        try:
+            plain = orjson.loads(plain)
+        except orjson.JSONDecodeError:
+            return None
+    if not isinstance(plain, dict):
+        return None
+    for name in fields:
+        found = plain.get(name)
+        if isinstance(found, kind) and found != "":
+            return found
+    return None
+
+
+def _class_name(text: str) -> str:
+    """`<class 'openai.RateLimitError'>` (str() of a class, as one instrumentation sends
+    error.type) → `openai.RateLimitError`; anything else as it is."""
+    if text.startswith("<class '") and text.endswith("'>"):
+        return text[8:-2]
+    return text
+
+
+def _exception_type(span: Span) -> str | None:
+    for event in span.events:
+        if event.name == "exception":
+            found = _first_text(attributes(event), ("exception.type",))
+            if found:
+                return found
+    return None
+
+
+def _time_to_first_chunk(span: Span, attrs: Attributes) -> float | None:
+    """Milliseconds to the first chunk: the attribute (seconds), else OpenInference's event."""
+    seconds = _finite(attrs.get("gen_ai.response.time_to_first_chunk"))
+    if seconds is not None and 0 <= seconds <= MAX_TOKENS / 1000:
+        return seconds * 1000.0
+    for event in span.events:
+        if event.name in FIRST_CHUNK_EVENTS and event.time_unix_nano >= span.start_time_unix_nano:
+            return (event.time_unix_nano - span.start_time_unix_nano) / 1_000_000
+    return None
+
+
+def _finite(value: AnyValue | None) -> float | None:
+    """A number within the schema's range (10^12 either way), else None."""
+    plain = None if value is None else value_of(value)
+    if isinstance(plain, bool) or not isinstance(plain, int | float):
+        return None
+    return float(plain) if math.isfinite(plain) and abs(plain) <= MAX_TOKENS else None
+
+
+def _first_bool(attrs: Attributes, keys: tuple[str, ...]) -> bool | None:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None:
+            plain = value_of(value)
+            if isinstance(plain, bool):
+                return plain
+            if isinstance(plain, str) and plain.lower() in ("true", "false"):
+                return plain.lower() == "true"
+    return None
+
+
+def _finish_reasons(attrs: Attributes) -> list[str]:
+    value = attrs.get("gen_ai.response.finish_reasons") or attrs.get("llm.finish_reason")
+    if value is not None:
+        plain = value_of(value)
+        items = plain if isinstance(plain, list) else [plain]
+    else:  # OpenLLMetry: one per choice
+        items = []
+        for n in range(MAX_FINISH_REASONS):
+            found = attrs.get(f"gen_ai.completion.{n}.finish_reason")
+            if found is None:
+                break
+            items.append(value_of(found))
+    return [str(item)[:256] for item in items if item not in (None, "")][:MAX_FINISH_REASONS]
+
+
+def _evaluations(span: Span) -> list[dict[str, Any]]:
+    """gen_ai.evaluation.result events: those with a name, and a finite score or a label."""
+    found = []
+    for event in span.events:
+        if event.name != EVALUATION_EVENT:
+            continue
+        attrs = attributes(event)
+        name = _first_text(attrs, ("gen_ai.evaluation.name",))
+        if not name:
+            continue
+        evaluation: dict[str, Any] = {"name": name[:256]}
+        score = _finite(attrs.get("gen_ai.evaluation.score.value"))
+        if score is not None:
+            evaluation["score"] = score
+        label = _first_text(attrs, ("gen_ai.evaluation.score.label",))
+        if label:
+            evaluation["label"] = label[:256]
+        explanation = _first_text(attrs, ("gen_ai.evaluation.explanation",))
+        if explanation:
+            evaluation["explanation"] = explanation[:4096]
+        if "score" in evaluation or "label" in evaluation:
+            found.append(evaluation)
+            if len(found) == MAX_EVALUATIONS:
+                break
+    return found
 
 
 # -- attribute values ----------------------------------------------------------------------
@@ -323,6 +575,8 @@ def _messages(value: AnyValue, role: str | None) -> list[Message]:
                 return [(role, plain)] if plain else []
         else:
             return [(role, plain)] if plain else []
+    if isinstance(plain, dict) and "model" in plain:  # a request's body (OpenInference)
+        plain = plain.get("messages", plain.get("input", plain.get("prompt")))
     items = plain if isinstance(plain, list) else [plain]
     found: list[Message] = []
     for item in items:

@@ -1,28 +1,26 @@
 """The reader of the OTLP spans topic: GenAI spans → engine_execution, exactly once.
 
-Each record (one ExportTraceServiceRequest, streams/otlp/decode.py) is decoded, each GenAI span
-mapped (streams/otlp/mapping.py), validated against the engine_execution schema and queued,
-keyed by engine_id, for the engine-execution topic. From there it is sunk, aggregated and
-reported like any other execution.
+Each record (one ExportTraceServiceRequest, streams/otlp/decode.py) is decoded, each inference
+span mapped (streams/otlp/mapping.py), validated against the engine_execution schema and
+queued for the engine-execution topic. From there it is sunk, aggregated and reported like
+any other execution.
 
 - **Replays: exactly once by transaction** (streams/readers/derived.py). The events are
   published in the checkpoint transaction that commits the OTLP offsets they came from; a
   replay after a crash derives them again, and the earlier copies, in an aborted transaction,
   are never seen by the read-committed sink and aggregation.
-- **Collector retries: a bounded window per partition.** The Collector's own retry may write
-  the same spans twice, in two records. A span whose (trace id, span id) appeared in one of the
-  previous `otlp.dedupe_window_records` records of its partition (offsets x - N .. x - 1, or
-  earlier in the same record) is dropped and counted as a duplicate. The window is a function
-  of the partition's records in offset order only: when a worker reads a partition from an
-  offset its window does not end at (a start, a rebalance, a rolled-back checkpoint), it reads
-  the N records before that offset again (or the ones it missed) to rebuild it, so a crash or
-  a rebalance between the two copies changes nothing. Copies must land in the same
-  partition: the Collector's `partition_traces_by_id: true` keys every record by trace id.
+- **Collector retries: copies meet where their identity sends them.** The Collector may write
+  the same spans twice, in two records, and without `partition_traces_by_id` in two
+  partitions of the OTLP topic, read by two workers. Each execution is keyed by its span's
+  identity, `<trace id>/<span id>` in hex, so every copy lands in the same partition of the
+  execution topic, where the first is kept and the others are dropped before any sink or
+  aggregation sees them (streams/readers/dedupe.py, kind engine_execution: executions with
+  `otel` only), within `output.dedupe_horizon_hours` of that partition's stream time.
 - **Bad input.** A record that is not an ExportTraceServiceRequest in the configured encoding
-  is rejected through the pipeline's dead-letter policy with reason `invalid_otlp`; a GenAI
-  span that cannot be an execution (bad ids, no start, an end before its start) likewise, with
-  the span as OTLP/JSON for payload, and one whose event fails the schema with its reason.
-  Spans that are not GenAI, or name no model, are skipped and counted (`counts`).
+  is rejected through the pipeline's dead-letter policy with reason `invalid_otlp`; an
+  inference span that cannot be an execution (bad ids, no start, an end before its start)
+  likewise, with the span as OTLP/JSON for payload, and one whose event fails the schema with
+  its reason. Spans that are not inferences are skipped and counted by kind (`counts`).
 
 A checkpoint is due `auto_flush_seconds` (of the engine_execution channel) after the first
 record read since the last one, or once `buffer_size` events wait.
@@ -32,16 +30,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.config import JsonEngineConfig
 from streams.otlp.decode import INVALID_OTLP, OtlpError, decode
-from streams.otlp.mapping import NoModel, SpanError, genai_spans, identity, span_json, to_event
+from streams.otlp.mapping import SpanError, genai_spans, span_json, to_event
 from streams.readers.dead_letter import DeadLetterPolicy
 from streams.readers.derived import DerivingReader
 from streams.readers.outbox import MessageLimits, Outgoing
@@ -51,45 +47,9 @@ from streams.validation import ValidationError, Validator
 
 log = logging.getLogger(__name__)
 CHANNEL = "otlp"  # the dead letters' channel: the config key of this input
-OUTCOMES = ("mapped", "skipped", "no_model", "duplicate", "invalid")
-REBUILD_TIMEOUT_S = 30.0
-
-
-class RetryWindow:
-    """Span identities of the last `size` offsets of one partition, and where it ends."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.next_offset: int | None = None
-        self._records: deque[tuple[int, list[bytes]]] = deque()
-        self._last: dict[bytes, int] = {}  # identity → the last offset it appeared at
-
-    def __len__(self) -> int:
-        return len(self._last)
-
-    def slide(self, offset: int) -> None:
-        """Record `offset` comes next: forget what is more than `size` offsets before it."""
-        low = offset - self.size
-        records, last = self._records, self._last
-        while records and records[0][0] < low:
-            old, identities = records.popleft()
-            for key in identities:
-                if last.get(key) == old:
-                    del last[key]
-        self.next_offset = offset + 1
-
-    def seen(self, offset: int, key: bytes) -> bool:
-        """Whether `key` appeared in the window (or earlier in this record); note it."""
-        if not self.size:
-            return False
-        found = key in self._last
-        self._last[key] = offset
-        records = self._records
-        if records and records[-1][0] == offset:
-            records[-1][1].append(key)
-        else:
-            records.append((offset, [key]))
-        return found
+# (outcome, kind) → spans: mapped (kind: the operation), placeholder (mapped, no model
+# named), skipped (kind: what the span is), invalid
+Counts = dict[tuple[str, str], int]
 
 
 class OtlpReader(DerivingReader):
@@ -105,7 +65,6 @@ class OtlpReader(DerivingReader):
         )
         self.config = config
         self.encoding = config.otlp.encoding
-        self.window_records = config.otlp.dedupe_window_records
         self.validator = validator
         # input and output each within an eighth of the payload limit: with JSON escaping
         # and the other fields the event stays within it
@@ -113,9 +72,7 @@ class OtlpReader(DerivingReader):
         channel = config.channels.engine_execution
         self.flush_seconds = channel.auto_flush_seconds
         self.buffer_size = channel.buffer_size
-        self.windows: dict[int, RetryWindow] = {}
-        self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
-        self.rebuilds = 0
+        self.counts: Counts = {}
         self._read_at: float | None = None
 
     # -- reading -----------------------------------------------------------------------------
@@ -123,15 +80,12 @@ class OtlpReader(DerivingReader):
     def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
         if not items:
             return
-        self._window(partition, items[0][0].offset())
         super().on_parsed(partition, items)
         if self._read_at is None:
             self._read_at = time.monotonic()
 
     def derive(self, partition: int, record: Any, value: bytes | None) -> list[tuple[bytes, bytes]]:
         offset = record.offset()
-        window = self.windows[partition]
-        window.slide(offset)
         if value is None:
             self._reject(partition, offset, "record has no value", None, INVALID_OTLP)
             return []
@@ -141,138 +95,44 @@ class OtlpReader(DerivingReader):
             self._reject(partition, offset, str(exc), value, INVALID_OTLP)
             return []
         spans, others = genai_spans(request)
-        counts = self.counts
-        counts["skipped"] += others
+        for kind, count in others.items():
+            self._count("skipped", kind, count)
         derived = []
-        for resource, span, attrs, dialect in spans:
-            key = identity(span)
-            if key is not None and window.seen(offset, key):
-                counts["duplicate"] += 1
-                continue
+        for resource, span, attrs, kind in spans:
             try:
-                event = to_event(resource, span, attrs, dialect, self.max_text_bytes)
+                event = to_event(resource, span, attrs, kind, self.max_text_bytes)
                 raw = orjson.dumps(event)
                 self.validator.validate("engine_execution", raw)
-            except NoModel:
-                counts["no_model"] += 1
-                continue
             except SpanError as exc:
-                counts["invalid"] += 1
-                self._reject(partition, offset, _about(span, exc), span_json(span), INVALID_OTLP)
-                continue
+                reason, payload = INVALID_OTLP, exc
             except ValidationError as exc:
-                counts["invalid"] += 1
-                self._reject(partition, offset, _about(span, exc), span_json(span), exc.reason)
-                continue
+                reason, payload = exc.reason, exc
             except orjson.JSONEncodeError as exc:  # a lone surrogate from OTLP/JSON
-                counts["invalid"] += 1
-                self._reject(partition, offset, _about(span, exc), span_json(span), INVALID_OTLP)
-                continue
+                reason, payload = INVALID_OTLP, exc
             except Exception as exc:  # a span no rule foresaw: a dead letter, not a crash loop
                 log.exception("OTLP span at %s[%d]@%d not mapped", self.source, partition, offset)
-                counts["invalid"] += 1
-                self._reject(partition, offset, _about(span, exc), span_json(span), INVALID_OTLP)
+                reason, payload = INVALID_OTLP, exc
+            else:
+                placeholder = event["otel"].get("model_placeholder", False)
+                self._count(
+                    "placeholder" if placeholder else "mapped", kind.operation or "inference"
+                )
+                key = f"{event['trace_id']}/{event['task_id']}".encode()
+                derived.append((key, raw))
                 continue
-            counts["mapped"] += 1
-            derived.append((event["engine_id"].encode(), raw))
+            self._count("invalid", kind.operation or "inference")
+            self._reject(partition, offset, _about(span, payload), span_json(span), reason)
         return derived
+
+    def _count(self, outcome: str, kind: str, count: int = 1) -> None:
+        key = (outcome, kind)
+        self.counts[key] = self.counts.get(key, 0) + count
 
     def _reject(
         self, partition: int, offset: int, message: str, payload: bytes | None, reason: str
     ) -> None:
         error = ValidationError(reason, message)
         self.dead_letters.reject(CHANNEL, self.source, partition, offset, error, payload)
-
-    # -- the retry window --------------------------------------------------------------------
-
-    def _window(self, partition: int, first: int) -> RetryWindow:
-        """The partition's window, made to end right before `first`: rebuilt from the records
-        before it when it ends elsewhere (a new one, or reading went back), caught up with the
-        records in between when reading skipped ahead (another worker read them)."""
-        window = self.windows.get(partition)
-        if window is None or window.next_offset is None or first < window.next_offset:
-            window = self.windows[partition] = RetryWindow(self.window_records)
-            self._read_again(window, partition, first - self.window_records, first)
-        elif first > window.next_offset:
-            start = max(window.next_offset, first - self.window_records)
-            self._read_again(window, partition, start, first)
-        window.next_offset = first
-        return window
-
-    def _read_again(self, window: RetryWindow, partition: int, start: int, end: int) -> None:
-        """Note the GenAI spans of the records [start, end) as `derive` would have. Best
-        effort: past REBUILD_TIMEOUT_S (brokers down) it goes on with what it has, and says
-        so."""
-        if not self.window_records or end <= 0 or start >= end:
-            return
-        started = time.monotonic()
-        consumer = Consumer(
-            {
-                **self.config.kafka.client_config(),
-                "group.id": f"{self.config.kafka.app_id}-otlp-window",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
-        )
-        read = 0
-        try:
-            tp = TopicPartition(self.source, partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=REBUILD_TIMEOUT_S)
-            start, end = max(start, low), min(end, high)
-            if start >= end:
-                return
-            consumer.assign([TopicPartition(self.source, partition, start)])
-            done = False
-            while not done and time.monotonic() - started < REBUILD_TIMEOUT_S:
-                for message in consumer.consume(1000, 0.5):
-                    error = message.error()
-                    if error is not None:
-                        done = done or error.code() == KafkaError._PARTITION_EOF
-                        continue
-                    offset = message.offset()
-                    if offset >= end:
-                        done = True
-                        break
-                    window.slide(offset)
-                    self._note(window, offset, message.value())
-                    read += 1
-                    done = offset >= end - 1
-            if not done:
-                log.warning(
-                    "OTLP retry window of %s[%d]: read %d records only (time-out)",
-                    self.source,
-                    partition,
-                    read,
-                )
-        except KafkaException as exc:
-            log.warning("OTLP retry window of %s[%d] not rebuilt: %s", self.source, partition, exc)
-        finally:
-            consumer.close()
-        self.rebuilds += 1
-        log.info(
-            "OTLP retry window of %s[%d]: read offsets %d..%d again, %d records, %d spans, %.2fs",
-            self.source,
-            partition,
-            start,
-            end - 1,
-            read,
-            len(window),
-            time.monotonic() - started,
-        )
-
-    def _note(self, window: RetryWindow, offset: int, value: bytes | None) -> None:
-        if value is None:
-            return
-        try:
-            request = decode(value, self.encoding)
-        except OtlpError:
-            return
-        for _resource, span, _attrs, _dialect in genai_spans(request)[0]:
-            key = identity(span)
-            if key is not None:
-                window.seen(offset, key)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -287,9 +147,8 @@ class OtlpReader(DerivingReader):
         yield from super().drain()
 
     def reset(self) -> None:
-        """A rolled-back checkpoint: the records are read again, each window rebuilt."""
+        """A rolled-back checkpoint: the records are read again."""
         super().reset()
-        self.windows.clear()
         self._read_at = None
 
 

@@ -1,7 +1,9 @@
 """Copies of a record that has an id count once, by the data alone.
 
-Training samples (`sample_id`), aggregated stats (`engine_id` and `window_start`) and
-comparisons (`comparison_id`) carry an identity; a copy (a producer's retry, a republish, a
+Training samples (`sample_id`), aggregated stats (`engine_id` and `window_start`),
+comparisons (`comparison_id`) and executions derived from OpenTelemetry spans (`trace_id` and
+`task_id`: the span's identity; only executions with `otel` are checked) carry an identity; a
+copy (a producer's retry, a republish, a
 deriver's sample published again by hand) must not count twice, whenever it is read:
 
 1. **One place.** A training sample or an aggregated stat has a home partition: murmur2 of
@@ -57,6 +59,9 @@ FORWARDED: Final = "forwarded"
 
 # kind → (its id, its key: what places it in its home partition; None: not forwarded)
 IDENTITIES: Final[dict[str, tuple[Callable[[dict], str], Callable[[dict], str] | None]]] = {
+    # executions derived from OpenTelemetry spans (the `otel` ones only): the span's identity;
+    # json-engine keys them by it, so the copies of a span land in one partition
+    "engine_execution": (lambda r: f"{r['trace_id']}/{r['task_id']}", None),
     "comparison_result": (lambda r: r["comparison_id"], None),
     "training_sample": (lambda r: r["sample_id"], lambda r: r["sample_id"]),
     "aggregated_stats": (
@@ -64,6 +69,8 @@ IDENTITIES: Final[dict[str, tuple[Callable[[dict], str], Callable[[dict], str] |
         lambda r: r["engine_id"],
     ),
 }
+
+MARKERS: Final = {"engine_execution": "otel"}
 
 
 class Skipped(ValidationError):
@@ -94,6 +101,9 @@ class RecordIds:
         self.partitions = partitions
         self.directory = directory
         self.identity, self.key = IDENTITIES[kind]
+        # Only records with this field have an identity (executions: those from spans).
+        self.marker: str | None = MARKERS.get(kind)
+        self._marker_bytes = None if self.marker is None else f'"{self.marker}"'.encode()
         self.time_field = TIME_FIELD[kind]
         self.horizon_ms = round(horizon_hours * HOUR_MS)
         self.max_ids = max_ids
@@ -193,11 +203,14 @@ class RecordIds:
             self._seen.move_to_end(key)
             return seen
         seen: set[str] = set()
+        marker = self._marker_bytes
         try:
             for part in bucket_files(self.directory, bucket):
                 if part.partition != partition:
                     continue
                 for line in part_lines(part):
+                    if marker is not None and marker not in line:
+                        continue  # cheaper than parsing: most executions are not from spans
                     try:
                         seen.add(self.identity(orjson.loads(line)))
                     except (orjson.JSONDecodeError, KeyError, TypeError):

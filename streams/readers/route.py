@@ -118,8 +118,9 @@ class TopicRoute:
 
     def _identify(self, ids: RecordIds, partition: int, items: list[Parsed]) -> None:
         """Records with an id: forwarded home, or dropped as copies (streams/readers/dedupe.py)."""
+        marker = ids.marker
         for n, (record, parsed, _error) in enumerate(items):
-            if parsed is None:
+            if parsed is None or (marker is not None and marker not in parsed):
                 continue
             try:
                 verdict = ids.check(partition, n, record, parsed)

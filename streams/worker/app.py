@@ -130,7 +130,7 @@ class Worker:
             m.add_total(m.windows_emitted, "", pipeline.aggregator.windows_emitted)
             m.add_total(m.late_events, "", pipeline.aggregator.late_events)
         if pipeline.otlp is not None:
-            for outcome, total in pipeline.otlp.counts.items():
-                m.add_total(m.otlp_spans, outcome, total)
+            for labels, total in dict(pipeline.otlp.counts).items():
+                m.add_total(m.otlp_spans, labels, total)
         for (topic, partition), behind in dict(self.loop.lag).items():
             m.lag.labels(topic, str(partition)).set(behind)

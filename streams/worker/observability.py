@@ -67,19 +67,22 @@ class Metrics:
         )
         self.otlp_spans = Counter(
             "json_engine_otlp_spans",
-            "OTLP spans read: mapped, skipped (not GenAI), no_model, duplicate, invalid",
-            ["outcome"],
+            "OTLP spans read, by outcome (mapped, placeholder: mapped without a model, "
+            "skipped, invalid) and kind (the operation: chat, embeddings, invoke_agent, chain, "
+            "not_genai, ...)",
+            ["outcome", "kind"],
             registry=r,
         )
-        self._last: dict[tuple[str, str], int] = {}
+        self._last: dict[tuple[str, str | tuple[str, ...]], int] = {}
 
-    def add_total(self, counter: Counter, channel: str, total: int) -> None:
-        """Advance a counter (labelled by channel, unless `channel` is empty) to a running
-        total kept elsewhere."""
-        key = (counter._name, channel)
+    def add_total(self, counter: Counter, labels: str | tuple[str, ...], total: int) -> None:
+        """Advance a counter (labelled by channel, or by a tuple of label values; unlabelled
+        when empty) to a running total kept elsewhere."""
+        key = (counter._name, labels)
         delta = total - self._last.get(key, 0)
         if delta > 0:
-            (counter.labels(channel) if channel else counter).inc(delta)
+            values = (labels,) if isinstance(labels, str) else labels
+            (counter.labels(*values) if labels else counter).inc(delta)
             self._last[key] = total
 
 

@@ -79,7 +79,8 @@ class Pipeline:
                 )
                 self.sinks[name] = sink
                 self._route(name, channel, sink)
-                if channel in IDENTITIES:  # copies meet at home and count once
+                # copies meet at home and count once (executions: from spans, with OTLP on)
+                if channel in IDENTITIES and (channel != "engine_execution" or config.otlp.enabled):
                     self.routes[name].ids = RecordIds(
                         channel,
                         name,
