@@ -123,9 +123,9 @@ class Traffic:
             attrs["error.type"] = "429"
         else:
             tokens = (self.rng.randrange(1, 900), self.rng.randrange(1, 900))
-            want["engine_id"] = f"{model}-2025-01-01"
+            want["response_model"] = f"{model}-2025-01-01"  # the engine is the model asked for
             want["tokens"] = tokens
-            attrs["gen_ai.response.model"] = want["engine_id"]
+            attrs["gen_ai.response.model"] = want["response_model"]
             attrs["gen_ai.usage.input_tokens"] = tokens[0]
             attrs["gen_ai.usage.output_tokens"] = tokens[1]
         tracer = self.recorder.tracer
@@ -206,6 +206,7 @@ def problems(events: list[dict[str, Any]], traffic: Traffic) -> list[str]:
         got = {"engine_id": event["engine_id"], "success": metrics["success"]}
         if "tokens" in want:
             got["tokens"] = (metrics.get("input_tokens"), metrics.get("output_tokens"))
+            got["response_model"] = event.get("otel", {}).get("response_model")
         if got != want or event["engine_instance_id"] != "pod-1":
             found.append(f"span {event['task_id']}: {got} instead of {want}")
     return found
