@@ -233,3 +233,20 @@ def config_file(make_config: ConfigFactory) -> Path:
 @pytest.fixture
 def config(make_config: ConfigFactory) -> JsonEngineConfig:
     return make_config()[1]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Seconds per test file (setup, call and teardown), the slowest first: where CI's time
+    goes, in every run's log."""
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                path = report.nodeid.split("::", 1)[0]
+                seconds[path] = seconds.get(path, 0.0) + report.duration
+    if not seconds:
+        return
+    terminalreporter.write_sep("=", "seconds per test file")
+    for path, total in sorted(seconds.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{total:8.1f}  {path}")
+    terminalreporter.write_line(f"{sum(seconds.values()):8.1f}  in all")
