@@ -18,7 +18,7 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest --durations=30
+	$(BIN)/pytest -n 3 --dist loadfile --durations=30
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench

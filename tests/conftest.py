@@ -8,6 +8,10 @@ The S3 server (tests of the S3 sink, `s3_base`): `AWS_ENDPOINT_URL` with the sta
 credential variables if set (bucket `JSON_ENGINE_TEST_S3_BUCKET`, else one is created); else
 the project's own versitygw (`streams.local.s3`) on `JSON_ENGINE_TEST_S3_PORT` (19730),
 started once per session and stopped after, by PID.
+
+Tests run in parallel processes (pytest-xdist, `-n 3 --dist loadfile`: a file's tests stay
+in one process, so a module's own servers on its fixed ports never meet another copy); each
+process's own servers are on ports of its own (`XDIST_INDEX`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ from streams.config import CHANNELS, JsonEngineConfig, load_config
 from streams.local import kafka as local_kafka
 from streams.local import s3 as local_s3
 
-TEST_BROKER_PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT", "19092"))
-TEST_S3_PORT = int(os.environ.get("JSON_ENGINE_TEST_S3_PORT", "19730"))
+# Under pytest-xdist each test process (gw0, gw1, ...) starts its own servers, on ports of
+# its own: the session's broker (when no KAFKA_BOOTSTRAP_SERVERS is given) and versitygw.
+XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_BROKER_PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT", "19092")) + 10 * XDIST_INDEX
+TEST_S3_PORT = int(os.environ.get("JSON_ENGINE_TEST_S3_PORT", "19730")) + 20 * XDIST_INDEX
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
 from streams.local import s3 as local_s3
-from tests.conftest import S3Service
+from tests.conftest import TEST_S3_PORT, S3Service
 
 
 def test_a_key_written_with_if_none_match_is_never_replaced(s3_service: S3Service) -> None:
@@ -24,7 +23,7 @@ def test_a_key_written_with_if_none_match_is_never_replaced(s3_service: S3Servic
 
 
 def test_up_is_idempotent_and_down_stops_the_recorded_pid(tmp_path: Path) -> None:
-    port = int(os.environ.get("JSON_ENGINE_TEST_S3_PORT", "19730")) + 9
+    port = TEST_S3_PORT + 9
     server = local_s3.up(port, tmp_path / "s3")
     try:
         pid = server.pid()
