@@ -750,12 +750,21 @@ def genai_span(rng: random.Random, engine: str, ts_ms: int) -> tuple[Any, ...]:
     dialect = rng.choice(["gen_ai", "gen_ai_legacy", "openinference"])
     tokens = (rng.randrange(1, 500), rng.randrange(1, 500)) if rng.random() < 0.8 else None
     attrs: dict[str, Any]
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
     if dialect == "gen_ai":
         attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "p"}
         attrs["gen_ai.response.model"] = engine
         if tokens:
             attrs["gen_ai.usage.input_tokens"] = tokens[0]
             attrs["gen_ai.usage.output_tokens"] = tokens[1]
+            attrs["gen_ai.usage.cache_read.input_tokens"] = tokens[0] // 2
+            attrs["gen_ai.usage.reasoning.output_tokens"] = tokens[1] // 3
+        if rng.random() < 0.5:  # streamed
+            attrs["gen_ai.response.time_to_first_chunk"] = round(rng.uniform(0.001, 0.02), 4)
+        if rng.random() < 0.3:
+            score = {"gen_ai.evaluation.score.value": round(rng.random(), 3)}
+            name = {"gen_ai.evaluation.name": rng.choice(["relevance", "groundedness"])}
+            events = (("gen_ai.evaluation.result", {**name, **score}),)
     elif dialect == "gen_ai_legacy":
         attrs = {"gen_ai.system": "p", "gen_ai.request.model": engine}
         if tokens:
@@ -769,7 +778,7 @@ def genai_span(rng: random.Random, engine: str, ts_ms: int) -> tuple[Any, ...]:
         attrs["gen_ai.input.messages"] = messages(("user", f"q{rng.getrandbits(32)}"))
     duration = int(rng.lognormvariate(3.5, 0.8) * MS)
     error = "boom" if rng.random() < 0.1 else None
-    return f"{dialect} {engine}", ts_ms * MS, duration, attrs, error
+    return f"{dialect} {engine}", ts_ms * MS, duration, attrs, error, events
 
 
 @pytest.mark.slow
@@ -853,7 +862,7 @@ def test_replays_and_sigkills_give_each_span_once(
     assert set(got) == expected
 
 
-def test_aggregates_over_otlp_fed_executions_equal_the_twin(
+def test_aggregates_over_otlp_fed_executions_with_copies_equal_the_twin(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
     path, cfg = make_config(
@@ -886,6 +895,9 @@ def test_aggregates_over_otlp_fed_executions_equal_the_twin(
                 sent += size
                 request = request_of(rec)
                 spans.send(encode_json(request), key=trace_key(request))
+                if r % 3 == 0:  # a Collector retry's copy, in any partition: counted once
+                    copy = rng.randrange(cfg.kafka.partitions)
+                    spans.send(encode_json(request), partition=copy)
             spans.flush()
             assert len(wait_for_lines(cfg, "engine_execution", sent, timeout=60)) == sent
         # Close every window: one far-ahead execution and comparison per partition.
