@@ -286,3 +286,42 @@ def test_crashes_change_neither_the_values_nor_which_events_are_late(
     late = late_letters(steady)
     assert late, "the workload has late events"
     assert late_letters(crashing) == late
+
+
+def test_partitions_a_transactional_producer_wrote_last_go_idle_and_close_their_windows(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """The adversary: a transactional producer (another pipeline's exactly-once output, or
+    json-engine's own OTLP reader), so that each partition ends in a commit marker, past its
+    last record. The first two windows go to every partition, the next two to partition 0
+    only: the other partitions fall silent early and must go idle, which they do only if a
+    partition read to its last record, marker aside, counts as read to its end. Then every
+    window the last event closes comes out."""
+    path, cfg = make_config({**CONFIG, "aggregation": {**AGG, "idle_seconds": 3}})
+    create_topics(cfg)
+    execs, cmps = in_order_workload(seed=11, windows=4)
+    last = max(e["timestamp"] for e in execs)
+    grace = AGG["grace_seconds"] * 1000
+    expected = {k: r for k, r in twin(execs, cmps).items() if k[1] + WIDTH + grace <= last}
+    producer = Producer(
+        {"bootstrap.servers": cfg.kafka.bootstrap_servers, "transactional.id": str(tmp_path)}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    prefix = cfg.kafka.topic_prefix
+    for topic, events in (("engine-execution", execs), ("comparison-result", cmps)):
+        for n, event in enumerate(events):
+            early = event["timestamp"] < T0 + 2 * WIDTH
+            partition = n % PARTITIONS if early else 0
+            producer.produce(prefix + topic, orjson.dumps(event), partition=partition)
+    producer.commit_transaction(30)
+    worker = WorkerProcess(path, tmp_path).start()
+    try:
+        lines = wait_for_lines(cfg, "aggregated_stats", len(expected), timeout=90)
+        assert worker.terminate() == 0
+    finally:
+        worker.kill()
+    streamed = by_key(lines)
+    assert set(streamed) == set(expected)
+    for key, record in streamed.items():
+        assert_matches(record, expected[key])

@@ -317,8 +317,22 @@ class BatchLoop(threading.Thread):
         self.pending -= set(tps)
 
     def _unread(self, topic: str, partition: int) -> bool:
-        """The broker holds records of the partition past what was read (cached watermark)."""
-        return self._behind(topic, partition) > 0
+        """The broker holds records of the partition past what was read (cached watermark).
+
+        What lies past the last record read may be transaction markers only (a transactional
+        producer's commit, such as the OTLP reader's, is the partition's last offset): the
+        consumer's own position passes them, the offsets of the records read do not, so a
+        partition whose last writer was transactional would never count as read to its end
+        (and never go idle)."""
+        if self._behind(topic, partition) <= 0:
+            return False
+        tp = TopicPartition(topic, partition)
+        try:
+            (position,) = self.consumers[topic].position([tp])
+            _low, high = self.consumers[topic].get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            return True
+        return position.offset < 0 or position.offset < high
 
     def _behind(self, topic: str, partition: int) -> int:
         """Records of the partition in the broker not read yet (cached watermark; 0 unknown)."""
