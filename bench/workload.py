@@ -2,7 +2,7 @@
 
 Each is published once per benchmark run with the Publisher's own producer settings
 (idempotent, acks=all, lz4, murmur2 key hashing), so that every contender of a workload reads
-exactly the same records, batches and compression from the broker. Three shapes:
+exactly the same records, batches and compression from the broker. Four shapes:
 
 - `keyed` (every contender's): keyed by engine_id, 8 engines over 6 partitions. Murmur2 puts
   them in 4 of the 6 partitions, one of them with half the events: a second worker can only
@@ -10,6 +10,9 @@ exactly the same records, batches and compression from the broker. Three shapes:
 - `spread` (issue 12, two workers against one): keyed by engine_id, 24 engines chosen so that
   each partition holds 4 of them; every partition gets about a sixth of the events, and any
   split of the partitions between workers splits the load.
+- `plain` (issue 25): `keyed` published uncompressed (`compression.type: none`), as
+  producers that never set a compression send it: the consumer then moves and copies every
+  byte itself, and the lz4 batches no longer hide what parsing costs.
 - `hot` (issue 13, a hot engine): `engine-00` has `HOT_SHARE` of the executions and is
   produced without a key (librdkafka spreads null keys over every partition), the rest are
   keyed over 7 other engines.
@@ -34,14 +37,14 @@ from streams.topics import consumer_group, create_topics, topic_name
 
 PARTITIONS = 6
 TS = 1_764_300_000_000
-SHAPES = ("keyed", "spread", "hot")
+SHAPES = ("keyed", "plain", "spread", "hot")
 ENGINES: tuple[str, ...] = tuple(f"engine-{i:02d}" for i in range(8))
 SPREAD_PER_PARTITION = 4
 HOT_ENGINE = ENGINES[0]
 HOT_SHARE = 0.85
 # Events of each shape per `--events`: the two-worker comparisons need a longer run, since a
 # second worker takes part only after a rebalance (1-2 s) and the steady window starts there.
-EVENTS_SCALE = {"keyed": 1, "spread": 3, "hot": 3}
+EVENTS_SCALE = {"keyed": 1, "plain": 1, "spread": 3, "hot": 3}
 
 
 def murmur2_partition(key: bytes, partitions: int = PARTITIONS) -> int:
@@ -123,6 +126,8 @@ class Workload:
 
     def describe(self) -> str:
         text = f"{self.shape}: {self.engines} engines"
+        if self.shape == "plain":
+            text += ", uncompressed"
         if self.unkeyed:
             text += f", {self.unkeyed / self.events:.0%} of the events ({HOT_ENGINE}) without key"
         counts = ", ".join(map(str, self.partition_counts))
@@ -158,7 +163,10 @@ def publish(bootstrap: str, count: int, seed: int, shape: str = "keyed") -> Work
     create_topics(cfg)
     topic = topic_name(cfg, "engine_execution")
     values, keys = payloads(count, seed, shape)
-    producer = Producer(producer_settings(cfg, delivery_timeout_s=120))
+    settings = producer_settings(cfg, delivery_timeout_s=120)
+    if shape == "plain":
+        settings["compression.type"] = "none"
+    producer = Producer(settings)
     failed = 0
 
     def report(err: object, _msg: object) -> None:

@@ -68,7 +68,12 @@ def registry() -> list[Contender]:
         ConsumerPerf(),
         ConfluentRaw(),
         ConfluentParse(),
+        ConfluentParse("fastjsonschema"),
         JsonEngineSink(workers=1),
+        # the same on the uncompressed workload (issue 25)
+        ConfluentParse(shape="plain"),
+        ConfluentParse("fastjsonschema", shape="plain"),
+        JsonEngineSink(workers=1, shape="plain"),
         JsonEngineSink(workers=1, output="s3"),  # the S3 sink beside the files (issue 15)
         JsonEngineSink(workers=1, fenced=False),  # what fencing costs (issue 12)
         JsonEngineSink(workers=1, aggregation=True),  # what the aggregation costs (issue 13)

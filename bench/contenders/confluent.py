@@ -21,11 +21,26 @@ class ConfluentRaw(Contender):
 
 
 class ConfluentParse(Contender):
-    name = "confluent-parse"
-    label = "confluent-kafka parse+validate loop"
-    what = "consume(10000), Validator per event, one write + fsync + async commit per batch"
+    """The loop validating with json-engine's Validator (`mode` parse: its fast path), or with a
+    fastjsonschema validator compiled from the schema (`mode` fastjsonschema: the generic
+    way), on the lz4 `keyed` workload or the uncompressed `plain` one."""
+
     smoke = True
 
+    def __init__(self, mode: str = "parse", shape: str = "keyed"):
+        self.mode, self.shape = mode, shape
+        generic = mode == "fastjsonschema"
+        self.name = "confluent-fjs" if generic else "confluent-parse"
+        self.name += "" if shape == "keyed" else f"-{shape}"
+        self.label = "confluent-kafka parse+" + ("fastjsonschema" if generic else "validate")
+        self.label += " loop" + (", uncompressed" if shape == "plain" else "")
+        self.what = (
+            "consume(10000), orjson + a fastjsonschema validator per event, one write per "
+            "batch, one fsync at the end"
+            if generic
+            else "consume(10000), Validator per event, one write + fsync + async commit per batch"
+        )
+
     def run(self, ctx: Context, rep: int) -> Run:
-        command = loop_command(MODULE, ctx, "--mode", "parse")
+        command = loop_command(MODULE, ctx, "--mode", self.mode)
         return run_file_writer(ctx, self.name, rep, command, exits_by_itself=True)

@@ -187,6 +187,7 @@ def check_files(directory: Path, workload: Workload) -> None:
 def _shape_text(shape: str) -> str:
     return {
         "keyed": "",
+        "plain": ", uncompressed",
         "spread": ", keys spread over all partitions",
         "hot": f", hot engine ({HOT_SHARE:.0%} unkeyed)",
     }[shape]
