@@ -234,7 +234,11 @@ class Publisher:
                 if validator is not None:
                     validator.validate(kind, payload)  # raises the ValidationError saying why
                 raise
-            obj = validator.validate(kind, value) if validator is not None else payload
+            obj = (
+                validator.validate_dumped(kind, payload, value)
+                if validator is not None
+                else payload
+            )
             return topic, value, _key(obj, field)
         if isinstance(payload, str):
             # Validated before encoding: the size limit is checked before any copy is made.

@@ -181,6 +181,22 @@ class Validator:
             semantic(obj)
         return obj
 
+    def validate_dumped(self, kind: str, obj: dict, raw: bytes) -> dict:
+        """Validate a dict and `raw`, its orjson dump (the Publisher sends those bytes).
+
+        When the fast path proves the dict valid, the dict is what `raw` decodes to: the fast
+        path accepts exact types only (a str, not a subclass; an int, not a bool or 1.0; a
+        finite float within its bounds), so no parse is needed. Anything else is decided on
+        the bytes by `validate`, as a consumer will read them. Raises ValidationError."""
+        entry = self._kinds.get(kind)
+        if entry is not None and len(raw) <= self.max_payload_bytes:
+            _check, fast, shallow, semantic, _integers = entry
+            if fast is not None and fast(obj) and shallow(obj):
+                if semantic is not None:
+                    semantic(obj)
+                return obj
+        return self.validate(kind, raw)
+
     def _load(self, payload: object) -> tuple[bytes | str, Any]:
         """Size check and parse of every payload but bytes within the limit."""
         limit = self.max_payload_bytes

@@ -782,3 +782,40 @@ def test_fast_path_never_accepts_what_the_schema_rejects(kind_value: tuple[str, 
     if FAST[kind](value):
         assert authority_accepts(kind, value)
         assert REFERENCE[kind].is_valid(value)
+
+
+class Text(str):
+    """A str subclass: orjson dumps it as a string, the fast path does not take it."""
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"engine_id": Text("e1")},  # a subclass: decided on the bytes
+        {"timestamp": float(TS)},  # an integer spelt as a float: made an int, from the bytes
+        {"timestamp": True},  # a bool is no integer
+        {"metrics": {"latency_ms": float("nan"), "memory_mb": 1.0, "cpu_percent": 1.0,
+                     "success": True}},  # NaN is dumped as null
+        {"metrics": {"latency_ms": float("inf"), "memory_mb": 1.0, "cpu_percent": 1.0,
+                     "success": True}},
+        {"input": "x" * (1 << 20)},  # over the payload limit once dumped
+        {"extra": (1, 2)},  # an unknown field: kept, a tuple dumped as a list
+        {"finish_reasons": ("stop",)},  # a tuple where the schema wants an array
+    ],
+)  # fmt: skip
+def test_a_dict_with_its_dump_is_judged_as_its_bytes_are(changes: dict[str, Any]) -> None:
+    """The adversary: dict values that orjson dumps as something else (NaN, subclasses, floats
+    for integers, tuples). The Publisher validates the dict itself only when the fast path
+    proves it, else the bytes: the verdict is always the one the bytes get."""
+    event = execution(**changes)
+    raw = orjson.dumps(event)
+
+    def verdict(run: Any) -> Any:
+        try:
+            return orjson.dumps(run())
+        except ValidationError as exc:
+            return exc.reason
+
+    by_bytes = verdict(lambda: VALIDATOR.validate("engine_execution", raw))
+    assert verdict(lambda: VALIDATOR.validate_dumped("engine_execution", event, raw)) == by_bytes
