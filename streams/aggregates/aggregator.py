@@ -93,12 +93,14 @@ class Aggregator:
     def due(self, now: float) -> bool:
         return now - self._checkpoint_at >= self.checkpoint_seconds
 
-    def drain(self) -> Iterator[Outgoing]:
+    def drain(self) -> Iterator[tuple[str, Iterator[Outgoing]]]:
+        """What each stage hands to the checkpoint, with the topic its state comes from (the
+        checkpoint fences the groups of those topics)."""
         now = time.monotonic()
         self._checkpoint_at = now
-        yield from self.executions.drain(now)
-        yield from self.comparisons.drain(now)
-        yield from self.merge.drain()
+        yield self.executions.topic, self.executions.drain(now)
+        yield self.comparisons.topic, self.comparisons.drain(now)
+        yield self.partials_topic, self.merge.drain()
 
     def _reject(
         self, channel: str, topic: str, partition: int, record: Any, error: ValidationError

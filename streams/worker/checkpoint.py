@@ -278,15 +278,20 @@ class Checkpointer:
         return True
 
     def _unmoved(self, progress: dict[TP, Progress]) -> list[TopicPartition]:
-        """The committed offsets of every other partition held, sent again unchanged: with
-        them the group coordinator fences the transaction (KIP-447) whatever it holds. A
-        transaction with records and no offsets would not be: a zombie thawed after
-        `idle_seconds` would hand over its partials and marks again, beside the new owner's."""
+        """The committed offsets, sent again unchanged, of the partitions held of each topic
+        whose readers made records for this transaction but none of whose partitions moved:
+        with them that topic's group coordinator fences the transaction (KIP-447). Without
+        them it would not be: a zombie thawed after `idle_seconds` would hand over its
+        partials and marks again, beside the new owner's. Only those topics: each group in a
+        transaction costs a round trip to its coordinator (about 17 ms here), and sending
+        every group's took 100 ms per checkpoint with the aggregation on."""
         pipeline = self.pipeline
+        moved = {t for t, _p in progress}
+        fenced = pipeline.sources - moved
         return [
             TopicPartition(t, p, offset, metadata=encode(pipeline.epochs[(t, p)], *rest))
             for (t, p), (offset, *rest) in pipeline.committed_progress().items()
-            if (t, p) not in progress
+            if t in fenced
         ]
 
     @property

@@ -62,6 +62,7 @@ class Pipeline:
         self.seek_again: set[TP] = set()
         self._sought_again: dict[TP, float] = {}
         self._committed: dict[TP, Progress] = {}
+        self.sources: set[str] = set()  # of the records the last drain() gave (see drain)
         enabled = [c for c in CHANNELS if config.channels.get(c).enabled]
         max_open_files = open_files_cap(config.kafka.partitions * len(enabled))
         for channel in CHANNELS:
@@ -293,14 +294,22 @@ class Pipeline:
 
     def drain(self) -> Iterator[Outgoing]:
         """Every record queued for the checkpoint's transaction (dead letters last: the
-        aggregation may add late events while it drains)."""
+        aggregation may add late events while it drains). `sources` names the topics whose
+        readers made them (a dead letter's topic moved: its record was read)."""
+        self.sources: set[str] = set()
         for deriver in self.derivers:
-            yield from deriver.drain()
+            yield from self._made_from(deriver.source, deriver.drain())
         for ids in self._record_ids():
-            yield from ids.drain()
+            yield from self._made_from(ids.topic, ids.drain())
         if self.aggregator is not None:
-            yield from self.aggregator.drain()
+            for topic, records in self.aggregator.drain():
+                yield from self._made_from(topic, records)
         yield from self.dead_letters.drain()
+
+    def _made_from(self, topic: str, records: Iterator[Outgoing]) -> Iterator[Outgoing]:
+        for record in records:
+            self.sources.add(topic)
+            yield record
 
     def _outboxes(self) -> list[Any]:
         return [*self.derivers, *self._record_ids(), self.dead_letters]
