@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ALWAYS = {"confluent-raw", "confluent-parse", "json-engine-1w", "faust-naive"}
+ALWAYS = {
+    "confluent-raw",
+    "confluent-parse",
+    "confluent-parse-plain",
+    "confluent-fjs",
+    "confluent-fjs-plain",
+    "json-engine-1w",
+    "faust-naive",
+}
 JARS_NEEDED = {"consumer-perf"}  # skipped when Kafka's jars are not cached (Docker broker)
 
 
