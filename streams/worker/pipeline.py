@@ -278,6 +278,10 @@ class Pipeline:
             return True
         return self.aggregator is not None and self.aggregator.due(now)
 
+    def overfull(self, buffers: int) -> bool:
+        """A sink holds `buffers` times its buffer_size lines or more."""
+        return any(s.waiting >= buffers * s.config.buffer_size for s in self.sinks.values())
+
     @property
     def waiting(self) -> int:
         """Records read and not yet written by the sinks."""
