@@ -235,9 +235,9 @@ def test_the_rarer_measurements_fold_merge_and_restore_as_the_twin_computes_them
                 {"name": f"n{rng.randrange(20):02d}", "label": "relevant"},
             ]
         events.append(event)
-        ((engine, ts, add, args),) = execution_observations(None, event)
+        ((engine, ts, args),) = execution_observations(None, event)
         states = partials.setdefault((engine, ts - ts % WIDTH), (WindowState(), WindowState()))
-        add(states[n % 2], *args)
+        states[n % 2].add_execution(*args)
     twin = by_key(
         [orjson.dumps(r) for r in aggregate_frames(pd.json_normalize(events), pd.DataFrame(), 0.05)]
     )
@@ -403,3 +403,87 @@ def test_merge_waits_for_every_input_and_idle_inputs_stop_holding() -> None:
     assert merge.threshold(state) == 90  # idle C1 holds nothing: the smallest mark counts
     state.idle = ["E0", "E1", "C0", "C1"]
     assert merge.threshold(state) == 120  # all idle: the largest counts
+
+
+def test_the_batched_sketch_has_the_bins_of_the_library_adding_one_by_one() -> None:
+    """Adversary: values at every edge of the latency range (0, denormal-small, 10^12, which
+    makes the store collapse its lowest bins), flushed at any point: the bins, counts, sum,
+    extremes and quantiles are those of ddsketch's own add, value by value."""
+    from ddsketch import LogCollapsingLowestDenseDDSketch
+
+    from streams.aggregates.windows import RELATIVE_ACCURACY, SKETCH_BINS, Sketch, sketch_to_dict
+
+    rng = random.Random(3)
+    for _trial in range(10):
+        values = [
+            rng.choice(
+                (rng.lognormvariate(5, 2), rng.uniform(0, 1e12), 0.0, 5e-324, rng.randrange(5000))
+            )
+            for _ in range(3000)
+        ]
+        library = LogCollapsingLowestDenseDDSketch(
+            relative_accuracy=RELATIVE_ACCURACY, bin_limit=SKETCH_BINS
+        )
+        ours = Sketch()
+        for value in values:
+            library.add(value)
+            if rng.random() < 0.01:
+                ours.flush()
+            ours.add(value)
+        saved = sketch_to_dict(ours)
+        store = library._store
+        assert saved["bins"] == {str(i + store.offset): c for i, c in enumerate(store.bins) if c}
+        assert (saved["zero"], saved["count"], saved["sum"]) == (
+            library._zero_count,
+            library._count,
+            library._sum,
+        )
+        assert (saved["min"], saved["max"]) == (library._min, library._max)
+        for q in (0.5, 0.95, 0.99):
+            assert ours.get_quantile_value(q) == library.get_quantile_value(q)
+
+
+def test_a_batch_folds_into_the_state_of_one_by_one_and_a_bad_record_fails_alone() -> None:
+    """Adversary: batches of any size, tokens reported by some executions only, the rarer
+    measurements on a few, and (validation off) a latency that is not a number. The fold of
+    each batch at once gives exactly the state of adding the records one by one, float sums
+    included; the bad record is rejected as `internal`, alone."""
+    from streams.aggregates.aggregator import Aggregator
+    from streams.aggregates.local import LocalState
+    from streams.config import JsonEngineConfig
+    from streams.readers.dead_letter import DeadLetterPolicy
+
+    cfg = JsonEngineConfig()
+    dead = DeadLetterPolicy(cfg)
+    agg = Aggregator(cfg, dead)
+    agg.executions.states[0] = LocalState()
+    rng = random.Random(9)
+    events = []
+    for i in range(3000):
+        event = execution(rng, f"e{rng.randrange(3)}", T0 + i * 7)
+        metrics = event["metrics"]
+        if rng.random() < 0.6:
+            metrics["input_tokens"] = rng.randrange(500)
+        if rng.random() < 0.5:
+            metrics["output_tokens"] = rng.randrange(500)
+        if rng.random() < 0.02:
+            metrics["time_to_first_chunk_ms"] = rng.random() * 30
+        events.append(event)
+    events[1234]["metrics"]["latency_ms"] = "slow"
+    expected: dict[tuple[str, int], WindowState] = {}
+    for event in events[:1234] + events[1235:]:
+        ((engine, ts, args),) = execution_observations(None, event)
+        expected.setdefault((engine, ts - ts % 60_000), WindowState()).add_execution(*args)
+    items = [(LocalRecord(i, orjson.dumps(e)), e, None) for i, e in enumerate(events)]
+    at = 0
+    while at < len(items):
+        size = rng.choice((1, 7, 100, 1000))
+        agg.executions.on_parsed(0, items[at : at + size])
+        at += size
+    folded = agg.executions.states[0].windows
+    assert folded.keys() == expected.keys()
+    for key, window in folded.items():
+        assert orjson.dumps(window.to_dict()) == orjson.dumps(expected[key].to_dict()), key
+    [(_topic, _key, letter, _partition)] = list(dead.drain())
+    assert orjson.loads(letter)["offset"] == 1234
+    assert orjson.loads(letter)["reason"] == "internal"

@@ -19,6 +19,7 @@ from typing import Any
 from streams.aggregates import changelog
 from streams.aggregates.local import LocalFold, comparison_observations, execution_observations
 from streams.aggregates.merge import Merge
+from streams.aggregates.windows import WindowState
 from streams.config import JsonEngineConfig
 from streams.readers.dead_letter import DeadLetterPolicy
 from streams.readers.outbox import Outgoing
@@ -45,6 +46,8 @@ class Aggregator:
             exec_topic,
             "engine_execution",
             execution_observations,
+            WindowState.add_execution,
+            WindowState.add_executions,
             self._reject,
         )
         self.comparisons = LocalFold(
@@ -53,6 +56,8 @@ class Aggregator:
             cmp_topic,
             "comparison_result",
             comparison_observations,
+            WindowState.add_comparisons,
+            None,
             self._reject,
         )
         self.partials_topic = aggregates_partials_topic(config)

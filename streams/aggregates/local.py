@@ -34,9 +34,9 @@ from streams.readers.route import Parsed, internal_error
 from streams.topics import aggregates_partials_topic, aggregates_state_topic
 from streams.validation import ValidationError
 
-# (engine_id, event time, WindowState method, its arguments): one observation of an input
-# record. A method and arguments rather than a closure: one is made per record.
-Observation = tuple[str, int, Callable[..., None], tuple[Any, ...]]
+# (engine_id, event time, arguments of the fold's WindowState method): one observation of an
+# input record. Arguments rather than a closure: one is made per record.
+Observation = tuple[str, int, tuple[Any, ...]]
 
 
 @dataclass
@@ -78,7 +78,7 @@ def execution_observations(record: Any, event: dict[str, Any]) -> tuple[Observat
         )
         if extra != NO_EXTRA:
             args = (*args, extra)
-    return ((event["engine_id"], event["timestamp"], WindowState.add_execution, args),)
+    return ((event["engine_id"], event["timestamp"], args),)
 
 
 def comparison_observations(record: Any, cmp: dict[str, Any]) -> tuple[Observation, ...]:
@@ -96,10 +96,7 @@ def comparison_observations(record: Any, cmp: dict[str, Any]) -> tuple[Observati
         found.setdefault(engine, [])
         if quality is not None:
             found[engine].append(quality)
-    add = WindowState.add_comparisons
-    return tuple(
-        (engine, ts, add, (engine == winner["engine_id"], qs)) for engine, qs in found.items()
-    )
+    return tuple((engine, ts, (engine == winner["engine_id"], qs)) for engine, qs in found.items())
 
 
 class LocalFold(changelog.Stage):
@@ -112,6 +109,8 @@ class LocalFold(changelog.Stage):
         topic: str,
         channel: str,
         observe: Callable[[Any, dict[str, Any]], tuple[Observation, ...]],
+        add: Callable[..., None],
+        add_many: Callable[[WindowState, list[tuple[Any, ...]]], bool] | None,
         reject: Callable[[str, str, int, Any, ValidationError], None],
     ):
         super().__init__(config, stage, LocalState)
@@ -120,6 +119,8 @@ class LocalFold(changelog.Stage):
         self.topic = topic
         self.channel = channel
         self.observe = observe
+        self.add = add
+        self.add_many = add_many
         self.reject = reject
         self.width_ms = round(agg.window_minutes * 60_000)
         self.grace_ms = round(agg.grace_seconds * 1000)
@@ -142,12 +143,15 @@ class LocalFold(changelog.Stage):
         if state.next_offset is not None:
             while first < len(items) and items[first][0].offset() < state.next_offset:
                 first += 1
-        width, grace = self.width_ms, self.grace_ms
-        windows, dirty, observe = state.windows, state.dirty, self.observe
+        width, grace, observe = self.width_ms, self.grace_ms, self.observe
         st = state.stream_time  # per record, in offset order: what makes a record late
+        # A batch's observations per window, added at the end (add_many: one pass over them),
+        # with the index of each one's record (to reject the one that fails).
+        touched: dict[tuple[str, int], tuple[list[tuple[Any, ...]], list[int]]] = {}
         last_engine: str | None = None
         last_start: int | None = None
-        window: WindowState | None = None  # the window of (last_engine, last_start)
+        rows: list[tuple[Any, ...]] = []
+        indices: list[int] = []
         for n in range(first, len(items)):
             record, value, _error = items[n]
             if value is None:
@@ -162,15 +166,15 @@ class LocalFold(changelog.Stage):
                     error = late_error(start, grace)
                     self.reject(self.channel, self.topic, partition, record, error)
                     continue
-                for engine, _ts, add, args in observations:
+                for engine, _ts, args in observations:
                     if engine != last_engine or start != last_start:
-                        key = (engine, start)
-                        window = windows.get(key)
-                        if window is None:
-                            window = windows[key] = WindowState()
-                        dirty.add(key)
+                        found = touched.get((engine, start))
+                        if found is None:
+                            found = touched[engine, start] = ([], [])
+                        rows, indices = found
                         last_engine, last_start = engine, start
-                    add(window, *args)
+                    rows.append(args)
+                    indices.append(n)
             except Fatal:
                 raise
             except Exception as exc:  # one record fails, never the worker
@@ -180,6 +184,13 @@ class LocalFold(changelog.Stage):
                 continue
             if st is None or ts > st:
                 st = ts
+        windows, dirty = state.windows, state.dirty
+        for key, (rows, indices) in touched.items():
+            window = windows.get(key)
+            if window is None:
+                window = windows[key] = WindowState()
+            dirty.add(key)
+            self._add(partition, window, rows, indices, items)
         if first < len(items):
             state.stream_time = st
             state.next_offset = items[-1][0].offset() + 1
@@ -188,6 +199,34 @@ class LocalFold(changelog.Stage):
         if state.idle:
             state.idle = False
             state.marked = None  # a fresh mark tells the merge it is back
+
+    def _add(
+        self,
+        partition: int,
+        window: WindowState,
+        rows: list[tuple[Any, ...]],
+        indices: list[int],
+        items: Sequence[Parsed],
+    ) -> None:
+        """A window's observations of one batch, all at once where add_many takes them, else
+        one by one: a record whose observation fails is rejected, and only it."""
+        if self.add_many is not None:
+            try:
+                if self.add_many(window, rows):
+                    return
+            except Fatal:
+                raise
+            except Exception:  # nothing was added: find the record that fails, one by one
+                pass
+        add = self.add
+        for args, n in zip(rows, indices, strict=True):
+            try:
+                add(window, *args)
+            except Fatal:
+                raise
+            except Exception as exc:
+                error = internal_error(exc, f"aggregating {self.topic}")
+                self.reject(self.channel, self.topic, partition, items[n][0], error)
 
     # -- checkpoint --------------------------------------------------------------------------
 
