@@ -121,6 +121,11 @@ class S3Store:
                 read_timeout=options.read_timeout,
                 retries={"mode": "standard", "max_attempts": options.max_attempts},
                 max_pool_connections=max(10, options.concurrency),
+                # No CRC32 of every body beside the SigV4 payload hash (which the server checks
+                # over HTTP; TLS protects it over HTTPS): each byte was hashed twice, and sent
+                # aws-chunked with a trailer the server hashes again.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
             ),
         )
         self.endpoint = self.client.meta.endpoint_url
