@@ -221,6 +221,9 @@ class Publisher:
             raise ValueError(f"unknown event type {kind!r}; expected one of {', '.join(KEY_FIELD)}")
         validator = self.validator
         field = KEY_FIELD[kind]
+        if type(payload) is bytes and validator is None:  # the hot path of validate=False
+            key = _scan_key(kind, payload)
+            return topic, payload, key if key is not None else _key(_peek(payload), field)
         if type(payload) is bytes or isinstance(payload, (bytearray, memoryview)):
             value = payload if type(payload) is bytes else bytes(payload)
             if validator is not None:
@@ -433,11 +436,11 @@ def _scan_key(kind: str, value: bytes) -> bytes | None:
     colon and a string: without escapes every quote delimits a string, so that occurrence is
     a key; being the only one, it is the top-level key if the event has one (an event without
     it is invalid and the worker rejects it whatever its key); and its bytes are the UTF-8 of
-    its value.
+    its value. (`find` rather than `in`: a byte search through `in` costs twice as much.)
     """
     token = _KEY_TOKENS[kind]
     start = value.find(token)
-    if start < 0 or b"\\" in value:
+    if start < 0 or value.find(b"\\") >= 0:
         return None
     after = start + len(token)
     if value.startswith(b':"', after):
