@@ -7,6 +7,7 @@ Precedence (highest first): `JSON_ENGINE__<SECTION>__<KEY>` variables (nested wi
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -255,6 +256,55 @@ class OtlpConfig(_Strict):
     encoding: Literal["otlp_proto", "otlp_json"] = "otlp_proto"
 
 
+class Price(_Strict):
+    """One engine's prices per million tokens from `valid_from` on (streams/pricing/)."""
+
+    engine: str = Field(min_length=1, max_length=256)  # an exact engine_id, or a glob (fnmatch)
+    valid_from: datetime  # a date or an ISO time; UTC unless it says otherwise
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(ge=0, allow_inf_nan=False)
+    # Absent: those tokens cost the input (cached) or output (reasoning) price.
+    cached_input: float | None = Field(None, ge=0, allow_inf_nan=False)
+    cache_write_input: float | None = Field(None, ge=0, allow_inf_nan=False)
+    reasoning_output: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+    @property
+    def valid_from_ms(self) -> int:
+        when = self.valid_from
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return round(when.timestamp() * 1000)
+
+
+class PricingConfig(_Strict):
+    """A dated price table; `file` names a YAML or JSON file of the same keys instead."""
+
+    currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
+    prices: list[Price] = Field(default_factory=list)
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _from_file(self) -> PricingConfig:
+        if self.file is None:
+            return self
+        if self.prices:
+            raise ValueError("give prices or file, not both")
+        table = load_price_file(self.file)
+        self.__dict__.update(currency=table.currency, prices=table.prices)
+        return self
+
+
+def load_price_file(path: Path) -> PricingConfig:
+    """A price table file (YAML or JSON: `currency`, `prices`); ConfigError names the key."""
+    data = _read_yaml(path)
+    if "file" in data:
+        raise ConfigError(f"pricing.file {path}: file: a price file cannot name another")
+    try:
+        return PricingConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, f"pricing.file {path}")) from None
+
+
 class ModelsConfig(_Strict):
     path: Path = Path("./models")
     max_model_bytes: int = Field(200_000_000, ge=1)
@@ -274,6 +324,7 @@ class JsonEngineConfig(_Strict):
     otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    pricing: PricingConfig | None = None  # no cost in the aggregates without it
 
 
 class _BootstrapEnvSource(PydanticBaseSettingsSource):

@@ -33,6 +33,9 @@ field follows the Contract literally and nothing is rounded:
   the executions that report `metrics.time_to_first_chunk_ms`, left out when none did.
 - Evaluations: per name, how many, how many scored and the mean score; the 16 smallest
   names of a window only (the stream's bound, which depends on the names alone).
+- Cost (with a price table): the stream's own function of each record
+  (`streams.pricing.table.PriceTable.cost`), so it is the same by construction once the
+  token sums are.
 - Records are sorted by (window_start, engine_id).
 """
 
@@ -51,6 +54,7 @@ import pandas as pd
 from sinks.reader import channel_dir, iter_partition_lines
 from streams.aggregates.windows import MAX_EVALUATION_NAMES, QUANTILES
 from streams.config import JsonEngineConfig
+from streams.pricing.table import PriceTable, price_table
 
 log = logging.getLogger(__name__)
 
@@ -433,8 +437,10 @@ def aggregate_frames(
     comparisons: pd.DataFrame,
     window_minutes: float,
     grace_seconds: float | None = None,
+    prices: PriceTable | None = None,
 ) -> list[dict[str, Any]]:
-    """aggregated_stats records of these events, sorted by (window_start, engine_id).
+    """aggregated_stats records of these events, sorted by (window_start, engine_id); with
+    `prices`, each priced as the stream prices it (streams/pricing/table.py).
 
     Frames have the shape of `sinks.reader.read_dataframe` (dotted columns `engine_id`,
     `timestamp`, `metrics.latency_ms`, `metrics.success`; comparisons `timestamp`,
@@ -454,10 +460,14 @@ def aggregate_frames(
     ex_rows = {key: row for key, row in zip(ex.index, ex.itertuples(index=False), strict=True)}
     cmp_rows = {key: row for key, row in zip(cmp.index, cmp.itertuples(index=False), strict=True)}
     keys = sorted(ex_rows.keys() | cmp_rows.keys(), key=lambda k: (k[1], k[0]))
-    return [
+    records = [
         _record(str(key[0]), int(key[1]), width, ex_rows.get(key), cmp_rows.get(key))
         for key in keys
     ]
+    if prices is not None:
+        for record in records:
+            record["cost"] = prices.cost(record)
+    return records
 
 
 def aggregate_dir(
@@ -482,6 +492,7 @@ def aggregate_dir(
         load_comparisons(comparisons, since, until),
         minutes,
         grace_seconds,
+        price_table(cfg.pricing),
     )
 
 

@@ -279,9 +279,11 @@ def leaderboard(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
     Counts add up exactly; quality is the observation-weighted mean; p95 latency is the
     execution-weighted mean of the windows' p95 (percentiles of windows cannot be merged
-    exactly without the raw latencies).
+    exactly without the raw latencies); cost (windows priced by `pricing`) sums the priced
+    executions' and is per 1,000 of them.
     """
     totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    currencies: dict[str, str] = {}
     for r in records:
         t = totals[r["engine_id"]]
         t["count"] += r["count"]
@@ -292,6 +294,11 @@ def leaderboard(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["quality"]["count"]:
             t["quality_count"] += r["quality"]["count"]
             t["quality_sum"] += r["quality"]["mean"] * r["quality"]["count"]
+        cost = r.get("cost")
+        if cost is not None:
+            currencies[r["engine_id"]] = cost["currency"]
+            t["cost"] += cost.get("total", 0.0)
+            t["priced"] += cost["priced"]
     board = []
     for engine_id, t in totals.items():
         board.append(
@@ -306,6 +313,11 @@ def leaderboard(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "p95_ms": t["p95_weighted"] / t["count"] if t["count"] else None,
                 "success_rate": t["success"] / t["count"] if t["count"] else None,
                 "count": int(t["count"]),
+                # Over the priced executions only: the others' cost is unknown.
+                "cost": t["cost"] if t["priced"] else None,
+                "cost_per_1000": 1000 * t["cost"] / t["priced"] if t["priced"] else None,
+                "priced": int(t["priced"]),
+                "currency": currencies.get(engine_id),
             }
         )
     minus = lambda v: -v if v is not None else math.inf  # noqa: E731
@@ -318,9 +330,12 @@ def _cell(value: float | None, fmt: Any) -> str:
 
 
 def _leaderboard_html(board: Sequence[dict[str, Any]], anchors: dict[str, str]) -> str:
+    priced = any(b.get("currency") for b in board)
     head = (
         "<tr><th>#</th><th>engine</th><th>win rate</th><th>wins / comparisons</th>"
-        "<th>mean quality</th><th>p95 latency ms</th><th>success rate</th><th>executions</th></tr>"
+        "<th>mean quality</th><th>p95 latency ms</th><th>success rate</th><th>executions</th>"
+        + ("<th>cost</th><th>cost per 1,000 executions</th>" if priced else "")
+        + "</tr>"
     )
     rows = []
     for rank, b in enumerate(board, 1):
@@ -332,9 +347,20 @@ def _leaderboard_html(board: Sequence[dict[str, Any]], anchors: dict[str, str]) 
             + _cell(b["quality_mean"], lambda v: f"{v:.3f}")
             + _cell(b["p95_ms"], _fmt)
             + _cell(b["success_rate"], lambda v: f"{v * 100:.2f}%")
-            + f"<td>{b['count']:,}</td></tr>"
+            + f"<td>{b['count']:,}</td>"
+            + (_cost_cells(b) if priced else "")
+            + "</tr>"
         )
     return f"<table>\n<thead>{head}</thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
+
+
+def _cost_cells(b: dict[str, Any]) -> str:
+    currency = b.get("currency") or ""
+    unpriced = b["count"] - b["priced"]
+    note = f" ({unpriced:,} executions unpriced)" if unpriced and b["cost"] is not None else ""
+    return _cell(b["cost"], lambda v: f"{v:,.4f} {currency}{note}") + _cell(
+        b["cost_per_1000"], lambda v: f"{v:,.4f} {currency}"
+    )
 
 
 # --- the Bradley-Terry leaderboard, its pairwise matrix and ratings over time --------------

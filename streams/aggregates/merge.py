@@ -24,6 +24,7 @@ import orjson
 from streams.aggregates import changelog
 from streams.aggregates.windows import WindowState
 from streams.config import JsonEngineConfig
+from streams.pricing.table import price_table
 from streams.readers.failures import Fatal
 from streams.readers.outbox import Outgoing
 from streams.readers.route import Parsed, internal_error
@@ -69,6 +70,7 @@ class Merge(changelog.Stage):
         self.output_topic = topic_name(config, "aggregated_stats")
         self.state_topic = aggregates_state_topic(config)
         self.reject = reject
+        self.prices = price_table(config.pricing)
         self.windows_emitted = 0
 
     def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
@@ -150,6 +152,8 @@ class Merge(changelog.Stage):
                 window = state.windows.pop(key)
                 state.dirty.discard(key)
                 record = window.record(key[0], key[1], self.width_ms)
+                if self.prices is not None:
+                    record["cost"] = self.prices.cost(record)
                 yield (self.output_topic, key[0].encode(), orjson.dumps(record), None)
                 yield (self.state_topic, changelog.window_key(*key), None, cl)
                 self.windows_emitted += 1

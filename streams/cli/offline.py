@@ -35,7 +35,8 @@ from streams.cli.common import (
     fail,
     time_bounds,
 )
-from streams.config import JsonEngineConfig
+from streams.config import ConfigError, JsonEngineConfig, load_price_file
+from streams.pricing.table import price_table
 
 WindowOption = Annotated[
     float | None,
@@ -63,12 +64,14 @@ def recompute(
     since: int | None = None,
     until: int | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Batch-twin records of `output_dir` and a one-line account of what they came from."""
+    """Batch-twin records of `output_dir` and a one-line account of what they came from;
+    priced by the configuration's price table when it has one."""
     events_dir, comparisons_dir = channel_dirs(output_dir, cfg)
     executions = load_executions(events_dir, since, until)
     comparisons = load_comparisons(comparisons_dir, since, until)
     grace = cfg.aggregation.grace_seconds
-    records = aggregate_frames(executions, comparisons, window_minutes, grace)
+    prices = price_table(cfg.pricing)
+    records = aggregate_frames(executions, comparisons, window_minutes, grace, prices)
     note = (
         f"{len(records)} records from {len(executions)} executions and "
         f"{len(comparisons)} comparisons (windows of {window_minutes:g} min)"
@@ -97,6 +100,14 @@ def aggregate(
     ] = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            "--prices",
+            help="A price table file (YAML or JSON: currency, prices) to price the windows "
+            "with, instead of the config's pricing: the cost of any past period, recomputed.",
+        ),
+    ] = None,
 ) -> None:
     """Recompute aggregated_stats records from the files with pandas (backfill, reconciliation).
 
@@ -104,6 +115,11 @@ def aggregate(
     stderr. Comparisons without a timestamp are skipped: their Kafka time is not in the files.
     """
     cfg = config_or_exit(config)
+    if prices is not None:
+        try:
+            cfg.pricing = load_price_file(prices)
+        except ConfigError as exc:
+            raise fail(str(exc), 2) from None
     records, note = recompute(
         from_files, _window(window_minutes, cfg), cfg, *time_bounds(since, until)
     )

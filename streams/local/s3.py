@@ -211,8 +211,8 @@ def up(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> LocalS3:
                 f"127.0.0.1:{port}",
                 "--quiet",
                 "posix",
-                # ETags from the checksum the client sends (CRC32) instead of an MD5 of every
-                # byte: the server shares the tests' and the bench's cores
+                # ETags from a data-integrity checksum instead of an MD5 of every byte: the
+                # server shares the tests' and the bench's cores
                 "--data-integrity-etag",
                 str(server.root),
             ],
