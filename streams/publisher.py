@@ -221,9 +221,6 @@ class Publisher:
             raise ValueError(f"unknown event type {kind!r}; expected one of {', '.join(KEY_FIELD)}")
         validator = self.validator
         field = KEY_FIELD[kind]
-        if type(payload) is bytes and validator is None:  # the hot path of validate=False
-            key = _scan_key(kind, payload)
-            return topic, payload, key if key is not None else _key(_peek(payload), field)
         if type(payload) is bytes or isinstance(payload, (bytearray, memoryview)):
             value = payload if type(payload) is bytes else bytes(payload)
             if validator is not None:

@@ -103,7 +103,7 @@ def new_sketch() -> Sketch:
 
 def sketch_of(values: list[float]) -> Sketch:
     sketch = new_sketch()
-    sketch._pending = list(values)
+    sketch.add_many(values)
     sketch.flush()
     return sketch
 
