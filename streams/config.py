@@ -33,6 +33,7 @@ CHANNELS = (
     "training_sample",
     "aggregated_stats",
     "dead_letter",
+    "alerts",
 )
 EVENT_TYPES = ("engine_execution", "comparison_result", "training_sample")
 
@@ -183,6 +184,7 @@ class ChannelsConfig(_Strict):
     training_sample: ChannelConfig = _channel("training_samples.jsonl")
     aggregated_stats: ChannelConfig = _channel("aggregated_stats.jsonl")
     dead_letter: ChannelConfig = _channel("rejected.jsonl")
+    alerts: ChannelConfig = _channel("alerts.jsonl")  # regression alerts (streams/alerts/)
 
     @model_validator(mode="before")
     @classmethod
@@ -312,6 +314,19 @@ class ModelsConfig(_Strict):
 
 class MetricsConfig(_Strict):
     port: int = Field(0, ge=0, le=65535)  # 0: no HTTP endpoint
+    # Distinct engines a worker exports `json_engine_engine_*` series for (the first by
+    # engine_id); the others are counted in json_engine_engine_series_over_cap.
+    max_engines: int = Field(1000, ge=0, le=1_000_000)
+
+
+class RegressionConfig(_Strict):
+    """Each emitted window tested against the engine's trailing baseline (streams/alerts/)."""
+
+    enabled: bool = True
+    baseline_windows: int = Field(30, ge=1, le=10_000)
+    min_count: int = Field(30, ge=1)  # executions a window (and the baseline) needs to be tested
+    alpha: float = Field(0.001, gt=0, lt=0.5)  # false alarms per tested window, stationary data
+    p95_factor: float = Field(2.0, gt=1)
 
 
 class JsonEngineConfig(_Strict):
@@ -325,6 +340,7 @@ class JsonEngineConfig(_Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     pricing: PricingConfig | None = None  # no cost in the aggregates without it
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
 
 
 class _BootstrapEnvSource(PydanticBaseSettingsSource):

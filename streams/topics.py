@@ -23,6 +23,7 @@ TOPIC_SUFFIX = {
     "training_sample": "training-sample",
     "aggregated_stats": "aggregated-stats",
     "dead_letter": "dead-letter",
+    "alerts": "alerts",
 }
 # Every producer of json-engine hashes keys like Kafka's Java clients (and aiokafka): the
 # same key lands in the same partition whoever publishes it, which the per-partition
@@ -110,18 +111,30 @@ def checked_partitions(config: JsonEngineConfig) -> dict[str, int]:
     """Topics whose partition count must be what the config says (P = kafka.partitions): the
     merge expects marks from exactly P execution and P comparison partitions, through a
     partials topic of P; the state topic holds one partition per input partition of each
-    stage (3P); training samples and aggregated stats meet their copies in the home partition
-    of their key, murmur2 modulo P (streams/readers/dedupe.py). With any other count the
+    stage (3P); training samples, aggregated stats and alerts meet their copies in the home
+    partition of their key, murmur2 modulo P (streams/readers/dedupe.py). With any other count the
     aggregates come out wrong without an error, or copies are forwarded to a partition that
     is not there. The others (dead letters, the OTLP input) may have any count."""
-    channels = ("engine_execution", "comparison_result", "training_sample", "aggregated_stats")
+    channels = (
+        "engine_execution",
+        "comparison_result",
+        "training_sample",
+        "aggregated_stats",
+        "alerts",
+    )
     names = [*(topic_name(config, c) for c in channels), *internal_topics(config)]
     return {name: topic_partitions(config, name) for name in names}
 
 
 def produced_topics(config: JsonEngineConfig) -> list[str]:
     """Topics the worker's transactional producer writes to."""
-    channels = ("dead_letter", "training_sample", "aggregated_stats", "engine_execution")
+    channels = (
+        "dead_letter",
+        "training_sample",
+        "aggregated_stats",
+        "alerts",
+        "engine_execution",
+    )
     return [*(topic_name(config, c) for c in channels), *internal_topics(config)]
 
 

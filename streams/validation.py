@@ -37,6 +37,7 @@ KINDS: Final = (
     "training_sample",
     "aggregated_stats",
     "dead_letter",
+    "alerts",
 )
 """Every record kind with a bundled schema, in the order of the Contract."""
 

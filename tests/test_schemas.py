@@ -68,6 +68,7 @@ REQUIRED = {
         "payload_truncated",
         "received_at",
     },
+    "alerts": {"schema_version", "alert_id", "engine_id", "window_start", "window_end", "findings"},
 }
 
 AGGREGATE_EXAMPLE = {  # the record of DESIGN.md → Aggregates, verbatim

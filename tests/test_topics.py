@@ -48,14 +48,15 @@ def test_topics_create_twice_is_idempotent(config: JsonEngineConfig, config_file
             "training-sample",
             "aggregated-stats",
             "dead-letter",
+            "alerts",
         )
     ]
     first = cli("topics", "create", "--config", str(config_file))
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == 7
+    assert first.stdout.count("created") == 8
     second = cli("topics", "create", "--config", str(config_file))
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("exists") == 7
+    assert second.stdout.count("exists") == 8
     listed = {t.name: t for t in list_topics(config)}
     assert set(expected) <= set(listed)
     assert all(listed[name].partitions == 3 for name in expected)

@@ -27,6 +27,7 @@ TIME_FIELD = {
     "training_sample": "created_at",
     "aggregated_stats": "window_start",
     "dead_letter": "received_at",
+    "alerts": "window_start",
 }
 TIME_FIELDS = tuple(dict.fromkeys(TIME_FIELD.values()))
 # The last millisecond of the year 9999: the schemas' bound of every time, the last one a

@@ -94,6 +94,7 @@ class Aggregator:
         """A rolled-back checkpoint: every partition is restored again before reading on."""
         for reader in self.readers.values():
             reader.states.clear()
+        self.merge.version += 1
 
     def due(self, now: float) -> bool:
         return now - self._checkpoint_at >= self.checkpoint_seconds

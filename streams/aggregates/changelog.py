@@ -33,6 +33,11 @@ def window_key(engine_id: str, start: int) -> bytes:
     return f"w|{engine_id}|{start}".encode()
 
 
+def engine_key(engine_id: str) -> bytes:
+    """An engine's own state in the merge: its last emitted record and regression baseline."""
+    return f"e|{engine_id}".encode()
+
+
 def parse_window_key(key: bytes) -> tuple[str, int]:
     """`w|engine|start`; a start spelt as a float (state written before times were made
     ints at the edge) is read as the int it is."""
@@ -99,7 +104,11 @@ class Stage:
             if key == META_KEY:
                 for name, v in value.items():
                     setattr(state, name, v)
-            elif value is not None:
+            elif value is None:
+                continue
+            elif key.startswith(b"e|"):
+                state.engines[key[2:].decode()] = value
+            else:
                 state.windows[parse_window_key(key)] = WindowState.from_dict(value)
         self.states[partition] = state
 

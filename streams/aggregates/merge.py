@@ -23,6 +23,7 @@ import orjson
 
 from streams.aggregates import changelog
 from streams.aggregates.windows import WindowState
+from streams.alerts.regression import check
 from streams.config import JsonEngineConfig
 from streams.pricing.table import price_table
 from streams.readers.failures import Fatal
@@ -43,6 +44,8 @@ class MergeState:
     closed: int | None = None  # windows ending (plus grace) at or before this were emitted
     next_offset: int | None = None
     windows: dict[tuple[str, int], WindowState] = field(default_factory=dict)
+    # engine → {"last": its last emitted record, "baseline": regression baseline}
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirty: set[tuple[str, int]] = field(default_factory=set)
     changed: bool = False
 
@@ -71,7 +74,11 @@ class Merge(changelog.Stage):
         self.state_topic = aggregates_state_topic(config)
         self.reject = reject
         self.prices = price_table(config.pricing)
+        self.regression = config.regression if config.regression.enabled else None
+        self.alerts_topic = topic_name(config, "alerts")
         self.windows_emitted = 0
+        self.alerts_emitted = 0
+        self.version = 0  # moves whenever the engines' last records may have changed
 
     def on_parsed(self, partition: int, items: Sequence[Parsed]) -> None:
         state = self.states.get(partition)
@@ -157,6 +164,7 @@ class Merge(changelog.Stage):
                 yield (self.output_topic, key[0].encode(), orjson.dumps(record), None)
                 yield (self.state_topic, changelog.window_key(*key), None, cl)
                 self.windows_emitted += 1
+                yield from self._engine_emitted(state, record, cl)
             for key in state.dirty:
                 value = orjson.dumps(state.windows[key].to_dict())
                 yield (self.state_topic, changelog.window_key(*key), value, cl)
@@ -164,3 +172,37 @@ class Merge(changelog.Stage):
             if state.changed:
                 yield (self.state_topic, changelog.META_KEY, orjson.dumps(state.meta()), cl)
                 state.changed = False
+
+    def _engine_emitted(
+        self, state: MergeState, record: dict[str, Any], cl: int
+    ) -> Iterator[Outgoing]:
+        """The engine's last record (its live series) and its regression test, both kept in
+        the changelog with the window they follow, so a new owner takes them over."""
+        engine_id = record["engine_id"]
+        engine = state.engines.setdefault(engine_id, {"last": None, "baseline": []})
+        engine["last"] = record
+        if self.regression is not None:
+            alert = check(record, engine["baseline"], self.regression)
+            if alert is not None:
+                yield (self.alerts_topic, engine_id.encode(), orjson.dumps(alert), None)
+                self.alerts_emitted += 1
+        yield (self.state_topic, changelog.engine_key(engine_id), orjson.dumps(engine), cl)
+        self.version += 1
+
+    def assign(self, partition: int, content: dict[bytes, Any]) -> None:
+        super().assign(partition, content)
+        self.version += 1
+
+    def release(self, partition: int) -> None:
+        super().release(partition)
+        self.version += 1
+
+    def last_records(self) -> dict[str, dict[str, Any]]:
+        """Each engine's last emitted record, of the partitions held here (read from the
+        metrics thread: copies, never iterating what the batch loop changes)."""
+        found: dict[str, dict[str, Any]] = {}
+        for state in list(self.states.values()):
+            for engine_id, engine in dict(state.engines).items():
+                if engine.get("last") is not None:
+                    found[engine_id] = engine["last"]
+        return found

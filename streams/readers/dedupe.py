@@ -1,6 +1,7 @@
 """Copies of a record that has an id count once, by the data alone.
 
-Training samples (`sample_id`), aggregated stats (`engine_id` and `window_start`),
+Training samples (`sample_id`), aggregated stats (`engine_id` and `window_start`), alerts
+(`alert_id`: engine and window; home by `engine_id`),
 comparisons (`comparison_id`) and executions derived from OpenTelemetry spans (`trace_id` and
 `task_id`: the span's identity; only executions with `otel` are checked) carry an identity; a
 copy (a producer's retry, a republish, a
@@ -68,6 +69,7 @@ IDENTITIES: Final[dict[str, tuple[Callable[[dict], str], Callable[[dict], str] |
         lambda r: f"{r['engine_id']}|{r['window_start']}",
         lambda r: r["engine_id"],
     ),
+    "alerts": (lambda r: r["alert_id"], lambda r: r["engine_id"]),
 }
 
 MARKERS: Final = {"engine_execution": "otel"}

@@ -61,7 +61,8 @@ class Worker:
     def __init__(self, app: faust.App, config: JsonEngineConfig):
         self.app = app
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(max_engines=config.metrics.max_engines)
+        self._engines_version = -1
         self.health = Health()
         self.pipeline = Pipeline(config)
         self.loop = BatchLoop(config, self.pipeline, self.health, self._fatal)
@@ -129,6 +130,11 @@ class Worker:
         if pipeline.aggregator is not None:
             m.add_total(m.windows_emitted, "", pipeline.aggregator.windows_emitted)
             m.add_total(m.late_events, "", pipeline.aggregator.late_events)
+            merge = pipeline.aggregator.merge
+            m.add_total(m.regression_alerts, "", merge.alerts_emitted)
+            if merge.version != self._engines_version:
+                self._engines_version = merge.version
+                m.engines.update(merge.last_records())
         if pipeline.otlp is not None:
             for labels, total in dict(pipeline.otlp.counts).items():
                 m.add_total(m.otlp_spans, labels, total)

@@ -15,15 +15,18 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.worker.engine_series import EngineSeries
+
 LIVE_AFTER_SECONDS = 30.0
 
 
 class Metrics:
     """The worker's metrics, in one registry (a fresh one per worker, so tests can build many)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, max_engines: int = 1000):
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.engines = EngineSeries(r, max_engines)
         by_channel = ["channel"]
         self.received = Counter(
             "json_engine_events_received", "Records consumed", by_channel, registry=r
@@ -61,6 +64,11 @@ class Metrics:
         )
         self.windows_emitted = Counter(
             "json_engine_windows_emitted", "Aggregate windows emitted", registry=r
+        )
+        self.regression_alerts = Counter(
+            "json_engine_regression_alerts",
+            "Regression alerts emitted (windows worse than their engine's baseline)",
+            registry=r,
         )
         self.late_events = Counter(
             "json_engine_late_events", "Events later than the grace", registry=r

@@ -1,0 +1,1 @@
+"""Regression alerts: an engine's window tested against its own trailing baseline."""
