@@ -325,6 +325,8 @@ class RegressionConfig(_Strict):
     enabled: bool = True
     baseline_windows: int = Field(30, ge=1, le=10_000)
     min_count: int = Field(30, ge=1)  # executions a window (and the baseline) needs to be tested
+    # ... for the p95 test: the p95 of fewer latencies is too noisy (README, Regression alerts)
+    p95_min_count: int = Field(100, ge=1)
     alpha: float = Field(0.001, gt=0, lt=0.5)  # false alarms per tested window, stationary data
     p95_factor: float = Field(2.0, gt=1)
 
