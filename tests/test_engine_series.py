@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,7 +25,7 @@ from streams.topics import create_topics
 from streams.worker.engine_series import points
 from tests.conftest import ConfigFactory
 from tests.test_aggregator import AGG, FAST, T0, WIDTH, execution, publish
-from tests.workers import WorkerProcess, records, wait_for_lines
+from tests.workers import WorkerProcess, cli, records, wait_for_lines
 
 ENGINES = [f"engine-{i}" for i in range(6)]
 WINDOWS = 36
@@ -151,6 +152,10 @@ def test_series_follow_the_owner_and_alerts_come_once_across_sigkill_and_rebalan
     found, expected = findings(alerts), findings(twin)
     assert found ^ expected == {f for f in found ^ expected if f[3]}, (found, expected)
     assert {(*DROP, "success_rate_drop", False), (*SHIFT, "p95_shift", False)} <= found
+    offline = cli("aggregate", "--config", str(path), "--from-files",
+                  str(cfg.output.base_path), "--alerts")  # fmt: skip
+    assert offline.returncode == 0, offline.stderr
+    assert [orjson.loads(line) for line in offline.stdout.splitlines()] == twin
 
     # Series: each engine on one worker, equal to its last window's record.
     last = {}

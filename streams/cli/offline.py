@@ -24,6 +24,7 @@ from sinks.offline.aggregate_batch import (
 )
 from sinks.offline.report import render_html
 from sinks.reader import channel_dir, read_records
+from streams.alerts.regression import find_alerts
 from streams.cli.common import (
     ConfigOption,
     OutputDir,
@@ -108,6 +109,14 @@ def aggregate(
             "with, instead of the config's pricing: the cost of any past period, recomputed.",
         ),
     ] = None,
+    alerts: Annotated[
+        bool,
+        typer.Option(
+            "--alerts",
+            help="Print the regression alerts of the recomputed windows instead (the records "
+            "the worker emits to the alerts channel, with the config's regression settings).",
+        ),
+    ] = False,
 ) -> None:
     """Recompute aggregated_stats records from the files with pandas (backfill, reconciliation).
 
@@ -123,6 +132,9 @@ def aggregate(
     records, note = recompute(
         from_files, _window(window_minutes, cfg), cfg, *time_bounds(since, until)
     )
+    if alerts:
+        records = find_alerts(records, cfg.regression)
+        note += f"; {len(records)} alerts"
     data = b"".join(orjson.dumps(r) + b"\n" for r in records)
     if out is None:
         sys.stdout.buffer.write(data)
