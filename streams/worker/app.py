@@ -110,6 +110,7 @@ class Worker:
 
     def record_metrics(self) -> None:
         m, pipeline = self.metrics, self.pipeline
+        m.ready.set(1 if self.health.ready else 0)
         for sink in pipeline.sinks.values():
             c, ch = sink.counters, sink.channel
             for counter, total in (

@@ -65,6 +65,11 @@ class Metrics:
         self.windows_emitted = Counter(
             "json_engine_windows_emitted", "Aggregate windows emitted", registry=r
         )
+        self.ready = Gauge(
+            "json_engine_worker_ready",
+            "1 while the worker is ready (/readyz answers 200)",
+            registry=r,
+        )
         self.regression_alerts = Counter(
             "json_engine_regression_alerts",
             "Regression alerts emitted (windows worse than their engine's baseline)",
