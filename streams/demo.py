@@ -27,6 +27,15 @@ from streams.publisher import DeliveryError, Publisher
 from streams.topics import consumer_group, create_topics, topic_name
 
 ENGINES = [f"engine-{name}" for name in ("alpha", "beta", "gamma", "delta")]
+# How much better each engine's answers score (comparisons' judges), and what it costs per
+# million tokens (input, output): the report's frontier shows the trade-off.
+STRENGTHS = {"engine-alpha": 0.8, "engine-beta": 1.0, "engine-gamma": 1.1, "engine-delta": 1.25}
+PRICES = {
+    "engine-alpha": (0.15, 0.60),
+    "engine-beta": (0.50, 1.50),
+    "engine-gamma": (5.00, 15.00),
+    "engine-delta": (2.50, 10.00),
+}
 INVALID_PAYLOADS = [
     b"{this is not json",
     b'{"schema_version": 1, "engine_id": "engine-alpha"}',
@@ -54,6 +63,13 @@ def write_config(path: Path, bootstrap: str, prefix: str, output: Path, otlp_top
             "checkpoint_seconds": 0.5,
         },
         "otlp": {"enabled": True, "topic": otlp_topic, "encoding": "otlp_proto"},
+        "pricing": {
+            "currency": "USD",
+            "prices": [
+                {"engine": engine, "valid_from": "2024-01-01", "input": i, "output": o}
+                for engine, (i, o) in PRICES.items()
+            ],
+        },
     }
     path.write_text(yaml.safe_dump({"json_engine": config}))
 
@@ -91,11 +107,15 @@ def publish_events(
     with Publisher(cfg) as publisher:
         for i, execution in enumerate(executions):
             ts = execution["timestamp"]
-            if i >= spans:
+            if i >= spans:  # usage as an SDK reports it (the spans carry theirs)
+                metrics = execution["metrics"]
+                metrics["input_tokens"] = events.token_count(execution["input"])
+                metrics["output_tokens"] = events.token_count(execution["output"])
                 publisher.collect_engine_execution(execution)
                 sent["engine_execution"] += 1
             if i % 5 == 0:
-                publisher.collect_comparison_result(events.comparison_result(rng, ENGINES, ts))
+                comparison = events.comparison_result(rng, ENGINES, ts, STRENGTHS)
+                publisher.collect_comparison_result(comparison)
                 sent["comparison_result"] += 1
             if i % 10 == 0:
                 publisher.collect_training_sample(events.training_sample(rng, ts))
@@ -241,7 +261,10 @@ def run_demo(
         return 1
     report = output / "report.html"
     stats = read_records(channel_dir(output, cfg.channels.aggregated_stats.filename))
-    atomic_write(report, render_html(stats, "json-engine demo").encode())
+    from sinks.offline.leaderboard import load_comparisons  # scikit-learn: slow to import
+
+    battles = load_comparisons(channel_dir(output, cfg.channels.comparison_result.filename))
+    atomic_write(report, render_html(stats, "json-engine demo", battles).encode())
     console.print(f"report: {report}")
     console.print(f"try: json-engine cat dead_letter --config {config_path}")
     return 0

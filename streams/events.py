@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 ENGINE_IDS: tuple[str, ...] = ("gpt-small", "gpt-large", "llama-7b", "mistral-7b", "claude-lite")
@@ -56,6 +56,11 @@ def _answer(rng: random.Random, sentences: int) -> str:
     return " ".join(rng.choice(_SENTENCES) for _ in range(sentences))
 
 
+def token_count(text: str) -> int:
+    """About what a tokenizer makes of English text: 1.3 tokens a word."""
+    return round(len(text.split()) * 1.3)
+
+
 def engine_execution(rng: random.Random, engine_id: str, ts: int) -> dict[str, Any]:
     """One successful (~95%) or failed run of `engine_id` at epoch-ms `ts`; ~500 bytes as JSON."""
     success = rng.random() < 0.95
@@ -83,8 +88,15 @@ def engine_execution(rng: random.Random, engine_id: str, ts: int) -> dict[str, A
     }
 
 
-def comparison_result(rng: random.Random, engine_ids: Sequence[str], ts: int) -> dict[str, Any]:
-    """A comparison of 2 to 4 of `engine_ids` (all if fewer) at epoch-ms `ts`, with a winner."""
+def comparison_result(
+    rng: random.Random,
+    engine_ids: Sequence[str],
+    ts: int,
+    strengths: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """A comparison of 2 to 4 of `engine_ids` (all if fewer) at epoch-ms `ts`, with a winner:
+    the best scored; `strengths` (engine → factor, default 1) scales an engine's scores, so
+    that some engines win more often than others."""
     count = min(len(engine_ids), rng.randint(2, 4))
     chosen = rng.sample(list(engine_ids), count)
     candidates: list[dict[str, Any]] = []
@@ -98,7 +110,8 @@ def comparison_result(rng: random.Random, engine_ids: Sequence[str], ts: int) ->
             },
         }
         if rng.random() < 0.7:  # judges do not always score every candidate
-            candidate["score"] = round(rng.betavariate(5, 2), 4)
+            factor = strengths.get(engine_id, 1.0) if strengths else 1.0
+            candidate["score"] = round(min(1.0, rng.betavariate(5, 2) * factor), 4)
         candidates.append(candidate)
     best = max(candidates, key=lambda c: c.get("score", -1.0))
     winner_score = best.get("score", round(rng.betavariate(5, 2), 4))

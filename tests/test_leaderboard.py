@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from sinks.files.buckets import HOUR_MS, bucket_of
 from sinks.files.names import IN_PROGRESS_DIR, finished_name
 from sinks.offline.aggregate_batch import aggregate_dir
+from sinks.offline.frontier import FIELDS as FRONTIER_FIELDS
 from sinks.offline.leaderboard import (
     FIELDS,
     RIDGE,
@@ -36,6 +37,8 @@ from streams.cli import app
 
 HOUR_8 = 1_800_000_000_000  # 2027-01-15 08:00:00 UTC
 DAY_MS = 24 * HOUR_MS
+
+COLUMNS = (*FIELDS, *FRONTIER_FIELDS)  # the rating, then the frontier (issue 26)
 
 
 def comparison(k: int, candidates: Sequence[str], winner: str, ts: int | None) -> dict[str, Any]:
@@ -308,7 +311,8 @@ def test_a_single_engine_and_no_comparisons(tmp_path: Path) -> None:
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    for fmt, expected in (("json", "[]\n"), ("csv", ",".join(FIELDS) + "\n"), ("table", "")):
+    header = ",".join(COLUMNS) + "\n"
+    for fmt, expected in (("json", "[]\n"), ("csv", header), ("table", "")):
         result = run(str(empty), "--format", fmt)
         assert result.stdout == expected
         assert "no comparisons in" in result.stderr and "nothing to rate" in result.stderr
@@ -362,7 +366,7 @@ def events_of(base: Path) -> list[dict[str, Any]]:
 
 def test_json_is_the_contract_best_first(output: Path) -> None:
     rows = json_rows(str(output), "--bootstrap", "200", "--seed", "7")
-    assert [list(r) for r in rows] == [list(FIELDS)] * 4
+    assert [list(r) for r in rows] == [list(COLUMNS)] * 4
     assert [r["engine_id"] for r in rows] == ["delta", "gamma", "beta", "alpha"]
     ratings = [r["rating"] for r in rows]
     assert ratings == sorted(ratings, reverse=True)
@@ -392,7 +396,7 @@ def test_csv_has_the_same_columns_and_values(output: Path) -> None:
     rows = json_rows(str(output), "--bootstrap", "50", "--seed", "3")
     text = run(str(output), "--format", "csv", "--bootstrap", "50", "--seed", "3").stdout
     reader = csv.DictReader(io.StringIO(text))
-    assert reader.fieldnames == list(FIELDS)
+    assert reader.fieldnames == list(COLUMNS)
     parsed = list(reader)
     assert [r["engine_id"] for r in parsed] == [r["engine_id"] for r in rows]
     for got, want in zip(parsed, rows, strict=True):

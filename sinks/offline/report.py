@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from sinks.offline.frontier import add_frontier, frontier_html
+
 if TYPE_CHECKING:
     from sinks.offline.leaderboard import Comparisons, Leaderboard
 
@@ -366,6 +368,13 @@ def _cost_cells(b: dict[str, Any]) -> str:
 # --- the Bradley-Terry leaderboard, its pairwise matrix and ratings over time --------------
 
 
+def frontier_rows(ratings: Leaderboard, board: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leaderboard's rows with the frontier's fields from the windows' totals."""
+    rows = ratings.rows()
+    add_frontier(rows, board, {e.engine_id: e.group for e in ratings.entries})
+    return rows
+
+
 def _ratings(comparisons: Comparisons | None) -> Leaderboard | None:
     """The leaderboard of these comparisons (the CLI's defaults, seed 0), None if none rated."""
     if comparisons is None or not len(comparisons):
@@ -649,6 +658,8 @@ def render_html(
         "one point per window at its middle; a gap is a window without executions.</p>"
     )
     if ratings is not None and comparisons is not None:
+        parts.append("<h2>Rating against cost</h2>")
+        parts.append(frontier_html(frontier_rows(ratings, board)))
         parts.append(_pairwise_html(ratings))
         parts.append(_over_time_html(comparisons, ratings))
     for b in board:

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sinks.reader import channel_dir
+from sinks.reader import channel_dir, read_records
 from streams.cli.common import (
     ConfigOption,
     OutputDir,
@@ -59,10 +59,15 @@ def leaderboard(
 
     Each comparison is one battle between its winner and every other candidate; the ratings
     are the maximum-likelihood fit on the pairwise win counts, with 95% bootstrap intervals;
-    rank = 1 + the engines whose interval lies wholly above. Notes (left-out engines,
-    disconnected groups, bounds) go to stderr; no comparisons is not an error (exit 0).
+    rank = 1 + the engines whose interval lies wholly above. json and csv add, from the
+    aggregated windows of the same period, each engine's cost per 1,000 executions, p95
+    latency, success rate and whether it is on the rating/cost frontier. Notes (left-out
+    engines, disconnected groups, bounds) go to stderr; no comparisons is not an error.
     """
+    from sinks.offline.frontier import FIELDS as FRONTIER_FIELDS
     from sinks.offline.leaderboard import FIELDS, load_comparisons, rate
+    from sinks.offline.report import frontier_rows
+    from sinks.offline.report import leaderboard as totals
 
     if fmt not in FORMATS:
         raise fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}", 2)
@@ -79,13 +84,17 @@ def leaderboard(
         for note in board.notes():
             err.print(f"note: {note}", markup=False)
 
+    # cost, p95 and success of the same period, from the aggregated windows (the frontier)
+    stats = read_records(channel_dir(output_dir, cfg.channels.aggregated_stats.filename), *bounds)
+    rows = frontier_rows(board, totals(stats))
     if fmt == "json":
-        sys.stdout.buffer.write(orjson.dumps(board.rows()) + b"\n")
+        sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
         sys.stdout.buffer.flush()
     elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(FIELDS), lineterminator="\n")
+        fields = [*FIELDS, *FRONTIER_FIELDS]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(board.rows())
+        writer.writerows(rows)
         sys.stdout.flush()
     else:
         out = Console(soft_wrap=False)

@@ -17,6 +17,8 @@ import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from streams.events import token_count
+
 DIALECTS = ("gen_ai", "gen_ai_legacy", "openinference")
 MS = 1_000_000
 
@@ -66,7 +68,7 @@ def genai_span(rng: random.Random, span: Span, execution: dict[str, Any], dialec
     span.start_time_unix_nano = start
     span.end_time_unix_nano = start + round(metrics["latency_ms"] * MS)
     model, prompt, answer = execution["engine_id"], execution["input"], execution["output"]
-    tokens_in, tokens_out = _tokens(prompt), _tokens(answer)
+    tokens_in, tokens_out = token_count(prompt), token_count(answer)
     a = span.attributes
     if dialect == "gen_ai":
         span.name = f"chat {model}"
@@ -114,10 +116,6 @@ def genai_span(rng: random.Random, span: Span, execution: dict[str, Any], dialec
         span.status.message = execution["status"]
         if dialect != "openinference":
             _set(a, "error.type", execution["status"])
-
-
-def _tokens(text: str) -> int:
-    return round(len(text.split()) * 1.3)
 
 
 def _messages(role: str, text: str) -> str:
