@@ -158,12 +158,16 @@ def engine(name: str, metric: str, values: str, extra: str = "") -> dict[str, st
     return {"series": f"json_engine_engine_{metric}{ns(labels)}", "values": values}
 
 
-def expect(at: str, alert: str, severity: str = "", **labels: str) -> dict[str, Any]:
-    """At `at`, this alert fires once with these labels; with none, it does not fire."""
-    if not labels and not severity:
+def expect(
+    at: str, alert: str, summary: str = "", severity: str = "warning", **labels: str
+) -> dict[str, Any]:
+    """At `at`, this alert fires once with these labels and summary; without a summary, it
+    does not fire."""
+    if not summary:
         return {"eval_time": at, "alertname": alert, "exp_alerts": []}
-    labels = {"severity": severity or "warning", **labels}
-    return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": labels}]}
+    annotations = {"summary": summary, "runbook": f"charts/json-engine/README.md#alerts: {alert}"}
+    fired = {"exp_labels": {"severity": severity, **labels}, "exp_annotations": annotations}
+    return {"eval_time": at, "alertname": alert, "exp_alerts": [fired]}
 
 
 RULE_TESTS = {
@@ -202,16 +206,27 @@ RULE_TESTS = {
             ],
             "alert_rule_test": [
                 expect("3m", "JsonEngineEngineSuccessRateLow"),  # not for long enough yet
-                expect("10m", "JsonEngineEngineSuccessRateLow", engine_id="bad"),
-                expect("10m", "JsonEngineEngineLatencyHigh", engine_id="bad"),
-                expect("20m", "JsonEngineEngineSilent", engine_id="gone"),
-                expect("10m", "JsonEngineEngineCostOverBudget", engine_id="bad", currency="USD"),
+                expect("10m", "JsonEngineEngineSuccessRateLow",
+                       "Engine bad succeeds 80% of its calls (below 0.95)", engine_id="bad"),
+                expect("10m", "JsonEngineEngineLatencyHigh",
+                       "Engine bad p95 latency is 6000 ms (above 5000 ms)", engine_id="bad"),
+                expect("20m", "JsonEngineEngineSilent", "Engine gone has had no window for 19m 0s",
+                       engine_id="gone"),
+                expect("10m", "JsonEngineEngineCostOverBudget",
+                       "Engine bad costs 6 USD per hour (budget 2.5)", engine_id="bad",
+                       currency="USD"),
                 expect("5m", "JsonEngineEngineRegression"),
-                expect("15m", "JsonEngineEngineRegression", severity="info"),
-                expect("20m", "JsonEngineLagGrowing", topic="in"),
-                expect("15m", "JsonEngineDeadLettersRising", channel="engine_execution"),
+                expect("15m", "JsonEngineEngineRegression",
+                       "1 regression alerts in 15 minutes: engine windows significantly worse "
+                       "than their own baseline (json-engine cat alerts)", severity="info"),
+                expect("20m", "JsonEngineLagGrowing",
+                       "Consumer lag of in is 40k records and growing", topic="in"),
+                expect("15m", "JsonEngineDeadLettersRising",
+                       "5 dead letters per second from engine_execution",
+                       channel="engine_execution"),
                 expect("7m", "JsonEngineWorkerNotReady"),
-                expect("12m", "JsonEngineWorkerNotReady", severity="critical", pod="w-1"),
+                expect("12m", "JsonEngineWorkerNotReady",
+                       "Worker w-1 is not ready (or not scraped)", severity="critical", pod="w-1"),
             ],
         }
     ],
