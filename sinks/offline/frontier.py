@@ -83,16 +83,18 @@ def frontier_html(rows: Sequence[dict[str, Any]]) -> str:
         return TOP + (1 - (rating - y_lo) / ((y_hi - y_lo) or 1)) * plot_h
 
     parts = [f'<text x="{LEFT}" y="14" font-weight="600">rating against cost</text>']
-    for exponent in range(math.floor(x_lo), math.ceil(x_hi) + 1):
-        gx = x(10.0**exponent)
+    steps = (1, 2, 5) if x_hi - x_lo < 2.5 else (1,)  # 1-2-5 ticks on a narrow range
+    ticks = [m * 10.0**e for e in range(math.floor(x_lo), math.ceil(x_hi) + 1) for m in steps]
+    for tick in ticks:
+        gx = x(tick)
         if LEFT <= gx <= LEFT + plot_w:
             parts.append(
                 f'<line class="grid" x1="{gx:.1f}" x2="{gx:.1f}" y1="{TOP}" y2="{TOP + plot_h}"/>'
                 f'<text x="{gx:.1f}" y="{TOP + plot_h + 16}" text-anchor="middle">'
-                f"{escape(f'{10.0**exponent:g}')}</text>"
+                f"{escape(f'{tick:g}')}</text>"
             )
-    for i in range(5):
-        value = y_lo + (y_hi - y_lo) * i / 4
+    step = next(s for s in (5, 10, 20, 25, 50, 100, 200, 500, 1000) if (y_hi - y_lo) / s <= 6)
+    for value in range(math.ceil(y_lo / step) * step, math.floor(y_hi) + 1, step):
         gy = y(value)
         parts.append(
             f'<line class="grid" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{gy:.1f}" y2="{gy:.1f}"/>'
@@ -135,7 +137,7 @@ def frontier_html(rows: Sequence[dict[str, Any]]) -> str:
     body = "".join(
         f'<tr><td class="name">{escape(r["engine_id"])}</td>'
         f"<td>{'★ yes' if r['frontier'] else 'no'}</td><td>{r['rating']:.1f}</td>"
-        f"<td>{r['cost_per_1000']:.4g} {escape(r['currency'] or '')}</td>"
+        f'<td class="name">{r["cost_per_1000"]:.4g} {escape(r["currency"] or "")}</td>'
         f"<td>{_or_dash(r['p95_ms'], '{:.0f}')}</td>"
         f"<td>{_or_dash(r['success_rate'] and r['success_rate'] * 100, '{:.2f}%')}</td>"
         f"<td>{r['executions']:,}</td></tr>"
