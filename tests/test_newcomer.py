@@ -79,6 +79,11 @@ def test_the_demo_on_a_fresh_broker_three_times(tmp_path: Path) -> None:
         said = result.stdout + result.stderr
         assert "Traceback" not in said, f"run {run}:\n{said}"
         assert result.returncode == 0, f"run {run}:\n{said}"
+        # The full report: ratings with intervals, the pairwise matrix, the frontier, cost.
+        (report,) = (tmp_path / f"output-{run}").glob("demo-*/report.html")
+        page = report.read_text()
+        for part in ("Bradley-Terry", "Pairwise win fractions", "Rating against cost", "★ yes"):
+            assert part in page, f"run {run}: the demo's report has no {part!r}"
 
 
 def test_commands_against_a_broker_that_is_down_end_with_one_error_line(tmp_path: Path) -> None:
