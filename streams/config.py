@@ -227,6 +227,9 @@ class AggregationConfig(_Strict):
     # Open windows a partition's fold keeps (~600 bytes each, more past 32 events); past it
     # the oldest are handed to the merge early, which changes no value.
     max_windows_per_partition: int = Field(10_000, ge=1)
+    # An engine without a window for this long in stream time is forgotten by the merge: its
+    # live series go and its regression baseline starts anew (about 2 KB kept per engine).
+    forget_engines_after_hours: float = Field(168, gt=0)
 
 
 class Thresholds(_Strict):

@@ -20,7 +20,7 @@ import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
 from sinks.offline.aggregate_batch import aggregate_frames
-from streams.alerts.regression import find_alerts
+from streams.alerts.regression import find_alerts, forget_ms
 from streams.topics import create_topics
 from streams.worker.engine_series import points
 from tests.conftest import ConfigFactory
@@ -144,11 +144,13 @@ def test_series_follow_the_owner_and_alerts_come_once_across_sigkill_and_rebalan
     alerts = records(wait_for_lines(cfg, "alerts", len(alerts), timeout=5))
     assert len({a["alert_id"] for a in alerts}) == len(alerts)
     by_id = sorted(alerts, key=lambda a: a["alert_id"])
-    assert by_id == sorted(find_alerts(streamed, cfg.regression), key=lambda a: a["alert_id"])
+    assert by_id == sorted(
+        find_alerts(streamed, cfg.regression, forget_ms(cfg)), key=lambda a: a["alert_id"]
+    )
     # The twin from the events: the same findings, but for a p95 within the sketch's 1% of
     # the factor (its windows' quantiles are exact, the worker's past 32 values are not).
     windows = aggregate_frames(pd.json_normalize(execs), pd.DataFrame(), 0.05, None)
-    twin = find_alerts(windows, cfg.regression)
+    twin = find_alerts(windows, cfg.regression, forget_ms(cfg))
     found, expected = findings(alerts), findings(twin)
     assert found ^ expected == {f for f in found ^ expected if f[3]}, (found, expected)
     assert {(*DROP, "success_rate_drop", False), (*SHIFT, "p95_shift", False)} <= found

@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
+from streams.aggregates import changelog
+from streams.aggregates.merge import Merge, MergeState
 from streams.alerts.regression import check, find_alerts
-from streams.config import RegressionConfig
+from streams.config import JsonEngineConfig, RegressionConfig
+
+WEEK_MS = 7 * 24 * 3_600_000
 
 
 def window(engine: str, index: int, count: int, successes: int, p95: float) -> dict[str, Any]:
@@ -56,7 +60,7 @@ def test_stationary_engines_raise_false_alarms_at_most_at_alpha(alpha: float) ->
     on the same windows would raise well over alpha, which is why the test is exact."""
     config = RegressionConfig(alpha=alpha)
     records = stationary(np.random.default_rng(26), 40, 250)
-    alerts = find_alerts(records, config)
+    alerts = find_alerts(records, config, WEEK_MS)
     kinds = [f["kind"] for a in alerts for f in a["findings"]]
     tested = z_alarms = 0
     baselines: dict[str, list[tuple[int, int]]] = {}
@@ -84,7 +88,7 @@ def test_an_injected_drop_and_an_injected_shift_are_found_once_each() -> None:
         rate = 0.85 if w == 40 else 0.97
         p95 = float(np.quantile(rng.lognormal(5, 0.5, n), 0.95)) * (3 if w == 50 else 1)
         records.append(window("gpt", w, n, int(rng.binomial(n, rate)), p95))
-    alerts = find_alerts(records, RegressionConfig())
+    alerts = find_alerts(records, RegressionConfig(), WEEK_MS)
     found = {(a["window_start"] // 60_000, f["kind"]) for a in alerts for f in a["findings"]}
     assert found == {(40, "success_rate_drop"), (50, "p95_shift")}
     drop = next(a for a in alerts if a["window_start"] == 40 * 60_000)
@@ -108,3 +112,34 @@ def test_a_window_with_comparisons_only_neither_tests_nor_joins() -> None:
     base: list[list[float]] = [[100, 99, 50.0]] * 5
     assert check(window("judge", 5, 0, 0, 0.0), base, RegressionConfig()) is None
     assert len(base) == 5
+
+
+def test_an_engine_silent_past_the_horizon_starts_a_new_baseline_in_the_twin() -> None:
+    """A week without windows: the old past no longer judges the engine (the merge forgot
+    it), so a window far worse than that past raises nothing."""
+    old = [window("back", w, 300, 297, 100.0) for w in range(30)]
+    gap = WEEK_MS // 60_000 + 30  # window indexes are minutes
+    worse = window("back", gap, 300, 240, 100.0)
+    assert find_alerts([*old, worse], RegressionConfig(), WEEK_MS) == []
+    assert find_alerts([*old, worse], RegressionConfig(), 10 * WEEK_MS) != []
+
+
+def test_the_merge_forgets_engines_only_once_no_window_of_theirs_can_come() -> None:
+    """Bounded state: an engine whose last window ended a week (plus window and grace)
+    before the merge's closed time is dropped with a tombstone in the changelog; one that
+    ended just after that stays. Its series go with it (the version moves)."""
+    config = JsonEngineConfig()
+    config.kafka.partitions = 1
+    merge = Merge(config, lambda *_: None)
+    width, grace = merge.width_ms, merge.grace_ms
+    closed = 100 * WEEK_MS
+    horizon = closed - WEEK_MS - width - grace
+    state = MergeState(marks={"E0": closed, "C0": closed}, closed=closed - 1)
+    for name, end in (("gone", horizon), ("kept", horizon + 1)):
+        state.engines[name] = {"last": {"window_end": end}, "baseline": []}
+    merge.states[0] = state
+    version = merge.version
+    out = list(merge.drain())
+    tombstones = [key for topic, key, value, _ in out if value is None and key.startswith(b"e|")]
+    assert tombstones == [changelog.engine_key("gone")]
+    assert list(state.engines) == ["kept"] and merge.version > version

@@ -23,7 +23,7 @@ import orjson
 
 from streams.aggregates import changelog
 from streams.aggregates.windows import WindowState
-from streams.alerts.regression import check
+from streams.alerts.regression import check, forget_ms, forgotten
 from streams.config import JsonEngineConfig
 from streams.pricing.table import price_table
 from streams.readers.failures import Fatal
@@ -76,6 +76,7 @@ class Merge(changelog.Stage):
         self.prices = price_table(config.pricing)
         self.regression = config.regression if config.regression.enabled else None
         self.alerts_topic = topic_name(config, "alerts")
+        self.forget_ms = forget_ms(config)
         self.windows_emitted = 0
         self.alerts_emitted = 0
         self.version = 0  # moves whenever the engines' last records may have changed
@@ -146,7 +147,8 @@ class Merge(changelog.Stage):
         for partition, state in self.states.items():
             cl = self.changelog_partition(partition)
             wm = self.threshold(state)
-            if wm is not None and (state.closed is None or wm > state.closed):
+            advanced = wm is not None and (state.closed is None or wm > state.closed)
+            if advanced:
                 state.closed = wm
                 state.changed = True
             closed = state.closed
@@ -165,6 +167,8 @@ class Merge(changelog.Stage):
                 yield (self.state_topic, changelog.window_key(*key), None, cl)
                 self.windows_emitted += 1
                 yield from self._engine_emitted(state, record, cl)
+            if advanced:  # after the windows due: an engine emitted now is not forgotten
+                yield from self._forget_engines(state, closed, cl)
             for key in state.dirty:
                 value = orjson.dumps(state.windows[key].to_dict())
                 yield (self.state_topic, changelog.window_key(*key), value, cl)
@@ -180,6 +184,8 @@ class Merge(changelog.Stage):
         the changelog with the window they follow, so a new owner takes them over."""
         engine_id = record["engine_id"]
         engine = state.engines.setdefault(engine_id, {"last": None, "baseline": []})
+        if forgotten(engine["last"], record, self.forget_ms):  # as if it had been forgotten
+            engine["baseline"] = []
         engine["last"] = record
         if self.regression is not None:
             alert = check(record, engine["baseline"], self.regression)
@@ -188,6 +194,20 @@ class Merge(changelog.Stage):
                 self.alerts_emitted += 1
         yield (self.state_topic, changelog.engine_key(engine_id), orjson.dumps(engine), cl)
         self.version += 1
+
+    def _forget_engines(self, state: MergeState, closed: int, cl: int) -> Iterator[Outgoing]:
+        """Engines without a window for `forget_ms` are dropped (state bounded by the
+        engines of the last week, not of all time). Only once no window of theirs within
+        `forget_ms` can still come: every window ending (plus grace) by `closed` is out, so
+        the next one starts `forget_ms` or more after the last, and the twin, which resets
+        the baseline on such a gap, agrees."""
+        horizon = closed - self.forget_ms - self.width_ms - self.grace_ms
+        gone = [e for e, engine in state.engines.items() if engine["last"]["window_end"] <= horizon]
+        for engine_id in gone:
+            del state.engines[engine_id]
+            yield (self.state_topic, changelog.engine_key(engine_id), None, cl)
+        if gone:
+            self.version += 1
 
     def assign(self, partition: int, content: dict[bytes, Any]) -> None:
         super().assign(partition, content)

@@ -29,9 +29,10 @@ from typing import Any
 
 from scipy.stats import fisher_exact
 
-from streams.config import RegressionConfig
+from streams.config import JsonEngineConfig, RegressionConfig
 
 MIN_P95_WINDOWS = 3
+HOUR_MS = 3_600_000
 Baseline = list[list[float]]  # [count, success_count, p95] per window, oldest first
 
 
@@ -90,6 +91,16 @@ def p95_shift(
     }
 
 
+def forget_ms(config: JsonEngineConfig) -> int:
+    return round(config.aggregation.forget_engines_after_hours * HOUR_MS)
+
+
+def forgotten(last: dict[str, Any] | None, record: dict[str, Any], forget_ms: int) -> bool:
+    """Was the engine forgotten between its last window and this one? (Its baseline starts
+    anew: a week-old past says little, and the merge keeps no state that long.)"""
+    return last is not None and record["window_start"] - last["window_end"] >= forget_ms
+
+
 def check(
     record: dict[str, Any], baseline: Baseline, config: RegressionConfig
 ) -> dict[str, Any] | None:
@@ -112,12 +123,20 @@ def check(
     }
 
 
-def find_alerts(records: Iterable[dict[str, Any]], config: RegressionConfig) -> list[dict]:
-    """The twin's alerts: each engine's windows in window order, as the worker emits them."""
+def find_alerts(
+    records: Iterable[dict[str, Any]], config: RegressionConfig, forget_ms: int
+) -> list[dict]:
+    """The twin's alerts: each engine's windows in window order, as the worker emits them,
+    forgetting an engine's baseline after `forget_ms` without a window, as the merge does."""
     baselines: dict[str, Baseline] = {}
+    last: dict[str, dict[str, Any]] = {}
     alerts = []
     for record in sorted(records, key=lambda r: (r["engine_id"], r["window_start"])):
-        alert = check(record, baselines.setdefault(record["engine_id"], []), config)
+        engine_id = record["engine_id"]
+        if forgotten(last.get(engine_id), record, forget_ms):
+            baselines[engine_id] = []
+        last[engine_id] = record
+        alert = check(record, baselines.setdefault(engine_id, []), config)
         if alert is not None:
             alerts.append(alert)
     return sorted(alerts, key=lambda a: (a["window_start"], a["engine_id"]))

@@ -24,7 +24,7 @@ from sinks.offline.aggregate_batch import (
 )
 from sinks.offline.report import render_html
 from sinks.reader import channel_dir, read_records
-from streams.alerts.regression import find_alerts
+from streams.alerts.regression import find_alerts, forget_ms
 from streams.cli.common import (
     ConfigOption,
     OutputDir,
@@ -133,7 +133,7 @@ def aggregate(
         from_files, _window(window_minutes, cfg), cfg, *time_bounds(since, until)
     )
     if alerts:
-        records = find_alerts(records, cfg.regression)
+        records = find_alerts(records, cfg.regression, forget_ms(cfg))
         note += f"; {len(records)} alerts"
     data = b"".join(orjson.dumps(r) + b"\n" for r in records)
     if out is None:
