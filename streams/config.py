@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from sinks.formats.compression import LEVELS
 from sinks.s3.location import S3Location
 from sinks.s3.store import S3Options
 
@@ -207,8 +208,25 @@ class ChannelConfig(_Strict):
     validate_: bool = Field(True, alias="validate")
     roll_bytes: int = Field(64 * 1024 * 1024, ge=1)
     roll_seconds: float = Field(300.0, ge=0)
+    # Finished files `.jsonl.gz` / `.jsonl.zst`: one member or frame per checkpoint's append
+    # (sinks/formats/compression.py); the level is the codec's default (gzip 6, zstd 3) unless
+    # given.
+    compression: Literal["none", "gzip", "zstd"] = "none"
+    compression_level: int | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _level(self) -> ChannelConfig:
+        if self.compression_level is not None:
+            levels = LEVELS.get(self.compression)
+            if levels is None or self.compression_level not in levels:
+                allowed = f"{levels.start}..{levels.stop - 1}" if levels else "none"
+                raise ValueError(
+                    f"compression_level {self.compression_level} does not fit compression "
+                    f"{self.compression} (levels {allowed})"
+                )
+        return self
 
     @property
     def directory(self) -> str:

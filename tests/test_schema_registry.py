@@ -64,7 +64,7 @@ class RegistryServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 server.lookups += 1
                 m = re.match(r"^/schemas/ids/(\d+)", self.path)
                 if server.down or m is None:
@@ -77,7 +77,7 @@ class RegistryServer:
                     return
                 self._reply(200, {"schema": schema.schema_str, "schemaType": schema.schema_type})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 m = re.match(r"^/subjects/([^/?]+)/versions", self.path)
                 body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if server.down or m is None:

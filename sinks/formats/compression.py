@@ -1,0 +1,79 @@
+"""Compressed JSONL: `channels.<name>.compression: none | gzip | zstd`.
+
+Each checkpoint's append to a part file is one whole gzip member or zstd frame, never a piece
+of one. Concatenated members (RFC 1952) and frames (RFC 8878) are a valid file, so everything
+that counts bytes keeps working unchanged: a checkpoint names a file's size at a frame's end,
+a roll forward copies the committed bytes, S3 packs carry them, and a finished file
+`….jsonl.gz` / `….jsonl.zst` decompresses whole with gzip, zstd, pandas, DuckDB or pyarrow.
+The readers (sinks/reader.py) decompress by the name's suffix, so a channel may switch codecs
+between restarts: every file says its own.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from collections.abc import Callable
+from typing import BinaryIO, Final, Literal
+
+import zstandard
+
+Codec = Literal["none", "gzip", "zstd"]
+SUFFIXES: Final[dict[str, str]] = {"none": "", "gzip": ".gz", "zstd": ".zst"}
+# The codecs' own defaults: gzip's command line (6), zstd's (3).
+DEFAULT_LEVELS: Final[dict[str, int]] = {"gzip": 6, "zstd": 3}
+LEVELS: Final[dict[str, range]] = {"gzip": range(0, 10), "zstd": range(-7, 23)}
+GZIP_WBITS: Final = 16 + zlib.MAX_WBITS  # a gzip member (header and trailer), mtime 0
+
+
+def suffix(codec: str) -> str:
+    """The ending after `.jsonl` of a finished file in `codec` (`""` for none)."""
+    return SUFFIXES[codec]
+
+
+def suffix_of(name: str) -> str:
+    """The compression suffix a file or object name ends with (`""` when none)."""
+    for ending in (".gz", ".zst"):
+        if name.endswith(ending):
+            return ending
+    return ""
+
+
+def compressor(codec: str, level: int | None = None) -> Callable[[bytes], bytes] | None:
+    """A function from one append's lines to one whole member or frame; None for `none`."""
+    if codec == "none":
+        return None
+    chosen = DEFAULT_LEVELS[codec] if level is None else level
+    if chosen not in LEVELS[codec]:
+        raise ValueError(f"{codec} level {chosen} is not in {LEVELS[codec]}")
+    if codec == "gzip":
+
+        def member(data: bytes) -> bytes:
+            packer = zlib.compressobj(chosen, zlib.DEFLATED, GZIP_WBITS)
+            return packer.compress(data) + packer.flush()
+
+        return member
+    return zstandard.ZstdCompressor(level=chosen, write_content_size=True).compress
+
+
+def decompressed(raw: BinaryIO, ending: str) -> BinaryIO:
+    """A stream of the lines in `raw`, the bytes of a file with compression `ending`; every
+    member or frame is read, not only the first."""
+    if ending == ".gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if ending == ".zst":
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            raw, read_across_frames=True, closefd=True
+        )
+        return io.BufferedReader(reader, 1 << 20)  # type: ignore[arg-type]
+    return raw
+
+
+def decompress(data: bytes, ending: str) -> bytes:
+    """All of a file's bytes, decompressed (every member or frame)."""
+    if ending == ".gz":
+        return gzip.decompress(data)
+    if ending == ".zst":
+        return decompressed(io.BytesIO(data), ending).read()
+    return data
