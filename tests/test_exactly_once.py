@@ -93,7 +93,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                 "engine_execution": {
                     "buffer_size": 500,
                     "auto_flush_seconds": 0.2,
-                    "roll_bytes": 400_000 if compression == "none" else 40_000,
+                    "roll_bytes": 400_000,
                     "roll_seconds": 1.0,
                     "compression": compression,
                 }
