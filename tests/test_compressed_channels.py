@@ -23,6 +23,7 @@ import zstandard
 from sinks.files.buckets import bucket_of
 from sinks.files.names import IN_PROGRESS_DIR, finished_name
 from sinks.files.part_files import PartitionWriter
+from sinks.files.retention import delete_before
 from sinks.formats.compression import compressor, suffix
 from sinks.reader import channel_dir, finished_files, iter_lines
 from streams import events
@@ -201,3 +202,25 @@ def test_duckdb_pandas_datasets_and_cat_read_compressed_channels(
     shown = cli("cat", "engine_execution", "--config", str(path))
     assert shown.returncode == 0, shown.stderr
     assert sorted(orjson.loads(line)["trace_id"] for line in shown.stdout.splitlines()) == want
+
+
+def test_retention_deletes_compressed_files_of_expired_buckets(tmp_path: Path) -> None:
+    """Adversary: retention that knew only `.jsonl` would keep compressed files forever (and
+    their bucket folders). Both codecs' files of an expired bucket go; a newer bucket stays."""
+    old, new = bucket_of(1_700_000_000_000), bucket_of(1_800_000_000_000)
+    for n, codec in enumerate(("gzip", "zstd")):
+        pack = compressor(codec)
+        assert pack is not None
+        w = writer(tmp_path, 1 + n, codec)
+        w.recover([])
+        w.append(pack(batch('{"a":1}')), 10 * n, 10 * n, old)
+        w.append(pack(batch('{"a":2}')), 10 * n + 1, 10 * n + 1, new)
+        w.checkpoints()
+        w.committed()
+        w.finish()
+    assert len(finished_files(tmp_path)) == 4
+    assert delete_before(tmp_path, 1_750_000_000_000) == 2
+    assert {
+        p.path.parent.parent.name + "/" + p.path.parent.name for p in finished_files(tmp_path)
+    } == {new}
+    assert not (tmp_path / old).exists()
