@@ -27,9 +27,9 @@ from sinks.files.retention import delete_before
 from sinks.formats.compression import compressor, suffix
 from sinks.reader import channel_dir, finished_files, iter_lines
 from streams import events
-from streams.config import ChannelConfig, ConfigError
+from streams.config import ChannelConfig, ConfigError, load_config
 from streams.topics import create_topics
-from tests.conftest import ConfigFactory
+from tests.conftest import ConfigFactory, clear_engine_env
 from tests.workers import WorkerProcess, cli, lines_of, produce, wait_for_lines
 
 HOUR = bucket_of(1_800_000_000_000)
@@ -114,14 +114,13 @@ def test_a_compression_level_the_codec_has_not_is_refused_by_name() -> None:
 
 
 def test_an_unknown_codec_in_the_environment_names_the_key(
-    make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path, _cfg = make_config()
+    clear_engine_env(monkeypatch)
+    monkeypatch.delenv("JSON_ENGINE_CONFIG", raising=False)
     monkeypatch.setenv("JSON_ENGINE__CHANNELS__ENGINE_EXECUTION__COMPRESSION", "lz4")
-    from streams.config import load_config
-
     with pytest.raises(ConfigError, match=r"channels\.engine_execution\.compression"):
-        load_config(path)
+        load_config()
 
 
 # -- a real worker, and what reads its files ------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sinks.s3.location import S3Location
 
+COMPRESSED = (".gz", ".zst")  # the endings of compressed files (sinks/formats/compression.py)
 FINISHED = re.compile(r"^p(\d+)-(\d+)-(\d+)\.jsonl(?:\.gz|\.zst)?$")
 IN_PROGRESS_DIR = ".inprogress"
 # partition, epoch, first offset, bucket code, compression suffix ("" for none), kind
@@ -60,6 +61,14 @@ def in_progress_suffix(name: str) -> str:
     return match.group(5)
 
 
+def suffix_of(name: str) -> str:
+    """The compression suffix a finished file or object name ends with (`""` when none)."""
+    for ending in COMPRESSED:
+        if name.endswith(ending):
+            return ending
+    return ""
+
+
 def manifest_name(partition: int, epoch: int, digest: str) -> str:
     return f"p{partition:03d}-{epoch:010d}-{digest[:16]}.files"
 
@@ -76,8 +85,7 @@ class PartFile:
     @property
     def suffix(self) -> str:
         """Its compression suffix (`.gz`, `.zst`; `""` for plain JSONL)."""
-        name = self.path.name
-        return ".gz" if name.endswith(".gz") else ".zst" if name.endswith(".zst") else ""
+        return suffix_of(self.path.name)
 
 
 @dataclass(frozen=True)

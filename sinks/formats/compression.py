@@ -15,11 +15,14 @@ import gzip
 import io
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO, Final, Literal
+from typing import BinaryIO, Final
 
 import zstandard
 
-Codec = Literal["none", "gzip", "zstd"]
+from sinks.files.names import suffix_of
+
+__all__ = ["compressor", "decompress", "decompressed", "suffix", "suffix_of"]
+
 SUFFIXES: Final[dict[str, str]] = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 # The codecs' own defaults: gzip's command line (6), zstd's (3).
 DEFAULT_LEVELS: Final[dict[str, int]] = {"gzip": 6, "zstd": 3}
@@ -30,14 +33,6 @@ GZIP_WBITS: Final = 16 + zlib.MAX_WBITS  # a gzip member (header and trailer), m
 def suffix(codec: str) -> str:
     """The ending after `.jsonl` of a finished file in `codec` (`""` for none)."""
     return SUFFIXES[codec]
-
-
-def suffix_of(name: str) -> str:
-    """The compression suffix a file or object name ends with (`""` when none)."""
-    for ending in (".gz", ".zst"):
-        if name.endswith(ending):
-            return ending
-    return ""
 
 
 def compressor(codec: str, level: int | None = None) -> Callable[[bytes], bytes] | None:
