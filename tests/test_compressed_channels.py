@@ -133,7 +133,8 @@ def test_duckdb_pandas_datasets_and_cat_read_compressed_channels(
     """Adversary: files of many checkpoints (many frames and members each), in two codecs,
     read by tools that know nothing of json-engine. Each returns exactly the records the
     worker was given, once: DuckDB's read_json_auto over `**/*.jsonl.zst` with hive
-    partitioning, pandas, `datasets.load_dataset("json")`, and `json-engine cat`."""
+    partitioning, pandas, `datasets.load_dataset("json")`, `json-engine cat`, and the
+    offline `aggregate --from-files`."""
     fast = {"auto_flush_seconds": 0.1, "buffer_size": 200, "roll_seconds": 3}
     path, cfg = make_config(
         {
@@ -201,6 +202,17 @@ def test_duckdb_pandas_datasets_and_cat_read_compressed_channels(
     shown = cli("cat", "engine_execution", "--config", str(path))
     assert shown.returncode == 0, shown.stderr
     assert sorted(orjson.loads(line)["trace_id"] for line in shown.stdout.splitlines()) == want
+
+    # an offline command: the batch twin counts every execution once, per engine
+    stats = cli("aggregate", "--from-files", str(cfg.output.base_path), "--config", str(path))
+    assert stats.returncode == 0, stats.stderr
+    per_engine: dict[str, int] = {}
+    for line in stats.stdout.splitlines():
+        record = orjson.loads(line)
+        per_engine[record["engine_id"]] = per_engine.get(record["engine_id"], 0) + record["count"]
+    assert per_engine == {
+        f"e{k}": sum(1 for i in range(len(execs)) if i % 4 == k) for k in range(4)
+    }
 
 
 def test_retention_deletes_compressed_files_of_expired_buckets(tmp_path: Path) -> None:
