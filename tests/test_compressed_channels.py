@@ -24,7 +24,7 @@ from sinks.files.buckets import bucket_of
 from sinks.files.names import IN_PROGRESS_DIR, finished_name
 from sinks.files.part_files import PartitionWriter
 from sinks.files.retention import delete_before
-from sinks.formats.compression import compressor, suffix
+from sinks.formats.compression import compressor, decompress, suffix
 from sinks.reader import channel_dir, finished_files, iter_lines
 from streams import events
 from streams.config import ChannelConfig, ConfigError, load_config
@@ -103,6 +103,42 @@ def test_a_new_owner_rolls_forward_committed_frames_only(tmp_path: Path, codec: 
     assert not [
         n for n in os.listdir(tmp_path / IN_PROGRESS_DIR) if n.startswith("p002-0000000001")
     ]
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_a_file_cut_inside_a_frame_is_an_error_never_fewer_lines(codec: str) -> None:
+    """Adversary: bytes cut short inside the last frame or member (a copy interrupted, a
+    disk that lied). zstandard's own readers stop there quietly, as if the file ended: the
+    project's reader raises, as gzip does, at every cut that is not a frame's end."""
+    pack = compressor(codec)
+    assert pack is not None
+    frames = [pack(batch(*(f'{{"n":{i}}}' for i in range(k, k + 50)))) for k in range(0, 150, 50)]
+    data = b"".join(frames)
+    ending = suffix(codec)
+    assert decompress(data, ending).count(b"\n") == 150
+    ends = {len(b"".join(frames[:n])) for n in range(len(frames) + 1)}
+    for cut in range(1, len(data)):
+        if cut in ends:
+            assert decompress(data[:cut], ending).count(b"\n") % 50 == 0
+            continue
+        with pytest.raises((EOFError, OSError, zstandard.ZstdError)):
+            decompress(data[:cut], ending)
+
+
+def test_validate_reads_compressed_inputs_and_refuses_a_cut_one(tmp_path: Path) -> None:
+    """Adversary: `validate` (and `publish`, the same reader) given a channel's compressed
+    files, and one cut short: every line is checked, and the cut file is a clear error."""
+    rng = random.Random(3)
+    docs = [events.engine_execution(rng, "e1", 1_800_000_000_000 + i) for i in range(20)]
+    data = b"".join(orjson.dumps(d) + b"\n" for d in docs) + b'{"broken": 1}\n'
+    zst = compressor("zstd")
+    assert zst is not None
+    (tmp_path / "ok.jsonl.zst").write_bytes(zst(data[:900]) + zst(data[900:]))
+    (tmp_path / "cut.jsonl.zst").write_bytes(zst(data)[:-7])
+    done = cli("validate", "--type", "engine_execution", str(tmp_path / "ok.jsonl.zst"))
+    assert done.returncode == 1 and "20 valid, 1 invalid" in done.stdout + done.stderr
+    cut = cli("validate", "--type", "engine_execution", str(tmp_path / "cut.jsonl.zst"))
+    assert cut.returncode == 1 and "cut short" in cut.stderr, cut.stderr
 
 
 def test_a_compression_level_the_codec_has_not_is_refused_by_name() -> None:

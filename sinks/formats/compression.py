@@ -15,7 +15,7 @@ import gzip
 import io
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 import zstandard
 
@@ -28,6 +28,7 @@ SUFFIXES: Final[dict[str, str]] = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 DEFAULT_LEVELS: Final[dict[str, int]] = {"gzip": 6, "zstd": 3}
 LEVELS: Final[dict[str, range]] = {"gzip": range(0, 10), "zstd": range(-7, 23)}
 GZIP_WBITS: Final = 16 + zlib.MAX_WBITS  # a gzip member (header and trailer), mtime 0
+CHUNK: Final = 1 << 20  # bytes read at a time
 
 
 def suffix(codec: str) -> str:
@@ -58,11 +59,53 @@ def decompressed(raw: BinaryIO, ending: str) -> BinaryIO:
     if ending == ".gz":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if ending == ".zst":
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            raw, read_across_frames=True, closefd=True
-        )
-        return io.BufferedReader(reader, 1 << 20)  # type: ignore[arg-type]
+        return io.BufferedReader(ZstdFrames(raw), CHUNK)  # type: ignore[return-value]
     return raw
+
+
+class ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of zstd frames one after the other. zstandard's own readers
+    stop quietly at a frame cut short (and `decompress` after the first frame): this raises
+    EOFError there, as gzip does, so a file that is not whole frames never reads as fewer
+    lines."""
+
+    def __init__(self, raw: BinaryIO):
+        super().__init__()
+        self._raw = raw
+        self._frame = zstandard.ZstdDecompressor().decompressobj()
+        self._inside = False  # the current frame has had bytes and has not ended
+        self._out = b""
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._at == len(self._out):
+            chunk = self._raw.read(CHUNK)
+            if not chunk:
+                if self._inside:
+                    raise EOFError("zstd data ended inside a frame (a file cut short)")
+                return 0
+            self._out, self._at = self._feed(chunk), 0
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at : self._at + n]
+        self._at += n
+        return n
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = []
+        while chunk:
+            if self._frame.eof:
+                self._frame = zstandard.ZstdDecompressor().decompressobj()
+            out.append(self._frame.decompress(chunk))
+            chunk = self._frame.unused_data if self._frame.eof else b""
+            self._inside = not self._frame.eof
+        return b"".join(out)
+
+    def close(self) -> None:
+        super().close()
+        self._raw.close()
 
 
 def decompress(data: bytes, ending: str) -> bytes:
