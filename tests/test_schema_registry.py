@@ -34,7 +34,7 @@ from streams.readers.failures import RegistryUnavailable
 from streams.readers.route import LocalRecord, Parsed, TopicRoute
 from streams.readers.schema_ids import SchemaIds, frame
 from streams.topics import create_topics
-from streams.validation import Validator
+from streams.validation import ValidationError, Validator
 from tests.conftest import ConfigFactory
 from tests.workers import WorkerProcess, lines_of, produce, wait_for_lines
 
@@ -205,6 +205,30 @@ def test_registry_lookups_are_cached_and_a_registry_down_raises_never_drops(
     registry.down = True  # known and unknown ids alike come from the cache now
     feed(r, [*values, unknown])
     assert registry.lookups == asked and len(taken.items) == 10
+
+
+def test_publisher_frames_with_publish_ids_and_refuses_a_type_without_one() -> None:
+    """Adversary: `publish` on with ids for some types only and no registry to ask: the
+    Publisher refuses to start, naming the keys; with every id given it frames each value
+    with its type's id, after validating the JSON alone (an invalid one is never sent)."""
+    from streams.config import ConfigError, JsonEngineConfig, KafkaConfig
+
+    def config(ids: dict[str, int]) -> JsonEngineConfig:
+        registry = SchemaRegistryConfig(publish=True, publish_ids=ids)
+        return JsonEngineConfig(kafka=KafkaConfig(schema_registry=registry))
+
+    with pytest.raises(ConfigError, match="no schema id for training_sample"):
+        Publisher(config({"engine_execution": 7, "comparison_result": 8}))
+    ids = {"engine_execution": 7, "comparison_result": 8, "training_sample": 9}
+    publisher = Publisher(config(ids), delivery_timeout_s=1)
+    try:
+        doc = events.engine_execution(random.Random(6), "e1", 1_800_000_000_000)
+        _topic, value, key = publisher._prepare("engine_execution", doc)
+        assert value == frame(7, orjson.dumps(doc)) and key == b"e1"
+        with pytest.raises(ValidationError):
+            publisher._prepare("engine_execution", {**doc, "metrics": {}})
+    finally:
+        publisher.close()
 
 
 # -- through real workers ------------------------------------------------------------------
