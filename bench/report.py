@@ -105,6 +105,9 @@ def summarize(
         )
         if shares:
             out["written_share"] = shares
+        ratios = [r.extra["compression_ratio"] for r in ok if "compression_ratio" in r.extra]
+        if ratios:
+            out["compression_ratio"] = statistics.median(ratios)
     return out
 
 
@@ -385,6 +388,7 @@ def markdown(record: dict[str, Any]) -> str:
         out.append(
             f"| {g.get('issue', '')} | {g['goal']} | {g['value']} | {met} | {g.get('note', '')} |"
         )
+    out += _compression_lines(rows)
     out += ["", "## What each contender does", ""]
     out += [f"- **{r['label']}** (`{r['name']}`): {r['what']}" for r in rows]
     extras = record.get("extras", {})
@@ -393,6 +397,29 @@ def markdown(record: dict[str, Any]) -> str:
     if extras.get("publisher"):
         out += ["", "## Publisher vs raw producer (bench.publisher)", "", extras["publisher"]]
     return "\n".join(out) + "\n"
+
+
+def _compression_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Compressed files beside plain ones, from this one run (issue 27)."""
+    plain = next((r for r in rows if r["name"] == "json-engine-1w"), None)
+    compressed = [r for r in rows if r.get("compression_ratio")]
+    if not compressed:
+        return []
+    out = [
+        "",
+        "## Compressed files (issue 27)",
+        "",
+        "| files | compression ratio (published bytes / file bytes) | events/s | x plain |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in compressed:
+        rate = row.get("events_per_s")
+        base = plain.get("events_per_s") if plain else None
+        versus = f"{rate / base:.2f}" if rate and base else "-"
+        out.append(
+            f"| {row['label']} | {row['compression_ratio']:.2f} | {_fmt(rate, ',.0f')} | {versus} |"
+        )
+    return out
 
 
 def _source_lines(src: dict[str, Any] | None) -> list[str]:

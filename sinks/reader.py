@@ -3,9 +3,10 @@
 A channel directory holds time buckets (`date=…/hour=…/`) and, written by older versions,
 flat part files: both are read. Every reader takes an `s3://bucket/prefix` as well as a
 directory (the same layout as objects, sinks/s3/listing.py; endpoint and credentials from the
-standard AWS sources, or `output.s3` when the location comes from a config). A DuckDB
-one-liner over the same files:
-`SELECT * FROM read_json_auto('output/events/**/*.jsonl', hive_partitioning = true)`.
+standard AWS sources, or `output.s3` when the location comes from a config). Compressed
+files (`.jsonl.gz`, `.jsonl.zst`: sinks/formats/compression.py) are read like plain ones. A
+DuckDB one-liner over the same files:
+`SELECT * FROM read_json_auto('output/events/**/*.jsonl*', hive_partitioning = true)`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 from sinks.files.buckets import bucket_start, event_time
 from sinks.files.listing import bucket_paths, finished_paths
 from sinks.files.names import PartFile
+from sinks.formats.compression import decompressed
 from sinks.s3.listing import bucket_objects, finished_objects, open_lines
 from sinks.s3.location import S3Location, location
 
@@ -87,8 +89,8 @@ def part_lines(part: PartFile) -> Iterator[bytes]:
         f = open(part.path, "rb")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         return
-    with f:
-        for raw in f:
+    with f, decompressed(f, part.suffix) as lines:
+        for raw in lines:
             yield raw.rstrip(b"\n")
 
 

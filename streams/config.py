@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from sinks.formats.compression import LEVELS
 from sinks.s3.location import S3Location
 from sinks.s3.store import S3Options
 
@@ -36,6 +37,7 @@ CHANNELS = (
     "alerts",
 )
 EVENT_TYPES = ("engine_execution", "comparison_result", "training_sample")
+EventType = Literal["engine_execution", "comparison_result", "training_sample"]
 
 
 class ConfigError(Exception):
@@ -44,6 +46,46 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SchemaRegistryConfig(_Strict):
+    """`kafka.schema_registry`: values in Confluent's wire format (magic byte 0, a 4-byte
+    schema id, the JSON) are accepted when their id is in `allowed_ids` or known to the
+    registry at `url` (streams/readers/schema_ids.py); the Publisher writes that framing
+    when `publish` is on (streams/framing.py)."""
+
+    # http(s)://host:port (a comma-separated list is tried in turn); mock:// is an in-process
+    # registry of confluent-kafka's, empty in a worker (for tests).
+    url: str | None = Field(None, pattern=r"^(https?|mock)://\S+$")
+    allowed_ids: list[int] = Field(default_factory=list)
+    basic_auth_user_info: str | None = None  # "key:secret" (Confluent Cloud's API key)
+    ssl_ca_location: Path | None = None
+    timeout_seconds: float = Field(10.0, gt=0, le=600)
+    # The Publisher frames each value with its type's schema id: `publish_ids` where given,
+    # else the id of the bundled schema registered at `url` under `<topic>-value`.
+    publish: bool = False
+    publish_ids: dict[EventType, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ids(self) -> SchemaRegistryConfig:
+        for schema_id in [*self.allowed_ids, *self.publish_ids.values()]:
+            if not 0 <= schema_id < 2**32:
+                raise ValueError(f"schema id {schema_id} is not a 4-byte unsigned integer")
+        return self
+
+    def client_config(self) -> dict[str, Any]:
+        """The settings of confluent-kafka's SchemaRegistryClient: one try per lookup (a
+        registry that does not answer is retried by the worker, never waited on here)."""
+        settings: dict[str, Any] = {
+            "url": self.url,
+            "timeout": self.timeout_seconds,
+            "max.retries": 0,
+        }
+        if self.basic_auth_user_info:
+            settings["basic.auth.user.info"] = self.basic_auth_user_info
+        if self.ssl_ca_location is not None:
+            settings["ssl.ca.location"] = str(self.ssl_ca_location)
+        return settings
 
 
 class KafkaConfig(_Strict):
@@ -58,6 +100,7 @@ class KafkaConfig(_Strict):
     ssl_ca_location: Path | None = None
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
+    schema_registry: SchemaRegistryConfig = Field(default_factory=SchemaRegistryConfig)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaConfig:
@@ -165,8 +208,25 @@ class ChannelConfig(_Strict):
     validate_: bool = Field(True, alias="validate")
     roll_bytes: int = Field(64 * 1024 * 1024, ge=1)
     roll_seconds: float = Field(300.0, ge=0)
+    # Finished files `.jsonl.gz` / `.jsonl.zst`: one member or frame per checkpoint's append
+    # (sinks/formats/compression.py); the level is the codec's default (gzip 6, zstd 3) unless
+    # given.
+    compression: Literal["none", "gzip", "zstd"] = "none"
+    compression_level: int | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _level(self) -> ChannelConfig:
+        if self.compression_level is not None:
+            levels = LEVELS.get(self.compression)
+            if levels is None or self.compression_level not in levels:
+                allowed = f"{levels.start}..{levels.stop - 1}" if levels else "none"
+                raise ValueError(
+                    f"compression_level {self.compression_level} does not fit compression "
+                    f"{self.compression} (levels {allowed})"
+                )
+        return self
 
     @property
     def directory(self) -> str:

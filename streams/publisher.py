@@ -37,6 +37,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.brokers import QuietLog
 from streams.config import JsonEngineConfig, load_config
+from streams.framing import publish_ids
+from streams.readers.schema_ids import frame
 from streams.topics import PARTITIONER, topic_name
 from streams.validation import NOT_UTF8, ValidationError, Validator
 
@@ -131,6 +133,10 @@ class Publisher:
         self._fatal: KafkaError | None = None
         self._topics = {kind: topic_name(self.config, kind) for kind in KEY_FIELD}
         self._reports = {kind: self._report(kind) for kind in KEY_FIELD}
+        if self.config.kafka.schema_registry.publish:  # Confluent's wire format (framing.py)
+            ids = publish_ids(self.config, tuple(KEY_FIELD))
+            self._headers = {kind: frame(schema_id, b"") for kind, schema_id in ids.items()}
+            self._prepare = self._prepare_framed  # type: ignore[method-assign]
         settings = producer_settings(self.config, delivery_timeout_s)
         if not success_reports:
             settings["delivery.report.only.error"] = True
@@ -251,6 +257,11 @@ class Publisher:
                 ) from None
             return topic, value, _key(obj if validator is not None else _peek(value), field)
         raise TypeError(f"payload must be bytes, str or dict, not {type(payload).__name__}")
+
+    def _prepare_framed(self, kind: str, payload: Payload) -> tuple[str, bytes, bytes | None]:
+        """`_prepare`, with the value framed by its type's schema id (validated unframed)."""
+        topic, value, key = Publisher._prepare(self, kind, payload)
+        return topic, self._headers[kind] + value, key
 
     # -- producing and delivery reports -----------------------------------------------------
 

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+import zstandard
 
+from sinks.files.names import FINISHED
+from sinks.formats.compression import decompress, suffix_of
 from sinks.reader import channel_dir
 from streams import events
 from streams.topics import create_topics
@@ -21,18 +24,22 @@ from tests.workers import READY, WorkerProcess, assert_once, lines_of, produce, 
 
 
 def finished(directory: Path) -> list[Path]:
-    """Finished part files in every time bucket (and the flat layout); none hidden."""
+    """Finished part files in every time bucket (and the flat layout), compressed or not;
+    none hidden."""
     if not directory.exists():
         return []
     return sorted(
         p
-        for p in directory.rglob("*.jsonl")
-        if not any(part.startswith(".") for part in p.relative_to(directory).parts)
+        for p in directory.rglob("*.jsonl*")
+        if FINISHED.match(p.name)
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
     )
 
 
 class PartialLineWatcher(threading.Thread):
-    """Reads every finished file over and over; records any line that is not whole JSON."""
+    """Reads every finished file over and over, decompressing a compressed one whole (every
+    gzip member, every zstd frame); records any line that is not whole JSON, and any file
+    that does not decompress."""
 
     def __init__(self, directory: Path):
         super().__init__(daemon=True)
@@ -40,12 +47,18 @@ class PartialLineWatcher(threading.Thread):
         self.stop = threading.Event()
         self.bad: list[str] = []
         self.reads = 0
+        self.names: set[str] = set()
 
     def run(self) -> None:
         while not self.stop.is_set():
             for path in finished(self.directory):
+                self.names.add(path.name)
                 with contextlib.suppress(FileNotFoundError):
-                    data = path.read_bytes()
+                    try:
+                        data = decompress(path.read_bytes(), suffix_of(path.name))
+                    except (OSError, EOFError, zstandard.ZstdError) as exc:
+                        self.bad.append(f"{path.name}: does not decompress: {exc}")
+                        continue
                     self.reads += 1
                     if data and not data.endswith(b"\n"):
                         self.bad.append(f"{path.name}: no final newline")
@@ -58,12 +71,20 @@ class PartialLineWatcher(threading.Thread):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("output", ["files", "s3"])
+@pytest.mark.parametrize(
+    ("output", "compression"),
+    [("files", "none"), ("s3", "none"), ("files", "zstd"), ("s3", "gzip")],
+)
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
-    make_config: ConfigFactory, tmp_path: Path, output: str, request: pytest.FixtureRequest
+    make_config: ConfigFactory,
+    tmp_path: Path,
+    output: str,
+    compression: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """On S3 a watcher lists and reads every visible object all the while instead: each is
-    whole and never rewritten (tests/test_s3_exactly_once.py PartialObjectWatcher)."""
+    whole and never rewritten (tests/test_s3_exactly_once.py PartialObjectWatcher). With
+    `compression` every visible file decompresses whole at every instant (issue 27)."""
     shared = {"base_path": request.getfixturevalue("s3_base")} if output == "s3" else {}
     path, cfg = make_config(
         {
@@ -74,6 +95,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                     "auto_flush_seconds": 0.2,
                     "roll_bytes": 400_000,
                     "roll_seconds": 1.0,
+                    "compression": compression,
                 }
             },
         }
@@ -114,6 +136,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         worker.kill()
     assert_once(cfg, execs)
     assert watcher.reads > 0 and watcher.bad == []
+    ending = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}[compression]
+    assert watcher.names and all(name.endswith(ending) for name in watcher.names)
 
 
 @pytest.fixture

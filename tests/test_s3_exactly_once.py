@@ -22,7 +22,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+import zstandard
 
+from sinks.files.names import FINISHED
+from sinks.formats.compression import decompress, suffix_of
 from sinks.s3.location import S3Location
 from streams import events
 from streams.local import s3 as local_s3
@@ -52,16 +55,18 @@ def objects(client: object, base: str) -> dict[str, tuple[str, int]]:
 
 
 def visible(keys: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+    """The finished objects, compressed (`.jsonl.gz`, `.jsonl.zst`) or not."""
     return {
         k: v
         for k, v in keys.items()
-        if k.endswith(".jsonl") and not any(s.startswith(".") for s in k.split("/"))
+        if FINISHED.match(k.rsplit("/", 1)[-1]) and not any(s.startswith(".") for s in k.split("/"))
     }
 
 
 class PartialObjectWatcher(threading.Thread):
-    """Lists and reads every visible object over and over: any that is not whole JSON lines,
-    or that changes after it was first seen, is a failure."""
+    """Lists and reads every visible object over and over: any that is not whole JSON lines
+    (decompressed whole, if compressed), or that changes after it was first seen, is a
+    failure."""
 
     def __init__(self, s3: S3Service, base: str):
         super().__init__(daemon=True)
@@ -72,11 +77,13 @@ class PartialObjectWatcher(threading.Thread):
         self.bad: list[str] = []
         self.seen: dict[str, tuple[str, int]] = {}
         self.reads = 0
+        self.names: set[str] = set()
 
     def run(self) -> None:
         while not self.stop.is_set():
             with contextlib.suppress(Exception):  # the server may be down on purpose
                 for key, identity in visible(objects(self.client, self.base)).items():
+                    self.names.add(key.rsplit("/", 1)[-1])
                     first = self.seen.setdefault(key, identity)
                     if first != identity:
                         self.bad.append(f"{key} rewritten: {first} → {identity}")
@@ -85,6 +92,11 @@ class PartialObjectWatcher(threading.Thread):
                     body = self.client.get_object(
                         Bucket=self.where.bucket, Key=self.where.prefix + key
                     )["Body"].read()
+                    try:  # every gzip member, every zstd frame
+                        body = decompress(body, suffix_of(key))
+                    except (OSError, EOFError, zstandard.ZstdError) as exc:
+                        self.bad.append(f"{key}: does not decompress: {exc}")
+                        continue
                     self.reads += 1
                     if not body.endswith(b"\n"):
                         self.bad.append(f"{key}: no final newline")

@@ -22,9 +22,11 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from sinks.files.names import FINISHED
 from sinks.reader import channel_dir
 from sinks.s3.location import S3Location
 from sinks.s3.store import store_of
+from streams.config import CHANNELS
 from streams.topics import create_topics
 from streams.training import derive_sample
 from tests.conftest import ConfigFactory
@@ -124,8 +126,10 @@ def finished_files(base: Path | S3Location) -> dict[str, tuple[object, int]]:
 
         return visible(objects(store_of(base).client, str(base)))  # type: ignore[return-value]
     found: dict[str, tuple[object, int]] = {}
-    for path in base.rglob("*.jsonl"):
-        if not any(part.startswith(".") for part in path.relative_to(base).parts):
+    for path in base.rglob("*.jsonl*"):
+        if FINISHED.match(path.name) and not any(
+            part.startswith(".") for part in path.relative_to(base).parts
+        ):
             st = path.stat()
             found[str(path.relative_to(base))] = (st.st_ino, st.st_size)
     return found
@@ -166,13 +170,47 @@ def test_a_thawed_zombie_never_makes_a_line_visible_twice(
     output: str,
     request: pytest.FixtureRequest,
 ) -> None:
+    thawed_zombie(make_config, tmp_path, instant, output, request, "none")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("output", "compression", "instant"),
+    [("files", "zstd", "after_write:stop:2"), ("s3", "gzip", "after_commit:stop:2")],
+)
+def test_a_thawed_zombie_on_compressed_channels(
+    make_config: ConfigFactory,
+    tmp_path: Path,
+    instant: str,
+    output: str,
+    compression: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The zombie with every channel compressed (issue 27): its frames appended after the
+    owner's roll-forward reach no finished file, and every file is whole frames."""
+    thawed_zombie(make_config, tmp_path, instant, output, request, compression)
+
+
+def thawed_zombie(
+    make_config: ConfigFactory,
+    tmp_path: Path,
+    instant: str,
+    output: str,
+    request: pytest.FixtureRequest,
+    compression: str,
+) -> None:
     shared = {"base_path": request.getfixturevalue("s3_base")} if output == "s3" else {}
+    channels = {**FAST, "training_sample": FAST["engine_execution"]}
+    if compression != "none":
+        channels = {
+            name: {**channels.get(name, {}), "compression": compression} for name in CHANNELS
+        }
     path, cfg = make_config(
         {
             "output": shared,
             "kafka": {"partitions": 3},
             "aggregation": {**AGG, "idle_seconds": 300},
-            "channels": {**FAST, "training_sample": FAST["engine_execution"]},
+            "channels": channels,
         }
     )
     create_topics(cfg)
@@ -225,6 +263,8 @@ def test_a_thawed_zombie_never_makes_a_line_visible_twice(
     after = finished_files(cfg.output.base_path)
     for name, identity in before.items():
         assert after.get(name) == identity, f"{name} was rewritten or removed"
+    ending = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}[compression]
+    assert after and all(name.endswith(ending) for name in after)
     assert_exactly_once(cfg, feed)
     streamed = by_key(lines_of(cfg, "aggregated_stats"))
     assert set(streamed) == set(expected)

@@ -70,6 +70,9 @@ def registry() -> list[Contender]:
         ConfluentParse(),
         ConfluentParse("fastjsonschema"),
         JsonEngineSink(workers=1),
+        # compressed files beside plain ones: throughput and ratio (issue 27)
+        JsonEngineSink(workers=1, compression="zstd"),
+        JsonEngineSink(workers=1, compression="gzip"),
         # the same on the uncompressed workload (issue 25)
         ConfluentParse(shape="plain"),
         ConfluentParse("fastjsonschema", shape="plain"),

@@ -82,6 +82,7 @@ def worker_config(
     aggregation: bool,
     only_executions: bool = False,
     output: str | None = None,
+    compression: str = "none",
 ) -> dict[str, Any]:
     """Sink-only unless `aggregation`: the comparison and training paths are off (their
     topics are empty anyway); small rolls so the finished files appear soon after the end.
@@ -101,6 +102,7 @@ def worker_config(
                     "buffer_size": 10_000,
                     "auto_flush_seconds": 0.5,
                     "roll_seconds": 1.0,
+                    "compression": compression,
                 }
             },
             "aggregation": {"enabled": aggregation},
@@ -206,8 +208,10 @@ class JsonEngineSink(Contender):
         shape: str = "keyed",
         only_executions: bool = False,
         output: str = "files",
+        compression: str = "none",
     ):
         self.output = output
+        self.compression = compression  # of the executions' files (issue 27)
         self.workers = workers
         self.aggregation = aggregation
         self.fenced = fenced
@@ -220,6 +224,7 @@ class JsonEngineSink(Contender):
             + ("-exec" if only_executions else "")
             + ("-agg" if aggregation else "")
             + ("-s3" if output == "s3" else "")
+            + ("" if compression == "none" else f"-{compression}")
         )
         plural = "s" if workers > 1 else ""
         self.label = (
@@ -229,6 +234,7 @@ class JsonEngineSink(Contender):
             + (", executions channel only" if only_executions else "")
             + (", aggregation on" if aggregation else "")
             + (", to S3 (versitygw)" if output == "s3" else "")
+            + ("" if compression == "none" else f", {compression} files")
         )
         commit = (
             "plain offset commit + idempotent producer (JSON_ENGINE_UNFENCED=1)"
@@ -248,6 +254,12 @@ class JsonEngineSink(Contender):
             )
             + f"{commit} (buffer_size 10000, auto_flush 0.5 s, roll 1 s); progress = the "
             "group's committed offsets"
+            + (
+                ""
+                if compression == "none"
+                else f"; each checkpoint's append one {compression} frame at the codec's "
+                "default level, the compression ratio kept (published bytes / file bytes)"
+            )
         )
         self.smoke = self.name == "json-engine-1w"
 
@@ -268,7 +280,9 @@ class JsonEngineSink(Contender):
         config_file = run_dir / "json-engine.yaml"
         s3_env = server.env() if server is not None else {}
         output = f"s3://{BENCH_BUCKET}/bench" if server is not None else None
-        config = worker_config(ctx, base, self.aggregation, self.only_executions, output)
+        config = worker_config(
+            ctx, base, self.aggregation, self.only_executions, output, self.compression
+        )
         config_file.write_text(yaml.safe_dump(config))
         delete_group(w.bootstrap, w.group)
         fresh_topics(w)
@@ -324,7 +338,7 @@ class JsonEngineSink(Contender):
             for profiler in profilers:
                 profiler.stop()
             deadline = time.monotonic() + FINISH_WAIT_S
-            while _finished_bytes(directory) < w.total_bytes and time.monotonic() < deadline:
+            while _finished_offsets(directory) < w.events and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(0.3)  # the metrics are refreshed every 0.2 s
             shares = [_written(p) for p in ports]
@@ -339,6 +353,10 @@ class JsonEngineSink(Contender):
         check_files(directory, w)
         objects = _objects_per_partition(directory) if server is not None else {}
         run = result(obs, w.events, children)
+        if self.compression != "none":
+            stored = _finished_bytes(directory)
+            run.extra["file_bytes"] = stored
+            run.extra["compression_ratio"] = round(w.total_bytes / max(stored, 1), 2)
         if objects:
             run.extra["objects_per_partition"] = objects
         run.extra["workers"] = self.workers
@@ -364,9 +382,16 @@ class JsonEngineSink(Contender):
         return ready
 
 
+def _finished_offsets(directory: Path | S3Location) -> int:
+    """Offsets the finished part files cover: the workload's events once every line is
+    finished (it has no invalid record), compressed or not."""
+    return sum(part.last - part.first + 1 for part in finished_files(directory))
+
+
 def _finished_bytes(directory: Path | S3Location) -> int:
     """Bytes in finished part files (what readers see): the workload's `total_bytes` once
-    every line is finished, since every line is the value as published plus a newline."""
+    every line is finished, since every line is the value as published plus a newline
+    (less when compressed)."""
     if isinstance(directory, S3Location):
         store = store_of(directory)
         names = {p.path.key for p in finished_files(directory)}

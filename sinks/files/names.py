@@ -5,6 +5,10 @@ checkpoints, so that none of them imports another's writer or listing. For parti
 
     .inprogress/p003-0000000007-000000000100-2026120108.part    hidden: epoch 7's open file
     date=2026-12-01/hour=08/p003-000000000100-000000000599.jsonl  finished, never rewritten
+
+A compressed channel (sinks/formats/compression.py) names its codec in both: `….gz.part`
+in progress, `….jsonl.gz` finished (`.zst` for zstd), so a file is finished in the codec it
+was written in whatever the configuration says by then.
 """
 
 from __future__ import annotations
@@ -17,16 +21,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sinks.s3.location import S3Location
 
-FINISHED = re.compile(r"^p(\d+)-(\d+)-(\d+)\.jsonl$")
+COMPRESSED = (".gz", ".zst")  # the endings of compressed files (sinks/formats/compression.py)
+FINISHED = re.compile(r"^p(\d+)-(\d+)-(\d+)\.jsonl(?:\.gz|\.zst)?$")
 IN_PROGRESS_DIR = ".inprogress"
-IN_PROGRESS = re.compile(r"^p(\d+)-(\d+)-(\d+)-(\d{10})\.(part|copy)$")
+# partition, epoch, first offset, bucket code, compression suffix ("" for none), kind
+IN_PROGRESS = re.compile(r"^p(\d+)-(\d+)-(\d+)-(\d{10})((?:\.gz|\.zst)?)\.(part|copy)$")
 # A hidden list of open files, named by a checkpoint instead of them when they are too many
 # for the offset metadata (sinks/files/manifest.py): partition, owner epoch, content digest.
 MANIFEST = re.compile(r"^p(\d+)-(\d+)-([0-9a-f]{16})\.files$")
 
 
-def finished_name(partition: int, first: int, last: int) -> str:
-    return f"p{partition:03d}-{first:012d}-{last:012d}.jsonl"
+def finished_name(partition: int, first: int, last: int, suffix: str = "") -> str:
+    """`suffix`: the compression's (`.gz`, `.zst`), after `.jsonl`."""
+    return f"p{partition:03d}-{first:012d}-{last:012d}.jsonl{suffix}"
 
 
 def bucket_code(bucket: str) -> str:
@@ -40,9 +47,26 @@ def code_bucket(code: str) -> str:
 
 
 def in_progress_name(
-    partition: int, epoch: int, first: int, bucket: str, kind: str = "part"
+    partition: int, epoch: int, first: int, bucket: str, kind: str = "part", suffix: str = ""
 ) -> str:
-    return f"p{partition:03d}-{epoch:010d}-{first:012d}-{bucket_code(bucket)}.{kind}"
+    code = bucket_code(bucket)
+    return f"p{partition:03d}-{epoch:010d}-{first:012d}-{code}{suffix}.{kind}"
+
+
+def in_progress_suffix(name: str) -> str:
+    """The compression suffix an in-progress name carries (`""` for none)."""
+    match = IN_PROGRESS.match(name)
+    if match is None:
+        raise ValueError(f"not an in-progress file name: {name!r}")
+    return match.group(5)
+
+
+def suffix_of(name: str) -> str:
+    """The compression suffix a finished file or object name ends with (`""` when none)."""
+    for ending in COMPRESSED:
+        if name.endswith(ending):
+            return ending
+    return ""
 
 
 def manifest_name(partition: int, epoch: int, digest: str) -> str:
@@ -57,6 +81,11 @@ class PartFile:
     partition: int
     first: int
     last: int
+
+    @property
+    def suffix(self) -> str:
+        """Its compression suffix (`.gz`, `.zst`; `""` for plain JSONL)."""
+        return suffix_of(self.path.name)
 
 
 @dataclass(frozen=True)
@@ -91,7 +120,13 @@ class Checkpoint:
         return code_bucket(self._match().group(4))
 
     @property
+    def suffix(self) -> str:
+        """The compression the file was written in (`""` for none)."""
+        return self._match().group(5)
+
+    @property
     def finished(self) -> str:
         """`<bucket>/<finished name>`: where the file is (or will be) published, below the
         channel directory."""
-        return f"{self.bucket}/{finished_name(self.partition, self.first, self.last)}"
+        name = finished_name(self.partition, self.first, self.last, self.suffix)
+        return f"{self.bucket}/{name}"

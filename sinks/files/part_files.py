@@ -50,6 +50,7 @@ from sinks.files.names import (
     Checkpoint,
     finished_name,
     in_progress_name,
+    in_progress_suffix,
 )
 from sinks.files.retention import cutoff, expired
 
@@ -93,8 +94,10 @@ class PartitionWriter:
         roll_bytes: int,
         roll_seconds: float,
         retention_days: float | None = None,
+        suffix: str = "",
     ):
         self.directory = directory
+        self.suffix = suffix  # of the files it opens: their compression (sinks/formats/)
         self.spool = directory / IN_PROGRESS_DIR
         self.partition = partition
         self.epoch = epoch
@@ -134,13 +137,14 @@ class PartitionWriter:
         self._committed_manifest = next(iter(named), None)
 
     def _roll_forward(self, checkpoint: Checkpoint) -> None:
-        name = finished_name(self.partition, checkpoint.first, checkpoint.last)
+        suffix = checkpoint.suffix  # the codec it was written in, whatever the config says now
+        name = finished_name(self.partition, checkpoint.first, checkpoint.last, suffix)
         target = self.directory / checkpoint.bucket / name
         source = self.spool / checkpoint.file
         if target.exists():
             return  # finished already (by its writer, or by an earlier owner)
         copy = self.spool / in_progress_name(
-            self.partition, self.epoch, checkpoint.first, checkpoint.bucket, "copy"
+            self.partition, self.epoch, checkpoint.first, checkpoint.bucket, "copy", suffix
         )
         try:
             src = open(source, "rb")  # noqa: SIM115 (closed below)
@@ -209,7 +213,7 @@ class PartitionWriter:
         makes it durable. It counts only once a checkpoint naming it is committed."""
         file = self._open.get(bucket)
         if file is None:
-            name = in_progress_name(self.partition, self.epoch, first, bucket)
+            name = in_progress_name(self.partition, self.epoch, first, bucket, suffix=self.suffix)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
             fd = os.open(self.spool / name, flags, 0o644)
             file = self._open[bucket] = _OpenFile(fd, name, bucket, first)
@@ -333,9 +337,8 @@ class PartitionWriter:
             raise RuntimeError("finish() of a file with uncommitted bytes")
         del self._open[bucket]
         os.close(file.fd)
-        self._link_into(
-            self.spool / file.name, bucket, finished_name(self.partition, file.first, file.last)
-        )
+        name = finished_name(self.partition, file.first, file.last, in_progress_suffix(file.name))
+        self._link_into(self.spool / file.name, bucket, name)
         self.published += 1
 
     def _link_into(self, source: Path, bucket: str, name: str) -> None:

@@ -1,7 +1,8 @@
 """Finished objects of a channel on S3, in (partition, offset) order: the readers' side.
 
 The layout is the filesystem's (sinks/files/names.py, buckets.py, listing.py), as keys:
-`<channel prefix>/date=YYYY-MM-DD/hour=HH/pNNN-<first>-<last>.jsonl`. A key with a segment
+`<channel prefix>/date=YYYY-MM-DD/hour=HH/pNNN-<first>-<last>.jsonl` (`.jsonl.gz`,
+`.jsonl.zst` when compressed). A key with a segment
 below the channel that starts with `.` is work in progress and never read. Time bounds list
 only the days of the range (one delimited listing of the channel, then one per day).
 """
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 from sinks.files.buckets import bucket_of
 from sinks.files.names import FINISHED, PartFile
+from sinks.formats.compression import decompressed
 from sinks.s3.location import S3Location
 from sinks.s3.store import S3Store, store_of
 
@@ -71,6 +73,11 @@ def open_lines(part: PartFile) -> Iterator[bytes]:
     assert isinstance(where, S3Location)
     body = store_of(where).open(where)
     if body is None:
+        return
+    if part.suffix:  # compressed: read through the decompressor, line by line
+        with body, decompressed(body, part.suffix) as lines:
+            for raw in lines:
+                yield raw.rstrip(b"\n")
         return
     pending = b""
     with body:

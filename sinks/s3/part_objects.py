@@ -59,7 +59,6 @@ from sinks.files.names import (
     IN_PROGRESS_DIR,
     MANIFEST,
     Checkpoint,
-    finished_name,
     in_progress_name,
 )
 from sinks.files.part_files import PartitionWriter, _OpenFile, _write_all
@@ -87,6 +86,7 @@ class S3PartitionWriter(PartitionWriter):
         roll_bytes: int,
         roll_seconds: float,
         retention_days: float | None = None,
+        suffix: str = "",
     ):
         super().__init__(
             directory,  # type: ignore[arg-type]
@@ -95,6 +95,7 @@ class S3PartitionWriter(PartitionWriter):
             roll_bytes,
             roll_seconds,
             retention_days,
+            suffix,
         )
         self.remote = directory
         self.hidden = directory / IN_PROGRESS_DIR
@@ -141,7 +142,7 @@ class S3PartitionWriter(PartitionWriter):
         version before packs, from its own part objects)."""
         by_epoch: dict[int, dict[str, Checkpoint]] = {}
         for checkpoint in checkpoints:
-            target = self._target(checkpoint.bucket, checkpoint.first, checkpoint.last)
+            target = self._target(checkpoint)
             if self.store.size(target) is not None:
                 continue  # finished already (by its writer, or by an earlier owner)
             own_parts = (self.hidden / hidden_stem(checkpoint.file)).prefix
@@ -171,7 +172,7 @@ class S3PartitionWriter(PartitionWriter):
                 work,
             )
             for name, checkpoint in wanted.items():
-                target = self._target(checkpoint.bucket, checkpoint.first, checkpoint.last)
+                target = self._target(checkpoint)
                 copy = copies.get(name)
                 if copy is not None:
                     with open(copy, "rb") as body:
@@ -189,7 +190,7 @@ class S3PartitionWriter(PartitionWriter):
     def _roll_forward(self, checkpoint: Checkpoint, objects: dict[str, int]) -> None:
         """A file of a version before packs: its bytes are its own part objects, the first
         ones that add up to its size."""
-        target = self._target(checkpoint.bucket, checkpoint.first, checkpoint.last)
+        target = self._target(checkpoint)
         folder = (self.hidden / hidden_stem(checkpoint.file)).prefix
         parts = sorted(
             (int(m.group(1)), key, size)
@@ -240,7 +241,7 @@ class S3PartitionWriter(PartitionWriter):
         checkpoint names it."""
         file = self._open.get(bucket)
         if file is None:
-            name = in_progress_name(self.partition, self.epoch, first, bucket)
+            name = in_progress_name(self.partition, self.epoch, first, bucket, suffix=self.suffix)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
             fd = os.open(self.spool / name, flags, 0o600)
             file = self._open[bucket] = _OpenFile(fd, name, bucket, first)
@@ -374,7 +375,7 @@ class S3PartitionWriter(PartitionWriter):
             raise RuntimeError("finish() of a file with uncommitted bytes")
         del self._open[bucket]
         os.close(file.fd)
-        target = self._target(bucket, file.first, file.last)
+        target = self._target(checkpoint)
         publication = self.store.pool.submit(self._publish, file.name, target)
         self._publishing[file.name] = (checkpoint, publication)
 
@@ -384,8 +385,9 @@ class S3PartitionWriter(PartitionWriter):
             self.store.put_new(target, body)
         spool.unlink(missing_ok=True)
 
-    def _target(self, bucket: str, first: int, last: int) -> S3Location:
-        return self.remote / bucket / finished_name(self.partition, first, last)
+    def _target(self, checkpoint: Checkpoint) -> S3Location:
+        """The visible key of a file (in the codec its name says)."""
+        return self.remote / checkpoint.finished
 
     def _bucket_dir(self, bucket: str) -> Path:  # pragma: no cover - folders are implicit
         raise NotImplementedError

@@ -37,17 +37,28 @@ def _check_type(kind: str) -> None:
 
 
 def _lines(files: list[Path]) -> Iterator[tuple[str, int, bytes]]:
-    """(file name, line number, line) of every non-blank line; `-` is standard input."""
+    """(file name, line number, line) of every non-blank line; `-` is standard input. A file
+    ending `.gz` or `.zst` is decompressed (a channel's compressed files, say)."""
+    import zstandard
+
+    from sinks.formats.compression import decompressed, suffix_of
+
     for path in files:
         name = "<stdin>" if str(path) == "-" else str(path)
         try:
             stream = sys.stdin.buffer if name == "<stdin>" else open(path, "rb")  # noqa: SIM115
         except OSError as exc:
             raise fail(f"cannot read {path}: {exc.strerror}") from None
-        with stream:
-            for number, line in enumerate(stream, 1):
-                if line.strip():
-                    yield name, number, line.rstrip(b"\r\n")
+        ending = suffix_of(name)
+        number = 0
+        try:
+            with stream, decompressed(stream, ending) as lines:
+                for number, line in enumerate(lines, 1):
+                    if line.strip():
+                        yield name, number, line.rstrip(b"\r\n")
+        except (OSError, EOFError, zstandard.ZstdError) as exc:
+            what = f"not whole {ending.lstrip('.')} data" if ending else "read failed"
+            raise fail(f"cannot read {path}: {what} after line {number}: {exc}") from None
 
 
 def validate(kind: EventType, files: Files, config: ConfigOption = None) -> None:

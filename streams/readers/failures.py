@@ -27,3 +27,9 @@ def write_error(message: str, exc: BaseException) -> SinkWriteError:
     """SinkUnavailable for a failure that a retry later may get past, else SinkWriteError."""
     transient = getattr(exc, "transient", False)
     return (SinkUnavailable if transient else SinkWriteError)(f"{message}: {exc}")
+
+
+class RegistryUnavailable(SinkUnavailable):
+    """The schema registry cannot say whether a record's schema id is known (down, failing,
+    refusing our credentials): like an output that is down, nothing past the last checkpoint
+    counts, and the records are read again later. A record is never dropped for it."""

@@ -9,6 +9,10 @@ record's edge. What a reader gets is either a record it can handle or the reason
   record without one cannot be placed: `timestamp_range`), and an event time more than
   `aggregation.max_future_seconds` ahead of its Kafka record time is refused (`future`),
   so that no clock far ahead moves a stream time, a merge, a window or a dedupe horizon;
+- a value in Confluent's Schema Registry wire format (byte 0, a schema id, the JSON) is
+  unframed once its id is allowed (streams/readers/schema_ids.py): the readers get the JSON
+  alone, checked like any other; an id not allowed is `unknown_schema_id`, and the dead
+  letter of a framed record keeps the framed value, as it came;
 - anything unforeseen while checking one record makes it a dead letter (`internal`), never
   a stopped worker.
 Both times are fixed in the record as it sits in Kafka, so a replay gives the same verdict.
@@ -23,8 +27,10 @@ from typing import Any, Final, Protocol
 import orjson
 
 from sinks.files.buckets import MAX_TIME_MS, TIME_FIELD
+from streams.config import SchemaRegistryConfig
 from streams.readers.dedupe import RecordIds
 from streams.readers.failures import Fatal
+from streams.readers.schema_ids import SchemaIds, Unframed, framed
 from streams.validation import TIMESTAMP_RANGE, ValidationError, Validator
 
 log = logging.getLogger(__name__)
@@ -90,10 +96,13 @@ class TopicRoute:
         kind: str | None,
         validator: Validator,
         max_future_seconds: float | None = None,
+        schema_ids: SchemaIds | None = None,
     ):
         self.topic = topic
         self.kind = kind
         self.validator = validator
+        # Without kafka.schema_registry every framed value is `unknown_schema_id`.
+        self.schema_ids = schema_ids or SchemaIds(SchemaRegistryConfig())
         self.readers: list[Reader] = []
         self.ids: RecordIds | None = None  # set for kinds with an id (streams/readers/dedupe.py)
         self.time_field = TIME_FIELD.get(kind) if kind in CHECKED_TIMES else None
@@ -145,11 +154,40 @@ class TopicRoute:
                 self._place(record, parsed)
             return (record, parsed, None)
         except ValidationError as exc:
+            if self.kind is not None and framed(value):  # looked for only once JSON failed
+                return self._unframe(record, value)
             return (record, None, exc)
         except orjson.JSONDecodeError as exc:
             return (record, None, ValidationError("invalid_json", str(exc)))
         except Exception as exc:  # one record fails, never the worker
             return (record, None, internal_error(exc, f"reading {self.topic}"))
+
+    def _check(self, record: Any, value: bytes) -> Parsed:
+        """Validate and place one record of the route's kind (`_parse` inlines the same)."""
+        try:
+            parsed = self.validator.validate(self.kind, value)  # type: ignore[arg-type]
+            if self.time_field is not None:
+                self._place(record, parsed)
+            return (record, parsed, None)
+        except ValidationError as exc:
+            return (record, None, exc)
+        except Exception as exc:  # one record fails, never the worker
+            return (record, None, internal_error(exc, f"reading {self.topic}"))
+
+    def _unframe(self, record: Any, value: bytes) -> Parsed:
+        """A value in Confluent's wire format: its id checked, then its JSON alone as the
+        record; a dead letter keeps the framed value (`record`). RegistryUnavailable passes."""
+        try:
+            inner, error = self.schema_ids.check(value)
+        except Fatal:
+            raise
+        except Exception as exc:  # one record fails, never the worker
+            return (record, None, internal_error(exc, f"reading {self.topic}"))
+        if inner is None:
+            return (record, None, error)
+        unframed = Unframed(record, inner)
+        item = self._check(unframed, inner)
+        return item if item[2] is None else (record, None, item[2])
 
     def _place(self, record: Any, parsed: dict[str, Any]) -> None:
         """Check the event time against the record's own time (raises ValidationError)."""

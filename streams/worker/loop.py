@@ -27,7 +27,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.config import JsonEngineConfig
-from streams.readers.failures import SinkUnavailable
+from streams.readers.failures import RegistryUnavailable, SinkUnavailable
 from streams.topics import TopicsInvalid, check_topics, consumer_group, create_topics
 from streams.worker.checkpoint import Checkpointer, CheckpointError, bounded
 from streams.worker.faults import fault_fails, fault_skip
@@ -135,8 +135,9 @@ class BatchLoop(threading.Thread):
         while not self.stopping.is_set():
             try:
                 self._pass()
-            except SinkUnavailable as exc:  # e.g. the S3 server is down: wait, never commit
-                log.error("output unavailable, back to the last checkpoint (will retry): %s", exc)
+            except SinkUnavailable as exc:  # the S3 server, a schema registry is down: wait
+                what = "schema registry" if isinstance(exc, RegistryUnavailable) else "output"
+                log.error("%s unavailable, back to the last checkpoint (will retry): %s", what, exc)
                 self._roll_back()
                 self._failing = True
                 self.ready = False

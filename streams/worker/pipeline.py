@@ -22,6 +22,7 @@ from streams.readers.dead_letter import DeadLetterPolicy
 from streams.readers.dedupe import IDENTITIES, RecordIds
 from streams.readers.outbox import MessageLimits, Outgoing
 from streams.readers.route import RAW, Reader, TopicRoute
+from streams.readers.schema_ids import SchemaIds
 from streams.topics import topic_name
 from streams.training.deriver import TrainingDeriver
 from streams.validation import Validator
@@ -44,6 +45,7 @@ class Pipeline:
         # What each topic the worker produces to takes (read at start-up: streams/topics.py).
         self.limits = MessageLimits()
         self.dead_letters = DeadLetterPolicy(config, self.limits)
+        self.schema_ids = SchemaIds(config.kafka.schema_registry)  # framed values' ids
         self.routes: dict[str, TopicRoute] = {}
         self.sinks: dict[str, ChannelSink] = {}
         self.derivers: list[TrainingDeriver] = []
@@ -113,7 +115,7 @@ class Pipeline:
     def _route(self, topic: str, kind: str | None, reader: Reader) -> None:
         if topic not in self.routes:
             future = self.config.aggregation.max_future_seconds
-            self.routes[topic] = TopicRoute(topic, kind, self.validator, future)
+            self.routes[topic] = TopicRoute(topic, kind, self.validator, future, self.schema_ids)
         self.routes[topic].readers.append(reader)
 
     @property

@@ -22,6 +22,7 @@ from sinks.files.buckets import HOUR_MS, MAX_TIME_MS, TIME_FIELD, bucket_of
 from sinks.files.manifest import INLINE_FILES
 from sinks.files.names import Checkpoint
 from sinks.files.part_files import PartitionWriter
+from sinks.formats.compression import compressor, suffix
 from sinks.s3.location import S3Location
 from streams.config import ChannelConfig
 from streams.readers.dead_letter import DeadLetterPolicy
@@ -100,6 +101,9 @@ class ChannelSink:
         self._bucket_names: dict[int, str] = {}
         self.retention_days = retention_days  # a recovery tolerates what retention deleted
         self.max_open_files = max_open_files  # per partition
+        # Each append one gzip member or zstd frame (sinks/formats/compression.py).
+        self._compress = compressor(config.compression, config.compression_level)
+        self._suffix = suffix(config.compression)
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -123,8 +127,8 @@ class ChannelSink:
         if isinstance(self.directory, S3Location):
             from sinks.s3.part_objects import S3PartitionWriter
 
-            return S3PartitionWriter(self.directory, partition, epoch, *roll)
-        return PartitionWriter(self.directory, partition, epoch, *roll)
+            return S3PartitionWriter(self.directory, partition, epoch, *roll, self._suffix)
+        return PartitionWriter(self.directory, partition, epoch, *roll, self._suffix)
 
     def legacy_recover(self, partition: int) -> int | None:
         """Finish part files of the layout before fenced checkpoints (an upgrade); return the
@@ -312,6 +316,8 @@ class ChannelSink:
 
     def _write(self, partition: int, bucket: str, pending: _Pending) -> None:
         data = _jsonl(pending.lines)
+        if self._compress is not None:  # whole members or frames only: any size is an end
+            data = self._compress(data)
         try:
             self._writers[partition].append(data, pending.first, pending.last, bucket)
         except OSError as exc:
