@@ -494,8 +494,8 @@ def _pairwise_html(ratings: Leaderboard) -> str:
             if i == j:
                 cells.append('<td class="self">—</td>')
                 continue
-            won, lost = int(wins[i, j]), int(wins[j, i])
-            met = won + lost
+            won, lost = float(wins[i, j]), float(wins[j, i])  # a tie is half of each
+            met = round(won + lost)
             if not met:
                 cells.append(
                     f'<td title="{escape(row.engine_id)} never met {escape(col.engine_id)}">·</td>'
