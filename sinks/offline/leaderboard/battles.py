@@ -24,20 +24,23 @@ from sinks.reader import iter_lines
 
 NO_TIME = np.iinfo(np.int64).min  # a comparison without `timestamp`
 NO_CATEGORY = -1
-WIN, TIE = 1.0, 0.5  # the outcome of a battle for its first engine
+WIN, TIE, LOSS = 1.0, 0.5, 0.0  # the outcome of a battle for its first engine
 
 # (winner's engine index or -1, the other entries' engine indexes sorted, tie)
 Pattern = tuple[int, tuple[int, ...], bool]
 
 
 def battle_positions(codes: Sequence[int], winner: int, tie: bool) -> list[tuple[int, int, float]]:
-    """The battles of one comparison as (position, position, outcome of the first): the
-    positions index `codes`, the engine of each candidate entry; `winner` is an engine or -1."""
+    """The battles of one comparison as (position, later position, outcome of the first):
+    the positions index `codes`, the engine of each candidate entry, and each battle keeps
+    the candidates' order, as Arena keeps model_a and model_b (style features are differences
+    first minus second, and their mean is taken in that orientation); `winner` is an engine
+    or -1."""
+    first = codes.index(winner) if winner >= 0 else -1
     others = [k for k, code in enumerate(codes) if code != winner]
     battles = []
-    if winner >= 0:
-        first = codes.index(winner)
-        battles = [(first, k, WIN) for k in others]
+    if first >= 0:
+        battles = [(first, k, WIN) if first < k else (k, first, LOSS) for k in others]
     if tie:
         for i, x in enumerate(others):
             for y in others[i + 1 :]:

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from sinks.offline.leaderboard.battles import Comparisons, pattern_battles
+from sinks.offline.leaderboard.battles import LOSS, WIN, Comparisons, pattern_battles
 from sinks.offline.leaderboard.fit import (
     RIDGE,
     SCALE,
@@ -194,8 +194,10 @@ def rate(
     for pattern, count in zip(comparisons.patterns, counts.tolist(), strict=True):
         if count:
             for a, b, outcome in pattern_battles(pattern):
-                if outcome == 1.0:
+                if outcome == WIN:
                     won[a, b] += count
+                elif outcome == LOSS:
+                    won[b, a] += count
                 else:
                     tied[a, b] += count
                     tied[b, a] += count
@@ -231,8 +233,6 @@ def rate(
         min_battles, np.zeros((0, 0)), ci=ci, anchor=anchor, ridge=ridge,
     )  # fmt: skip
     if len(rated) < 2:
-        if anchor is not None:
-            raise AnchorError(f"--anchor {anchor[0]}: fewer than two engines are rated")
         return board
 
     local = np.full(n_engines, -1, dtype=np.int64)
@@ -243,7 +243,7 @@ def rate(
     if anchor is not None:
         position = comparisons.engines.index(anchor[0]) if anchor[0] in comparisons.engines else -1
         if position < 0 or local[position] < 0:
-            raise AnchorError(f"--anchor {anchor[0]}: no such rated engine")
+            raise AnchorError(f"anchor {anchor[0]!r} is not among the rated engines")
         pin = (int(local[position]), float(anchor[1]))
 
     fitted = _fit(comparisons, counts, local, len(rated), pairwise, ridge, style)
