@@ -13,8 +13,9 @@ one thread, the leaderboard's real code runs on them:
   are from the bootstrap's (issue 28);
 - style control: `load_comparisons(style=True)` (features of every answer) and
   `rate(style=True, ci="sandwich")`; then `--style-bootstrap` replicates of it, timed apart.
-The run fails (exit 1) when read + fit exceeds `--limit` seconds (default 15, issue 16) or
-style control (read + fit, sandwich) exceeds `--style-limit` (default 30, issue 28).
+The run fails (exit 1) when read + fit takes more than `--limit` CPU seconds (default 15,
+issue 16) or style control (read + fit, sandwich) more than `--style-limit` (default 30,
+issue 28); wall times are printed beside (on a shared machine they count other work too).
 
     python -m bench.leaderboard [--comparisons 1000000] [--engines 20] [--bootstrap 1000]
                                 [--style-bootstrap 10] [--cpu 0] [--out DIR]
@@ -144,12 +145,14 @@ def main() -> int:
         os.sync()  # files at rest: the write-back of the new files does not share the core
         os.sched_setaffinity(0, {args.cpu})
         with threadpool_limits(limits=1):
+            cpu = time.process_time()
             started = time.perf_counter()
             comparisons = load_comparisons(directory)
             read = time.perf_counter() - started
             started = time.perf_counter()
             board = rate(comparisons, args.bootstrap, seed=0)
             fit = time.perf_counter() - started
+            cpu_plain = time.process_time() - cpu
             started = time.perf_counter()
             half = rate(
                 load_comparisons(directory, START + 6 * HOUR_MS, START + 18 * HOUR_MS),
@@ -161,12 +164,14 @@ def main() -> int:
             sandwich = rate(comparisons, ci="sandwich")
             sandwich_fit = time.perf_counter() - started
             del comparisons
+            cpu = time.process_time()
             started = time.perf_counter()
             styled = load_comparisons(directory, style=True)
             style_read = time.perf_counter() - started
             started = time.perf_counter()
             controlled = rate(styled, ci="sandwich", style=True)
             style_fit = time.perf_counter() - started
+            cpu_style = time.process_time() - cpu
             started = time.perf_counter()
             if args.style_bootstrap:
                 rate(styled, args.style_bootstrap, seed=0, style=True)
@@ -203,18 +208,22 @@ def main() -> int:
                 f"--style-control bootstrap: {style_boot / args.style_bootstrap:.2f} s per "
                 f"replicate ({args.style_bootstrap} timed)"
             )
-        verdict = "within" if total <= args.limit else "OVER"
+        # Judged on the CPU time of this process on its one core: on a shared machine the wall
+        # time also counts the other processes that core ran meanwhile.
+        verdict = "within" if cpu_plain <= args.limit else "OVER"
         print(
             f"leaderboard: {args.comparisons:,} comparisons, {args.engines} engines, "
             f"{args.bootstrap} bootstraps on one core (cpu {args.cpu}): {total:.1f} s "
-            f"(read {read:.1f} + fit {fit:.1f}), {verdict} the {args.limit:g} s limit"
+            f"(read {read:.1f} + fit {fit:.1f}), CPU {cpu_plain:.1f} s, {verdict} the "
+            f"{args.limit:g} s limit"
         )
-        style_verdict = "within" if style_total <= args.style_limit else "OVER"
+        style_verdict = "within" if cpu_style <= args.style_limit else "OVER"
         print(
             f"style control: {args.comparisons:,} comparisons, sandwich, one core: "
-            f"{style_total:.1f} s, {style_verdict} the {args.style_limit:g} s limit"
+            f"{style_total:.1f} s (read {style_read:.1f} + fit {style_fit:.1f}), CPU "
+            f"{cpu_style:.1f} s, {style_verdict} the {args.style_limit:g} s limit"
         )
-        ok = total <= args.limit and style_total <= args.style_limit
+        ok = cpu_plain <= args.limit and cpu_style <= args.style_limit
         return 0 if ok and not math.isnan(total) else 1
     finally:
         if args.out is None:
