@@ -38,11 +38,11 @@ CATEGORIES = ["coding", "math", "creative"]
 FEATURE_COLUMNS = ["length", "headers", "lists", "bold"]
 
 
-def answer(rng: np.random.Generator) -> tuple[str, np.ndarray]:
+def answer(rng: np.random.Generator, longest: int) -> tuple[str, np.ndarray]:
     """A markdown answer and what it holds (length, headers, list items, bold spans)."""
     headers, items, bold = (int(x) for x in rng.integers(0, [4, 7, 5]))
     body = "## Part\n" * headers + "- point\n" * items + "a **key** term. " * bold
-    text = body + "word " * int(rng.integers(4, 400))
+    text = body + "word " * int(rng.integers(4, longest))
     return text, np.array([len(text), headers, items, bold], dtype=float)
 
 
@@ -53,7 +53,9 @@ def arena_data(n: int, seed: int) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     events, rows = [], []
     for k in range(n):
         a, b = rng.choice(len(ENGINES), size=2, replace=False)
-        (text_a, fa), (text_b, fb) = answer(rng), answer(rng)
+        # the first-listed answer runs longer (as model_a may): the features' means are not 0,
+        # so their standardization matters
+        (text_a, fa), (text_b, fb) = answer(rng, 600), answer(rng, 300)
         total = fa + fb
         diff = np.divide(fa - fb, total, out=np.zeros(4), where=total > 0)
         p = 1.0 / (1.0 + np.exp(-(BETA[a] - BETA[b] + 3.0 * diff @ GAMMA)))
