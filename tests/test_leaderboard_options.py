@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sinks.offline.leaderboard import comparisons_from, rate
+from sinks.offline.leaderboard.style import features_of
 from sinks.offline.report import render_html
 from streams.cli import app
 from tests.test_leaderboard import HOUR_8, comparison, simulate, write_comparisons
@@ -239,3 +240,22 @@ def test_report_has_a_table_per_category(output: Path) -> None:
     top = math_board.entries[0]
     assert f"<td>{top.engine_id}</td><td>{top.rating:.1f}</td>" in section
     assert f"{math_board.comparisons:,} comparisons" in section
+
+
+@pytest.mark.parametrize(
+    ("text", "counts"),
+    [
+        ("plain words", (0, 0, 0)),
+        ("# one\n## two\n###### six\n####### seven is not\n#tight is not", (3, 0, 0)),
+        ("- a\n* b\n+ c\n  - nested\n1. first\n10. tenth\n-no space\n3.no", (0, 6, 0)),
+        ("**bold** and __bold__ and **not\nbold** end", (0, 0, 2)),
+        ("```\n# in code\n- in code\n**in code**\n```\n# after", (1, 0, 0)),
+        ("# open fence\n```python\n# never closed\n- hidden", (1, 0, 0)),
+    ],
+)
+def test_style_features_count_what_arena_counts(text: str, counts: tuple[int, ...]) -> None:
+    """Headers and list items at a line start, bold spans on one line, nothing inside fenced
+    code; the length counts every character."""
+    length, *marks = features_of(text)
+    assert length == len(text)
+    assert tuple(marks) == counts
