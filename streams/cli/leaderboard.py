@@ -113,6 +113,13 @@ def leaderboard(
     present = comparisons.category_names()
     if category is not None:
         comparisons = comparisons.in_category(category)
+    if style_control and ci == "bootstrap" and bootstrap and len(comparisons) > 100_000:
+        err.print(
+            f"note: style control refits the contextual model {bootstrap} times on "
+            f"{len(comparisons):,} comparisons (a fraction of a second each); --ci sandwich "
+            "is one fit",
+            markup=False,
+        )
     try:
         board = rate(comparisons, bootstrap, seed, min_battles, ci=ci, anchor=pin,
                      style=style_control)  # fmt: skip
