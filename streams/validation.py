@@ -8,7 +8,7 @@ message names the field path and the rule (`metrics.latency_ms must be >= 0`).
 Cheap checks come first and expensive ones only when needed, because this runs for every
 consumed record: the size is checked before parsing (orjson itself stops at 1024 levels), the
 schema next, then the nesting depth against `max_depth`, then rules a schema cannot express
-(a comparison's winner must be one of its candidates).
+(a comparison's winner, unless it is a tie, must be one of its candidates).
 
 - Schema: a predicate generated from the same schema (`_fast_path`) accepts the ordinary valid
   record in about a quarter of fastjsonschema's time; it can only say "certainly valid", and
@@ -133,7 +133,7 @@ class Validator:
                 fastjsonschema.compile(schema, use_formats=False),
                 _fast_path(schema),
                 _shallow_proof(schema, max_depth),
-                _check_winner if kind == "comparison_result" else None,
+                _check_outcome if kind == "comparison_result" else None,
                 _integer_paths(schema),
             )
             for kind, schema in self._schemas.items()
@@ -465,18 +465,40 @@ def _clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_winner(obj: dict) -> None:
-    """The winner must be one of the candidates (a rule JSON Schema cannot express)."""
-    winner = obj["winner"]["engine_id"]
-    for candidate in obj["candidates"]:
-        if candidate["engine_id"] == winner:
-            return
-    raise ValidationError(
-        SCHEMA,
-        f"winner.engine_id {_clip(winner)!r} is not one of the candidates",
-        path="winner.engine_id",
-        rule="winner_in_candidates",
-    )
+def _check_outcome(obj: dict) -> None:
+    """A comparison's outcome, the rules JSON Schema cannot express: a winner unless it is a
+    tie, a winner that is one of the candidates, and a tie with a winner only where it reads
+    one way (the winner beat the others, who tied among themselves: two engines at least)."""
+    winner = obj.get("winner")
+    tie = obj.get("tie")
+    if winner is None:
+        if tie is None:
+            raise ValidationError(
+                SCHEMA,
+                "winner is required unless the comparison is a tie (tie: tie or both_bad)",
+                path="winner",
+                rule="winner_required",
+            )
+        return
+    name = winner["engine_id"]
+    if not any(candidate["engine_id"] == name for candidate in obj["candidates"]):
+        raise ValidationError(
+            SCHEMA,
+            f"winner.engine_id {_clip(name)!r} is not one of the candidates",
+            path="winner.engine_id",
+            rule="winner_in_candidates",
+        )
+    if tie is not None:
+        others = {c["engine_id"] for c in obj["candidates"]} - {name}
+        if len(others) < 2:
+            raise ValidationError(
+                SCHEMA,
+                f"tie {tie!r} with a winner is ambiguous: a winner and a tie need at least two "
+                "other engines among the candidates (the others tie among themselves); "
+                "leave winner out for a tie",
+                path="tie",
+                rule="tie_with_winner",
+            )
 
 
 # --- Fast path -------------------------------------------------------------------------------

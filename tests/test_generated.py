@@ -54,9 +54,21 @@ def generated(kind: str, count: int) -> list[dict[str, Any]]:
     collect()
     for n, document in enumerate(found):
         document[ID_FIELD[kind]] = f"gen-{kind[0]}-{n:05d}"
-        if kind == "comparison_result":  # the winner must be a candidate: make it one
-            document["winner"]["engine_id"] = document["candidates"][0]["engine_id"]
+        if kind == "comparison_result":  # the outcome rules a schema cannot express
+            _outcome(document)
     return found
+
+
+def _outcome(document: dict[str, Any]) -> None:
+    """Make a generated comparison's outcome valid: a winner that is a candidate, or a tie;
+    a tie beside a winner only with two other engines among the candidates."""
+    if "winner" not in document:
+        document.setdefault("tie", "tie")
+        return
+    document["winner"]["engine_id"] = document["candidates"][0]["engine_id"]
+    others = {c["engine_id"] for c in document["candidates"]} - {document["winner"]["engine_id"]}
+    if len(others) < 2:
+        document.pop("tie", None)
 
 
 def as_json(document: dict[str, Any]) -> bytes:

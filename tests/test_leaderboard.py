@@ -32,6 +32,7 @@ from sinks.offline.leaderboard import (
     rate,
     to_ratings,
 )
+from sinks.offline.leaderboard.battles import pattern_battles
 from sinks.offline.report import render_html
 from streams.cli import app
 
@@ -234,13 +235,12 @@ def test_pattern_bootstrap_matches_resampling_comparison_rows() -> None:
 
     # Plain bootstrap: draw comparison rows, count their battles, refit.
     names = list(comparisons.engines)
-    winner = np.array([w for w, _ in comparisons.patterns])
     n = len(names)
     per_pattern = np.zeros((len(comparisons.patterns), n * n))
-    for p, (w, losers) in enumerate(comparisons.patterns):
-        for loser in losers:
-            per_pattern[p, w * n + loser] += 1
-    assert len(winner) == len(per_pattern)
+    for p, pattern in enumerate(comparisons.patterns):
+        for a, b, outcome in pattern_battles(pattern):
+            per_pattern[p, a * n + b] += outcome
+            per_pattern[p, b * n + a] += 1.0 - outcome
     full = per_pattern[comparisons.pattern].sum(axis=0).reshape(n, n)
     first, second = np.nonzero(np.triu((full + full.T) > 0, 1))
     model = BradleyTerry(n, first, second)
@@ -496,7 +496,7 @@ def test_report_shows_ratings_pairwise_matrix_and_ratings_over_time(tmp_path: Pa
     matrix = matrix[: matrix.index("</table>")]
     wins = board.pairwise
     share = wins[0, 1] / (wins[0, 1] + wins[1, 0])
-    assert f"{share * 100:.0f}%<small>{wins[0, 1] + wins[1, 0]:,}</small>" in matrix
+    assert f"{share * 100:.0f}%<small>{int(wins[0, 1] + wins[1, 0]):,}</small>" in matrix
     assert matrix.count('class="self"') == 4
 
     over_time = page[page.index("<h2>Ratings over time</h2>") :]

@@ -35,7 +35,8 @@ REQUIRED = {
         "metrics",
         "status",
     },
-    "comparison_result": {"comparison_id", "query", "candidates", "winner", "metrics"},
+    # `winner` is required unless `tie` is given (issue 28): a rule of the validator, below
+    "comparison_result": {"comparison_id", "query", "candidates", "metrics"},
     "training_sample": {
         "sample_id",
         "created_at",

@@ -130,6 +130,9 @@ def load_executions(
     return _frame(rows(), EXECUTION_COLUMNS)
 
 
+_NO_WINNER: dict[str, Any] = {"engine_id": None, "score": None}
+
+
 def load_comparisons(
     directory: str | Path, since: int | None = None, until: int | None = None
 ) -> pd.DataFrame:
@@ -138,7 +141,7 @@ def load_comparisons(
     def rows() -> Iterable[tuple[Any, ...]]:
         for partition, line in iter_partition_lines(directory, since, until):
             event = orjson.loads(line)
-            winner = event["winner"]
+            winner = event.get("winner") or _NO_WINNER  # a tie: nobody won (issue 28)
             candidates = [
                 {"engine_id": c["engine_id"], "score": c.get("score")} for c in event["candidates"]
             ]

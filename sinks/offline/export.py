@@ -57,8 +57,8 @@ def chat_rows(samples: Iterator[dict[str, Any]], min_tier: str) -> Iterator[dict
 
 def dpo_rows(comparisons: Iterator[dict[str, Any]], min_score: float) -> Iterator[dict[str, Any]]:
     for c in comparisons:
-        winner = c["winner"]
-        if winner["score"] < min_score:
+        winner = c.get("winner")
+        if winner is None or winner["score"] < min_score:  # a tie prefers no answer
             continue
         chosen = next((x for x in c["candidates"] if x["engine_id"] == winner["engine_id"]), None)
         if chosen is None:

@@ -463,7 +463,8 @@ def _rated_leaderboard_html(
 def _rating_notes(ratings: Leaderboard) -> str:
     text = (
         f"Rating: Bradley-Terry maximum-likelihood fit of {ratings.battles:,} battles from "
-        f"{ratings.comparisons:,} comparisons (the winner beats each other candidate), on the "
+        f"{ratings.comparisons:,} comparisons (the winner beats each other candidate; a tie is "
+        "half a win each way), on the "
         "Elo scale (mean 1000; 400 points = 10:1 odds), ridge "
         f"{ratings.ridge:g}. Bars: 95% bootstrap interval over comparisons "
         f"({ratings.bootstrap} replicates, seed 0) with the rating marked. # is 1 + the "
@@ -473,6 +474,43 @@ def _rating_notes(ratings: Leaderboard) -> str:
     )
     notes = "".join(f"<br>Note: {escape(n)}" for n in ratings.notes())
     return f'<p class="note">{text}{notes}</p>'
+
+
+def _categories_html(comparisons: Comparisons) -> str:
+    """One table per category (issue 28): the comparisons of that category rated alone, with
+    95% sandwich intervals (one fit per category), most comparisons first."""
+    from sinks.offline.leaderboard import rate
+
+    names = comparisons.category_names()
+    if not names:
+        return ""
+    parts = ["<h2>Ratings by category</h2>"]
+    for name in names:
+        board = rate(comparisons.in_category(name), ci="sandwich")
+        parts.append(
+            f'<h3>{escape(name)}</h3>\n<p class="meta">{board.comparisons:,} comparisons, '
+            f"{board.battles:,} battles</p>"
+        )
+        if not board.entries:
+            parts.append('<p class="note">Fewer than two engines to rate.</p>')
+            continue
+        rows = [
+            f"<tr><td>{e.rank}</td><td>{escape(e.engine_id)}</td><td>{e.rating:.1f}</td>"
+            f"<td>{_interval(e.ci_low, e.ci_high)}</td><td>{e.battles:,}</td>"
+            f"<td>{e.wins:,}</td><td>{e.ties:,}</td></tr>"
+            for e in board.entries
+        ]
+        parts.append(
+            '<table class="category"><thead><tr><th>#</th><th>engine</th><th>rating</th>'
+            "<th>95% interval</th><th>battles</th><th>wins</th><th>ties</th></tr></thead>\n"
+            "<tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
+        )
+        parts.extend(f'<p class="note">Note: {escape(n)}</p>' for n in board.notes())
+    return "\n".join(parts)
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "—" if low is None or high is None else f"[{low:.1f}, {high:.1f}]"
 
 
 def _share_color(share: float) -> str:
@@ -494,8 +532,8 @@ def _pairwise_html(ratings: Leaderboard) -> str:
             if i == j:
                 cells.append('<td class="self">—</td>')
                 continue
-            won, lost = int(wins[i, j]), int(wins[j, i])
-            met = won + lost
+            won, lost = float(wins[i, j]), float(wins[j, i])  # a tie is half of each
+            met = round(won + lost)
             if not met:
                 cells.append(
                     f'<td title="{escape(row.engine_id)} never met {escape(col.engine_id)}">·</td>'
@@ -661,6 +699,7 @@ def render_html(
         parts.append("<h2>Rating against cost</h2>")
         parts.append(frontier_html(frontier_rows(ratings, board)))
         parts.append(_pairwise_html(ratings))
+        parts.append(_categories_html(comparisons))
         parts.append(_over_time_html(comparisons, ratings))
     for b in board:
         engine_id = b["engine_id"]

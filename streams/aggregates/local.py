@@ -83,10 +83,11 @@ def execution_observations(record: Any, event: dict[str, Any]) -> tuple[Observat
 
 def comparison_observations(record: Any, cmp: dict[str, Any]) -> tuple[Observation, ...]:
     """Per candidate a quality observation (own score, else winner.score if it won); the
-    comparison counts once per engine, as a win for the winner's. Its time is placed at the
-    edge (its record's time when it has none: streams/readers/route.py)."""
+    comparison counts once per engine, as a win for the winner's. A tie without a winner is
+    a comparison nobody won, with the candidates' own scores only (issue 28). Its time is
+    placed at the edge (its record's time when it has none: streams/readers/route.py)."""
     ts = cmp["timestamp"]
-    winner = cmp["winner"]
+    winner = cmp.get("winner") or _NO_WINNER
     found: dict[str, list[float]] = {}
     for candidate in cmp["candidates"]:
         engine = candidate["engine_id"]
@@ -97,6 +98,9 @@ def comparison_observations(record: Any, cmp: dict[str, Any]) -> tuple[Observati
         if quality is not None:
             found[engine].append(quality)
     return tuple((engine, ts, (engine == winner["engine_id"], qs)) for engine, qs in found.items())
+
+
+_NO_WINNER: dict[str, Any] = {"engine_id": None, "score": None}  # a tie: no engine_id matches
 
 
 class LocalFold(changelog.Stage):

@@ -34,8 +34,11 @@ def tier_of(score: float, thresholds: Thresholds) -> str | None:
 def derive_sample(
     comparison: dict[str, Any], thresholds: Thresholds, record_timestamp: int | None = None
 ) -> dict[str, Any] | None:
-    """The training sample of a valid comparison, or None below the bronze threshold."""
-    winner = comparison["winner"]
+    """The training sample of a valid comparison, or None below the bronze threshold or for
+    a tie without a winner (no answer was preferred, and no score says how good it was)."""
+    winner = comparison.get("winner")
+    if winner is None:
+        return None
     tier = tier_of(winner["score"], thresholds)
     if tier is None:
         return None
