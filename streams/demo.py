@@ -30,6 +30,7 @@ ENGINES = [f"engine-{name}" for name in ("alpha", "beta", "gamma", "delta")]
 # How much better each engine's answers score (comparisons' judges), and what it costs per
 # million tokens (input, output): the report's frontier shows the trade-off.
 STRENGTHS = {"engine-alpha": 0.8, "engine-beta": 1.0, "engine-gamma": 1.1, "engine-delta": 1.25}
+CATEGORIES = ("coding", "writing", "math")  # the report rates each on its own
 PRICES = {
     "engine-alpha": (0.15, 0.60),
     "engine-beta": (0.50, 1.50),
@@ -114,7 +115,9 @@ def publish_events(
                 publisher.collect_engine_execution(execution)
                 sent["engine_execution"] += 1
             if i % 5 == 0:
-                comparison = events.comparison_result(rng, ENGINES, ts, STRENGTHS)
+                comparison = events.comparison_result(
+                    rng, ENGINES, ts, STRENGTHS, CATEGORIES, tie_share=0.2
+                )
                 publisher.collect_comparison_result(comparison)
                 sent["comparison_result"] += 1
             if i % 10 == 0:

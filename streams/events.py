@@ -93,10 +93,13 @@ def comparison_result(
     engine_ids: Sequence[str],
     ts: int,
     strengths: Mapping[str, float] | None = None,
+    categories: Sequence[str] = (),
+    tie_share: float = 0.0,
 ) -> dict[str, Any]:
     """A comparison of 2 to 4 of `engine_ids` (all if fewer) at epoch-ms `ts`, with a winner:
     the best scored; `strengths` (engine → factor, default 1) scales an engine's scores, so
-    that some engines win more often than others."""
+    that some engines win more often than others. With `categories`, one of them; with
+    `tie_share`, that share of two-candidate comparisons is a tie (half "both_bad")."""
     count = min(len(engine_ids), rng.randint(2, 4))
     chosen = rng.sample(list(engine_ids), count)
     candidates: list[dict[str, Any]] = []
@@ -115,7 +118,7 @@ def comparison_result(
         candidates.append(candidate)
     best = max(candidates, key=lambda c: c.get("score", -1.0))
     winner_score = best.get("score", round(rng.betavariate(5, 2), 4))
-    return {
+    event: dict[str, Any] = {
         "comparison_id": f"cmp-{_uuid(rng)}",
         "query": _prompt(rng),
         "candidates": candidates,
@@ -123,6 +126,12 @@ def comparison_result(
         "metrics": {"judge_latency_ms": round(rng.uniform(5.0, 200.0), 2)},
         "timestamp": ts,
     }
+    if categories:
+        event["category"] = rng.choice(list(categories))
+    if tie_share and count == 2 and rng.random() < tie_share:
+        del event["winner"]
+        event["tie"] = rng.choice(("tie", "both_bad"))
+    return event
 
 
 def training_sample(rng: random.Random, ts: int) -> dict[str, Any]:

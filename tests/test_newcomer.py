@@ -82,7 +82,9 @@ def test_the_demo_on_a_fresh_broker_three_times(tmp_path: Path) -> None:
         # The full report: ratings with intervals, the pairwise matrix, the frontier, cost.
         (report,) = (tmp_path / f"output-{run}").glob("demo-*/report.html")
         page = report.read_text()
-        for part in ("Bradley-Terry", "Pairwise win fractions", "Rating against cost", "★ yes"):
+        wanted = ("Bradley-Terry", "Pairwise win fractions", "Rating against cost", "★ yes",
+                  "Ratings by category")  # fmt: skip
+        for part in wanted:
             assert part in page, f"run {run}: the demo's report has no {part!r}"
 
 
