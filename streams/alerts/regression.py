@@ -27,8 +27,6 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from scipy.stats import fisher_exact
-
 from streams.config import JsonEngineConfig, RegressionConfig
 
 MIN_P95_WINDOWS = 3
@@ -39,6 +37,8 @@ Baseline = list[list[float]]  # [count, success_count, p95] per window, oldest f
 def fisher_less(n0: int, s0: int, n1: int, s1: int) -> float:
     """One-sided p-value of Fisher's exact test: the chance, with the margins fixed, that the
     window holds at least its failures if both share one success rate."""
+    from scipy.stats import fisher_exact  # on first use: scipy.stats adds ~0.5 s to start-up
+
     table = [[n1 - s1, s1], [n0 - s0, s0]]  # failures and successes: window, baseline
     return float(fisher_exact(table, alternative="greater").pvalue)
 
