@@ -7,10 +7,17 @@ standard AWS sources, or `output.s3` when the location comes from a config). Com
 files (`.jsonl.gz`, `.jsonl.zst`: sinks/formats/compression.py) are read like plain ones. A
 DuckDB one-liner over the same files:
 `SELECT * FROM read_json_auto('output/events/**/*.jsonl*', hive_partitioning = true)`.
+
+Buckets compacted by `json-engine compact` (sinks/compaction/) hold Parquet files, read
+here from their `_line` column (the lines exactly as they were): the listings skip the JSONL
+files a Parquet file covers (sinks/files/listing.py), and a JSONL file listed but removed
+before it is opened is read from the Parquet file that covers it, so a reader sees every
+line once whenever the bucket switches formats.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +29,10 @@ from sinks.files.buckets import bucket_start, event_time
 from sinks.files.listing import bucket_paths, finished_paths
 from sinks.files.names import PartFile
 from sinks.formats.compression import decompressed
+from sinks.formats.parquet import parquet_lines
 from sinks.s3.listing import bucket_objects, finished_objects, open_lines
 from sinks.s3.location import S3Location, location
+from sinks.s3.store import store_of
 
 Location = str | Path | S3Location
 
@@ -80,18 +89,55 @@ def iter_partition_lines(
 
 
 def part_lines(part: PartFile) -> Iterator[bytes]:
-    """The lines of one finished part file or object, without their newlines; none if it is
-    gone meanwhile (retention deleted it)."""
+    """The lines of one finished part file or object, without their newlines. A JSONL file
+    gone meanwhile is read from the Parquet file that replaced it (compaction), else it has
+    none (retention deleted it). Once open, a file reads whole even if it is removed: an
+    unlinked inode lives on while open, and a GET streams the object it found."""
+    if part.is_parquet:
+        yield from _parquet_lines(part)
+        return
     if isinstance(part.path, S3Location):
-        yield from open_lines(part)
+        found = False
+        for line in open_lines(part):
+            found = True
+            yield line
+        if not found:
+            yield from _compacted(part)
+        return
+    try:
+        f = open(part.path, "rb")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        yield from _compacted(part)
+        return
+    with f, decompressed(f, part.suffix) as lines:
+        for raw in lines:
+            yield raw.rstrip(b"\n")
+
+
+def _parquet_lines(part: PartFile, file_first: int | None = None) -> Iterator[bytes]:
+    if isinstance(part.path, S3Location):
+        data = store_of(part.path).get(part.path)
+        if data is not None:
+            yield from parquet_lines(io.BytesIO(data), file_first)
         return
     try:
         f = open(part.path, "rb")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         return
-    with f, decompressed(f, part.suffix) as lines:
-        for raw in lines:
-            yield raw.rstrip(b"\n")
+    with f:
+        yield from parquet_lines(f, file_first)
+
+
+def _compacted(part: PartFile) -> Iterator[bytes]:
+    """The lines of a JSONL file that was compacted and removed after it was listed."""
+    folder = part.path.parent
+    if not folder.name.startswith("hour="):
+        return
+    bucket = f"{folder.parent.name}/{folder.name}"
+    for other in bucket_files(folder.parent.parent, bucket):
+        if other.covers(part):
+            yield from _parquet_lines(other, part.first)
+            return
 
 
 def _in_range(line: bytes, part: PartFile, since: int | None, until: int | None) -> bool:

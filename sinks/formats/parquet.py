@@ -1,0 +1,162 @@
+"""Parquet files of a channel: typed columns from the JSON Schema, and every line kept whole.
+
+`json-engine compact` (sinks/compaction/) turns the finished JSONL files of one closed bucket
+and partition into one Parquet file. Its columns:
+
+- one per property of the channel's JSON Schema (schemas/v1/<kind>.json): objects with
+  properties as structs, arrays as lists, `timestamp`, `created_at`, `window_start`,
+  `window_end` and `received_at` (epoch ms) as `timestamp[ms, UTC]`; a value that does not
+  fit its type (a channel written with validation off) is null there;
+- `_extra`: the fields a producer added beyond the schema, as a JSON object (null when
+  none); open nested objects (`metrics`) have their own `_extra` member; maps and
+  objects without a fixed shape (`evaluations`) are JSON strings;
+- `_line`: the line exactly as it was in the JSONL file (a bucket with a line that is not
+  UTF-8, possible only with validation off, is not compacted), so the readers (sinks/reader.py,
+  `cat`, the offline commands, the dedupe) return the same bytes from either format, and
+  nothing a producer wrote can be lost by a type;
+- `_partition` and `_file_first`: the Kafka partition and the first offset of the JSONL
+  file each row came from, so a reader that listed a JSONL file that is removed before it
+  opens it reads exactly that file's rows here.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas import schema_file
+
+TIME_NAMES = frozenset({"timestamp", "created_at", "window_start", "window_end", "received_at"})
+TIME = pa.timestamp("ms", tz="UTC")
+INT64 = (-(2**63), 2**63 - 1)
+EXTRA = "_extra"
+LINE = "_line"
+ROW_GROUP_ROWS = 64 * 1024
+SCALARS = {
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+    "string": pa.string(),
+}
+
+
+def load_schema(kind: str) -> dict[str, Any]:
+    """The channel's bundled JSON Schema (the channel key is its record kind)."""
+    return orjson.loads(schema_file(kind).read_bytes())
+
+
+def _type_name(node: dict[str, Any]) -> str | None:
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"]
+        kind = kinds[0] if len(kinds) == 1 else None
+    if kind is None and "enum" in node and all(isinstance(v, str) for v in node["enum"]):
+        return "string"
+    return kind
+
+
+def arrow_type(node: dict[str, Any], name: str = "") -> pa.DataType:
+    """The Arrow type of a JSON Schema node; JSON text (string) where no fixed type fits."""
+    kind = _type_name(node)
+    if kind == "integer" and name in TIME_NAMES:
+        return TIME
+    if kind in SCALARS:
+        return SCALARS[kind]
+    if kind == "array" and isinstance(node.get("items"), dict):
+        return pa.list_(arrow_type(node["items"]))
+    if kind == "object" and node.get("properties"):
+        fields = [pa.field(k, arrow_type(v, k)) for k, v in node["properties"].items()]
+        if node.get("additionalProperties", True) is not False:
+            fields.append(pa.field(EXTRA, pa.string()))
+        return pa.struct(fields)
+    return pa.string()  # JSON text: maps, unions, untyped
+
+
+def arrow_schema(json_schema: dict[str, Any]) -> pa.Schema:
+    """The columns of a channel's Parquet files (see the module's docstring)."""
+    record = arrow_type(json_schema)
+    return pa.schema(
+        [
+            *record,
+            pa.field(LINE, pa.string(), nullable=False),
+            pa.field("_partition", pa.int32(), nullable=False),
+            pa.field("_file_first", pa.int64(), nullable=False),
+        ]
+    )
+
+
+def _fit(value: Any, kind: pa.DataType) -> Any:
+    """`value` as a value of `kind`, or None when it does not fit."""
+    if value is None:
+        return None
+    if pa.types.is_string(kind):
+        return value if isinstance(value, str) else orjson.dumps(value).decode()
+    if pa.types.is_boolean(kind):
+        return value if isinstance(value, bool) else None
+    if pa.types.is_int64(kind) or pa.types.is_timestamp(kind):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return value if ok and INT64[0] <= value <= INT64[1] else None
+    if pa.types.is_float64(kind):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok and abs(value) < 1.8e308 else None
+    if pa.types.is_list(kind):
+        return [_fit(v, kind.value_type) for v in value] if isinstance(value, list) else None
+    if pa.types.is_struct(kind):
+        return _row(value, kind) if isinstance(value, dict) else None
+    return None
+
+
+def _row(record: dict[str, Any], kind: pa.StructType | pa.Schema) -> dict[str, Any]:
+    names = {f.name for f in kind}
+    row = {f.name: _fit(record.get(f.name), f.type) for f in kind if f.name != EXTRA}
+    if EXTRA in names:
+        extra = {k: v for k, v in record.items() if k not in names}
+        row[EXTRA] = orjson.dumps(extra).decode() if extra else None
+    return row
+
+
+def table_of(
+    rows: list[tuple[bytes, int]], partition: int, json_schema: dict[str, Any]
+) -> pa.Table:
+    """The table of `rows` (line, first offset of its JSONL file) in file and line order."""
+    schema = arrow_schema(json_schema)
+    record_type = arrow_type(json_schema)
+    records = []
+    for line, file_first in rows:
+        try:
+            parsed = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            parsed = None
+        row = _row(parsed, record_type) if isinstance(parsed, dict) else {}
+        row[LINE] = line.decode("utf-8")  # not UTF-8: UnicodeDecodeError, the bucket stays JSONL
+        row["_partition"] = partition
+        row["_file_first"] = file_first
+        records.append(row)
+    return pa.Table.from_pylist(records, schema=schema)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """The whole Parquet file (zstd; one row group per 64k rows)."""
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    return out.getvalue()
+
+
+def parquet_lines(source: str | BinaryIO, file_first: int | None = None) -> Iterator[bytes]:
+    """The lines kept in a Parquet file, in order; with `file_first`, only those that came
+    from the JSONL file starting at that offset."""
+    parquet = pq.ParquetFile(source)
+    for group in range(parquet.num_row_groups):
+        table = parquet.read_row_group(group, columns=[LINE, "_file_first"])
+        lines = table.column(LINE).to_pylist()
+        firsts = table.column("_file_first").to_pylist()
+        for line, first in zip(lines, firsts, strict=True):
+            if file_first is None or first == file_first:
+                yield line.encode("utf-8")
