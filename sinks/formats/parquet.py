@@ -22,7 +22,7 @@ and partition into one Parquet file. Its columns:
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import orjson
@@ -90,36 +90,66 @@ def arrow_schema(json_schema: dict[str, Any]) -> pa.Schema:
     )
 
 
-def _fit(value: Any, kind: pa.DataType) -> Any:
-    """`value` as a value of `kind`, or None when it does not fit."""
-    if value is None:
-        return None
-    if pa.types.is_string(kind):
-        return value if isinstance(value, str) else orjson.dumps(value).decode()
-    if pa.types.is_boolean(kind):
-        return value if isinstance(value, bool) else None
-    if pa.types.is_int64(kind) or pa.types.is_timestamp(kind):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return value if ok and INT64[0] <= value <= INT64[1] else None
-    if pa.types.is_float64(kind):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if ok and abs(value) < 1.8e308 else None
+Convert = Callable[[Any], Any]
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _boolean(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    return value if ok and INT64[0] <= value <= INT64[1] else None
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok and abs(value) < 1.8e308 else None
+
+
+def converter(kind: pa.DataType | pa.Schema) -> Convert:
+    """A function from a parsed JSON value to a value of `kind`, None when it does not fit;
+    built once per type, so a row costs no type dispatch."""
+    if isinstance(kind, pa.Schema) or pa.types.is_struct(kind):
+        fields = [(f.name, converter(f.type)) for f in kind if f.name != EXTRA]
+        names = {f.name for f in kind}
+        extra = EXTRA in names
+
+        def struct(value: Any) -> dict[str, Any] | None:
+            if not isinstance(value, dict):
+                return None
+            row = {}
+            for name, convert in fields:
+                item = value.get(name)
+                row[name] = None if item is None else convert(item)
+            if extra:
+                rest = {k: v for k, v in value.items() if k not in names}
+                row[EXTRA] = orjson.dumps(rest).decode() if rest else None
+            return row
+
+        return struct
     if pa.types.is_list(kind):
-        return [_fit(v, kind.value_type) for v in value] if isinstance(value, list) else None
-    if pa.types.is_struct(kind):
-        return _row(value, kind) if isinstance(value, dict) else None
-    return None
+        item = converter(kind.value_type)
 
+        def array(value: Any) -> list[Any] | None:
+            if not isinstance(value, list):
+                return None
+            return [None if v is None else item(v) for v in value]
 
-def _row(record: dict[str, Any], kind: pa.StructType | pa.Schema) -> dict[str, Any]:
-    names = {f.name for f in kind}
-    row = {f.name: _fit(record.get(f.name), f.type) for f in kind if f.name != EXTRA}
-    if EXTRA in names:
-        extra = {k: v for k, v in record.items() if k not in names}
-        row[EXTRA] = orjson.dumps(extra).decode() if extra else None
-    return row
+        return array
+    if pa.types.is_boolean(kind):
+        return _boolean
+    if pa.types.is_int64(kind) or pa.types.is_timestamp(kind):
+        return _integer
+    if pa.types.is_float64(kind):
+        return _number
+    return _string
 
 
 def table_of(
@@ -127,14 +157,14 @@ def table_of(
 ) -> pa.Table:
     """The table of `rows` (line, first offset of its JSONL file) in file and line order."""
     schema = arrow_schema(json_schema)
-    record_type = arrow_type(json_schema)
+    to_row = converter(arrow_type(json_schema))
     records = []
     for line, file_first in rows:
         try:
             parsed = orjson.loads(line)
         except orjson.JSONDecodeError:
             parsed = None
-        row = _row(parsed, record_type) if isinstance(parsed, dict) else {}
+        row = to_row(parsed) or {}
         row[LINE] = line.decode("utf-8")  # not UTF-8: UnicodeDecodeError, the bucket stays JSONL
         row["_partition"] = partition
         row["_file_first"] = file_first
