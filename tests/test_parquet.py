@@ -26,6 +26,7 @@ import pytest
 from sinks.compaction.compact import compact_channel
 from sinks.files.buckets import HOUR_MS, bucket_of
 from sinks.files.names import finished_name
+from sinks.formats.compression import compressor
 from sinks.formats.parquet import load_schema
 from sinks.reader import channel_dir, finished_files, iter_lines, part_lines
 from sinks.s3.location import S3Location
@@ -84,7 +85,8 @@ def test_closed_buckets_become_typed_parquet_that_keeps_every_line_and_extra_fie
     tmp_path: Path,
 ) -> None:
     """Adversary: a producer's own fields (top level and inside the open `metrics`), a value
-    of the wrong type (a channel with validation off), and hours still open. Only the closed
+    of the wrong type (a channel with validation off), a zstd file among plain ones, and
+    hours still open. Only the closed
     hours become Parquet; its columns follow the schema (struct, timestamp[ms]); nothing a
     producer wrote is dropped; every reader returns the same lines as before."""
     events_dir = tmp_path / "events"
@@ -92,7 +94,11 @@ def test_closed_buckets_become_typed_parquet_that_keeps_every_line_and_extra_fie
     odd = {**orjson.loads(lines[0]), "tenant": "acme", "timestamp": T0 + 5}
     odd["metrics"] = {**odd["metrics"], "gpu": "h100", "latency_ms": "slow"}
     folder = events_dir / bucket_of(T0)
-    (folder / finished_name(0, 900_000, 900_000)).write_bytes(orjson.dumps(odd) + b"\n")
+    zstd = compressor("zstd")  # a compressed channel's file (its codec changed meanwhile)
+    assert zstd is not None
+    (folder / finished_name(0, 900_000, 900_000, ".zst")).write_bytes(
+        zstd(orjson.dumps(odd) + b"\n")
+    )
     lines.append(orjson.dumps(odd))
     before = list(iter_lines(events_dir))
     assert sorted(before) == sorted(lines)
@@ -110,7 +116,7 @@ def test_closed_buckets_become_typed_parquet_that_keeps_every_line_and_extra_fie
         str(p.parent.relative_to(events_dir)) for p in events_dir.rglob("*.parquet")
     )
     assert compacted == {bucket_of(T0): 2, bucket_of(T0 + HOUR_MS): 2}
-    assert not list(folder.glob("*.jsonl"))
+    assert not list(folder.glob("*.jsonl*"))
     # the same lines; a Parquet file is read at its first offset's place among the files
     assert Counter(iter_lines(events_dir)) == Counter(before)
 
