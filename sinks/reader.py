@@ -17,19 +17,21 @@ line once whenever the bucket switches formats.
 
 from __future__ import annotations
 
+import heapq
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pandas as pd
+import pyarrow.parquet as pq
 
 from sinks.files.buckets import bucket_start, event_time
 from sinks.files.listing import bucket_paths, finished_paths
 from sinks.files.names import PartFile
 from sinks.formats.compression import decompressed
-from sinks.formats.parquet import parquet_lines
+from sinks.formats.parquet import parquet_lines, segments
 from sinks.s3.listing import bucket_objects, finished_objects, open_lines
 from sinks.s3.location import S3Location, location
 from sinks.s3.store import store_of
@@ -81,11 +83,36 @@ def iter_partition_lines(
     range; a line without one is judged by its bucket.
     """
     bounded = since is not None or until is not None
-    for part in finished_files(directory, since, until):
-        for line in part_lines(part):
+    for part, lines in _in_offset_order(finished_files(directory, since, until)):
+        for line in lines:
             if bounded and not _in_range(line, part, since, until):
                 continue
             yield part.partition, line
+
+
+def _in_offset_order(parts: list[PartFile]) -> Iterator[tuple[PartFile, Iterable[bytes]]]:
+    """(file, its lines) in (partition, first offset) order. A Parquet file is read as the
+    JSONL files it holds (its row groups), each at its own first offset, so compaction does
+    not change the order in which lines are read; it stays open until its last one is read."""
+    heap: list[tuple[int, int, int, PartFile, Any]] = [
+        (p.partition, p.first, n, p, None) for n, p in enumerate(parts)
+    ]
+    heapq.heapify(heap)
+    tie = len(parts)
+    while heap:
+        partition, _first, _, part, groups = heapq.heappop(heap)
+        if not part.is_parquet:
+            yield part, part_lines(part)
+        elif groups is not None:
+            parquet, rows = groups
+            yield part, parquet_lines(parquet, rows)
+        else:
+            parquet = _open_parquet(part)
+            if parquet is None:
+                continue
+            for start, rows in segments(parquet).items():
+                tie += 1
+                heapq.heappush(heap, (partition, start, tie, part, (parquet, rows)))
 
 
 def part_lines(part: PartFile) -> Iterator[bytes]:
@@ -115,17 +142,23 @@ def part_lines(part: PartFile) -> Iterator[bytes]:
 
 
 def _parquet_lines(part: PartFile, file_first: int | None = None) -> Iterator[bytes]:
+    """Every line of a Parquet file, or those of the JSONL file starting at `file_first`."""
+    parquet = _open_parquet(part)
+    if parquet is None:
+        return
+    groups = None if file_first is None else segments(parquet).get(file_first, [])
+    yield from parquet_lines(parquet, groups)
+
+
+def _open_parquet(part: PartFile) -> pq.ParquetFile | None:
+    """The Parquet file (an S3 object is fetched whole); None if it is gone (retention)."""
     if isinstance(part.path, S3Location):
         data = store_of(part.path).get(part.path)
-        if data is not None:
-            yield from parquet_lines(io.BytesIO(data), file_first)
-        return
+        return None if data is None else pq.ParquetFile(io.BytesIO(data))
     try:
-        f = open(part.path, "rb")  # noqa: SIM115 (closed below)
+        return pq.ParquetFile(str(part.path))  # open: reads whole even if removed meanwhile
     except FileNotFoundError:
-        return
-    with f:
-        yield from parquet_lines(f, file_first)
+        return None
 
 
 def _compacted(part: PartFile) -> Iterator[bytes]:

@@ -117,8 +117,8 @@ def test_closed_buckets_become_typed_parquet_that_keeps_every_line_and_extra_fie
     )
     assert compacted == {bucket_of(T0): 2, bucket_of(T0 + HOUR_MS): 2}
     assert not list(folder.glob("*.jsonl*"))
-    # the same lines; a Parquet file is read at its first offset's place among the files
-    assert Counter(iter_lines(events_dir)) == Counter(before)
+    # the same lines in the same order: each JSONL file's rows at its own first offset
+    assert list(iter_lines(events_dir)) == before
 
     table = pq.read_table(folder / "p000-000000000000-000000900000.parquet")
     assert table.schema.field("timestamp").type == pa.timestamp("ms", tz="UTC")
@@ -134,7 +134,7 @@ def test_closed_buckets_become_typed_parquet_that_keeps_every_line_and_extra_fie
 
     again = compact_channel(events_dir, SCHEMA, grace_ms=HOUR_MS, delete_jsonl=True)
     assert again.parquet_files == 0 and again.jsonl_removed == 0  # idempotent
-    assert Counter(iter_lines(events_dir)) == Counter(before)
+    assert list(iter_lines(events_dir)) == before
 
 
 def test_duckdb_pandas_pyarrow_and_datasets_read_a_compacted_channel_with_hive_columns(
@@ -201,18 +201,20 @@ def test_readers_racing_a_compactor_process_see_each_line_once(tmp_path: Path) -
     or doubled (a Parquet file published mid-listing, JSONL removed mid-read)."""
     events_dir = tmp_path / "output" / "events"
     write_channel(events_dir, hours=12, partitions=3, files_per_hour=4, lines_per_file=30)
-    want = Counter(iter_lines(events_dir))
+    order = list(iter_lines(events_dir))
+    want = Counter(order)
     stop = threading.Event()
     results: list[str] = []
 
     def read_loop() -> None:
         while not stop.is_set():
-            got = Counter(iter_lines(events_dir))
-            results.append(
-                "ok"
-                if got == want
-                else f"{sum((want - got).values())} missing, {sum((got - want).values())} extra"
-            )
+            got = list(iter_lines(events_dir))
+            if got == order:
+                results.append("ok")
+                continue
+            got = Counter(got)
+            missing, extra = sum((want - got).values()), sum((got - want).values())
+            results.append(f"{missing} missing, {extra} extra" if missing or extra else "order")
 
     readers = [threading.Thread(target=read_loop) for _ in range(2)]
     for reader in readers:

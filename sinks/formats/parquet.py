@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -36,6 +36,7 @@ TIME = pa.timestamp("ms", tz="UTC")
 INT64 = (-(2**63), 2**63 - 1)
 EXTRA = "_extra"
 LINE = "_line"
+FILE_FIRST = "_file_first"
 ROW_GROUP_ROWS = 64 * 1024
 SCALARS = {
     "integer": pa.int64(),
@@ -85,7 +86,7 @@ def arrow_schema(json_schema: dict[str, Any]) -> pa.Schema:
             *record,
             pa.field(LINE, pa.string(), nullable=False),
             pa.field("_partition", pa.int32(), nullable=False),
-            pa.field("_file_first", pa.int64(), nullable=False),
+            pa.field(FILE_FIRST, pa.int64(), nullable=False),
         ]
     )
 
@@ -167,26 +168,41 @@ def table_of(
         row = to_row(parsed) or {}
         row[LINE] = line.decode("utf-8")  # not UTF-8: UnicodeDecodeError, the bucket stays JSONL
         row["_partition"] = partition
-        row["_file_first"] = file_first
+        row[FILE_FIRST] = file_first
         records.append(row)
     return pa.Table.from_pylist(records, schema=schema)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
-    """The whole Parquet file (zstd; one row group per 64k rows)."""
+    """The whole Parquet file (zstd): the rows of each JSONL file in row groups of their own
+    (at most 64k rows each), so a reader finds a file's rows from the footer alone."""
     out = io.BytesIO()
-    pq.write_table(table, out, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    firsts = table.column(FILE_FIRST).to_pylist()
+    with pq.ParquetWriter(out, table.schema, compression="zstd") as writer:
+        start = 0
+        for end in range(1, len(firsts) + 1):
+            if end == len(firsts) or firsts[end] != firsts[start] or end - start == ROW_GROUP_ROWS:
+                writer.write_table(table.slice(start, end - start), row_group_size=ROW_GROUP_ROWS)
+                start = end
     return out.getvalue()
 
 
-def parquet_lines(source: str | BinaryIO, file_first: int | None = None) -> Iterator[bytes]:
-    """The lines kept in a Parquet file, in order; with `file_first`, only those that came
-    from the JSONL file starting at that offset."""
-    parquet = pq.ParquetFile(source)
+def segments(parquet: pq.ParquetFile) -> dict[int, list[int]]:
+    """First offset of each JSONL file a Parquet file holds → its row groups, from the
+    footer (each row group holds one file's rows: `parquet_bytes`)."""
+    leaves = parquet.schema  # Parquet's leaf columns: a struct's fields are columns too
+    index = [leaves.column(i).path for i in range(len(leaves))].index(FILE_FIRST)
+    found: dict[int, list[int]] = {}
     for group in range(parquet.num_row_groups):
-        table = parquet.read_row_group(group, columns=[LINE, "_file_first"])
-        lines = table.column(LINE).to_pylist()
-        firsts = table.column("_file_first").to_pylist()
-        for line, first in zip(lines, firsts, strict=True):
-            if file_first is None or first == file_first:
-                yield line.encode("utf-8")
+        stats = parquet.metadata.row_group(group).column(index).statistics
+        if stats is None or not stats.has_min_max or stats.min != stats.max:
+            raise ValueError("a Parquet file not written by json-engine compact")
+        found.setdefault(stats.min, []).append(group)
+    return found
+
+
+def parquet_lines(parquet: pq.ParquetFile, groups: list[int] | None = None) -> Iterator[bytes]:
+    """The lines kept in a Parquet file (or in some of its row groups), in order."""
+    for group in range(parquet.num_row_groups) if groups is None else groups:
+        for line in parquet.read_row_group(group, columns=[LINE]).column(0).to_pylist():
+            yield line.encode("utf-8")
