@@ -137,6 +137,28 @@ def test_closed_buckets_become_typed_parquet_that_keeps_every_line_and_extra_fie
     assert list(iter_lines(events_dir)) == before
 
 
+def test_the_config_says_whether_jsonl_goes_and_a_flag_overrides_it(tmp_path: Path) -> None:
+    """Adversary: `output.compaction` asking to delete with a grace of 0 hours, then
+    `--keep-jsonl` on the command line: the flag wins; without it the config does."""
+    output = tmp_path / "output"
+    write_channel(output / "events", hours=3)
+    before = list(iter_lines(output / "events"))
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "json_engine:\n  output:\n    compaction: {delete_jsonl: true, grace_hours: 0}\n"
+    )
+    args = ["compact", str(output), "--config", str(config), "--channel", "engine_execution"]
+    kept = cli(*args, "--keep-jsonl")
+    assert kept.returncode == 0, kept.stderr
+    assert "4 Parquet files" in kept.stdout  # hours 0 and 1: ended before hour 2 began
+    assert count_formats(output / "events") == Counter({".jsonl": 18, ".parquet": 4})
+    assert list(iter_lines(output / "events")) == before
+    removed = cli(*args)
+    assert "0 Parquet files, 0 rows, 12 JSONL files removed" in removed.stdout, removed.stdout
+    assert count_formats(output / "events") == Counter({".jsonl": 6, ".parquet": 4})
+    assert list(iter_lines(output / "events")) == before
+
+
 def test_duckdb_pandas_pyarrow_and_datasets_read_a_compacted_channel_with_hive_columns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -96,7 +96,10 @@ def compact_channel(
                 continue
             name = parquet_name(partition, todo[0].first, todo[-1].last)
             target = todo[0].path.parent / name
-            _publish_object(target, data) if on_s3 else _publish_file(target, data)
+            if isinstance(target, S3Location):
+                _publish_object(target, data)
+            else:
+                _publish_file(target, data)
             parquet.append(PartFile(target, partition, todo[0].first, todo[-1].last))
             summary.parquet_files += 1
             summary.rows += len(rows)
