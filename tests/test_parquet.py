@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,49 +265,54 @@ def test_readers_racing_a_compactor_process_see_each_line_once(tmp_path: Path) -
 
 
 def test_sigkill_of_compact_at_random_instants_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    """Adversary: SIGKILL of `json-engine compact --delete-jsonl` at random instants (while
-    it imports, writes a temp file, links, removes JSONL). After each kill the readers
-    return exactly the lines; a last run completes the work."""
-    events_dir = tmp_path / "output" / "events"
-    write_channel(events_dir, hours=10, partitions=3, files_per_hour=6, lines_per_file=60)
-    want = Counter(iter_lines(events_dir))
+    """Adversary: SIGKILL of `json-engine compact --delete-jsonl` at random instants of its
+    run (while it imports, reads, writes a temp file, links, removes JSONL), each on a fresh
+    copy of one channel. After each kill the readers return exactly the lines, in order;
+    a second run completes the work."""
+    original = tmp_path / "original"
+    write_channel(original / "events", hours=10, partitions=3, files_per_hour=6, lines_per_file=200)
+    order = list(iter_lines(original / "events"))
+
+    def run(output: Path) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "compact",
+            str(output),
+            "--channel",
+            "engine_execution",
+            "--until",
+            str(T0 + 10 * HOUR_MS),
+            "--delete-jsonl",
+        ]
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    (tmp_path / "empty").mkdir()
+    start = time.monotonic()
+    assert run(tmp_path / "empty").wait(60) == 0
+    started = time.monotonic() - start  # the command's start-up alone
+    shutil.copytree(original, tmp_path / "probe")
+    start = time.monotonic()
+    assert run(tmp_path / "probe").wait(60) == 0
+    whole = time.monotonic() - start  # one uninterrupted run
     rng = random.Random(int(os.environ.get("JSON_ENGINE_TEST_SEED", "27")))
-    args = [
-        sys.executable,
-        "-m",
-        "streams.cli",
-        "compact",
-        str(events_dir.parent),
-        "--channel",
-        "engine_execution",
-        "--until",
-        str(T0 + 10 * HOUR_MS),
-        "--delete-jsonl",
-    ]
-    kills = 0
-    for _ in range(8):
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.8, 4.0))
+    kills, halfway = 0, 0
+    for trial in range(6):
+        output = tmp_path / f"trial-{trial}"
+        shutil.copytree(original, output)
+        proc = run(output)
+        time.sleep(rng.uniform(0.5 * started, whole))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(60)
-        assert Counter(iter_lines(events_dir)) == want
-        if count_formats(events_dir) == Counter({".parquet": 30}):
-            break
-    assert kills >= 1
-    run = cli(
-        "compact",
-        str(events_dir.parent),
-        "--channel",
-        "engine_execution",
-        "--until",
-        str(T0 + 10 * HOUR_MS),
-        "--delete-jsonl",
-    )
-    assert run.returncode == 0, run.stderr
-    assert count_formats(events_dir) == Counter({".parquet": 30})
-    assert Counter(iter_lines(events_dir)) == want
+        assert list(iter_lines(output / "events")) == order
+        halfway += count_formats(output / "events").keys() == {".jsonl", ".parquet"}
+        assert run(output).wait(60) == 0
+        assert count_formats(output / "events") == Counter({".parquet": 30})
+        assert list(iter_lines(output / "events")) == order
+    assert kills >= 3 and halfway >= 1, (kills, halfway, started, whole)
 
 
 def test_s3_compaction_publishes_parquet_and_readers_switch_without_loss(s3_base: str) -> None:
