@@ -180,9 +180,19 @@ class S3Config(_Strict):
         )
 
 
+class CompactionConfig(_Strict):
+    """`output.compaction`: `json-engine compact` (sinks/compaction/). A bucket of a partition
+    is closed once its hour ended `grace_hours` before the newest bucket the partition has
+    written; `delete_jsonl` removes the JSONL files a Parquet file replaced."""
+
+    grace_hours: float = Field(2, ge=0)
+    delete_jsonl: bool = False
+
+
 class OutputConfig(_Strict):
     base_path: BasePath = Path("./output")
     s3: S3Config = Field(default_factory=S3Config)
+    compaction: CompactionConfig = Field(default_factory=CompactionConfig)
     # A copy of a record with an id (comparisons, training samples, aggregated stats) is
     # dropped when its hour is within this much of its partition's stream time
     # (streams/readers/dedupe.py); past max_ids ids, the hours used longest ago are forgotten

@@ -29,11 +29,18 @@ IN_PROGRESS = re.compile(r"^p(\d+)-(\d+)-(\d+)-(\d{10})((?:\.gz|\.zst)?)\.(part|
 # A hidden list of open files, named by a checkpoint instead of them when they are too many
 # for the offset metadata (sinks/files/manifest.py): partition, owner epoch, content digest.
 MANIFEST = re.compile(r"^p(\d+)-(\d+)-([0-9a-f]{16})\.files$")
+# A Parquet file made by `json-engine compact` (sinks/compaction/) from the finished JSONL files
+# of one bucket and partition whose offsets lie in first..last; it stands in for them.
+PARQUET = re.compile(r"^p(\d+)-(\d+)-(\d+)\.parquet$")
 
 
 def finished_name(partition: int, first: int, last: int, suffix: str = "") -> str:
     """`suffix`: the compression's (`.gz`, `.zst`), after `.jsonl`."""
     return f"p{partition:03d}-{first:012d}-{last:012d}.jsonl{suffix}"
+
+
+def parquet_name(partition: int, first: int, last: int) -> str:
+    return f"p{partition:03d}-{first:012d}-{last:012d}.parquet"
 
 
 def bucket_code(bucket: str) -> str:
@@ -86,6 +93,33 @@ class PartFile:
     def suffix(self) -> str:
         """Its compression suffix (`.gz`, `.zst`; `""` for plain JSONL)."""
         return suffix_of(self.path.name)
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.path.name.endswith(".parquet")
+
+    def covers(self, other: PartFile) -> bool:
+        """A Parquet file stands in for the JSONL files of its partition inside its offsets
+        (the files of one bucket and partition follow each other in offset order, so a file
+        finished after compaction always starts past `last`)."""
+        return (
+            self.is_parquet
+            and not other.is_parquet
+            and other.partition == self.partition
+            and self.first <= other.first
+            and other.last <= self.last
+        )
+
+
+def uncovered(parts: list[PartFile]) -> list[PartFile]:
+    """The files a reader reads: every Parquet file, and the JSONL files that no Parquet file
+    of the same bucket folder covers."""
+    parquet = [p for p in parts if p.is_parquet]
+    if not parquet:
+        return parts
+    return [
+        p for p in parts if not any(q.path.parent == p.path.parent and q.covers(p) for q in parquet)
+    ]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from sinks.files.buckets import HOUR_MS, bucket_start, buckets
-from sinks.files.names import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, code_bucket
+from sinks.files.names import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, PARQUET, code_bucket
 
 DAY_MS = 24 * HOUR_MS
 # What committed checkpoints name, as `<bucket>/<finished name>` below the channel directory.
@@ -77,7 +77,7 @@ def delete_before(directory: Path, cutoff_ms: int, named: Named = frozenset) -> 
     for name, path in old:
         with contextlib.suppress(FileNotFoundError):  # another worker's retention took it
             for entry in os.scandir(path):
-                if FINISHED.match(entry.name):
+                if FINISHED.match(entry.name) or PARQUET.match(entry.name):
                     doomed.append((f"{name}/{entry.name}", entry.path))
     spared = named_buckets(named) if doomed else set()
     deleted = 0

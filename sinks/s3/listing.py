@@ -5,6 +5,10 @@ The layout is the filesystem's (sinks/files/names.py, buckets.py, listing.py), a
 `.jsonl.zst` when compressed). A key with a segment
 below the channel that starts with `.` is work in progress and never read. Time bounds list
 only the days of the range (one delimited listing of the channel, then one per day).
+
+Parquet objects made by `json-engine compact` stand in for the JSONL objects they cover, and
+every listing is made twice, as on the filesystem (sinks/files/listing.py says why: a
+paginated listing is no snapshot either).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sinks.files.buckets import bucket_of
-from sinks.files.names import FINISHED, PartFile
+from sinks.files.names import FINISHED, PARQUET, PartFile, uncovered
 from sinks.formats.compression import decompressed
 from sinks.s3.location import S3Location
 from sinks.s3.store import S3Store, store_of
@@ -39,17 +43,25 @@ def finished_objects(
                 bucket = f"{part.path.parent.parent.name}/{part.path.parent.name}"
                 if (first is None or bucket >= first) and (last is None or bucket <= last):
                     found.append(part)
-    return sorted(found, key=lambda f: (f.partition, f.first))
+    return sorted(uncovered(found), key=lambda f: (f.partition, f.first))
 
 
 def bucket_objects(directory: S3Location, bucket: str) -> list[PartFile]:
     """The finished objects of one time bucket (`date=…/hour=…`)."""
-    return list(_finished(store_of(directory), directory, f"{bucket}/"))
+    return uncovered(list(_finished(store_of(directory), directory, f"{bucket}/")))
+
+
+def bucketed_objects(directory: S3Location) -> list[PartFile]:
+    """Every finished JSONL and Parquet object in the buckets, covered ones too (compaction)."""
+    parts = _finished(store_of(directory), directory, "")
+    return [p for p in parts if p.path.parent.name.startswith("hour=")]
 
 
 def _finished(store: S3Store, directory: S3Location, prefix: str) -> Iterator[PartFile]:
     skip = len(directory.prefix)
-    for key, _size in store.list(directory, prefix):
+    keys = {key for key, _size in store.list(directory, prefix)}
+    keys |= {key for key, _size in store.list(directory, prefix)}  # the second listing
+    for key in sorted(keys):
         segments = key[skip:].split("/")
         if any(s.startswith(".") for s in segments):
             continue
@@ -59,7 +71,7 @@ def _finished(store: S3Store, directory: S3Location, prefix: str) -> Iterator[Pa
             and segments[0].startswith("date=")
             and segments[1].startswith("hour=")
         )
-        m = FINISHED.match(segments[-1])
+        m = FINISHED.match(segments[-1]) or (bucketed and PARQUET.match(segments[-1]))
         if m and (flat or bucketed):
             yield PartFile(
                 S3Location(directory.bucket, key, directory.options), *map(int, m.groups())

@@ -6,7 +6,7 @@ delete the server refuses raises ObjectStoreError; the caller tries again later.
 
 from __future__ import annotations
 
-from sinks.files.names import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, code_bucket
+from sinks.files.names import FINISHED, IN_PROGRESS, IN_PROGRESS_DIR, PARQUET, code_bucket
 from sinks.files.retention import Named, expired, named_buckets
 from sinks.s3.location import S3Location
 from sinks.s3.store import store_of
@@ -40,7 +40,8 @@ def delete_before(directory: S3Location, cutoff_ms: int, named: Named = frozense
             if not expired(hour, cutoff_ms) or hour in busy:
                 continue
             for key, _size in store.list(directory, f"{hour}/"):
-                if FINISHED.match(key.rsplit("/", 1)[-1]):
+                name = key.rsplit("/", 1)[-1]
+                if FINISHED.match(name) or PARQUET.match(name):
                     doomed.append(key)
     spared = named_buckets(named) if doomed else set()
     return store.delete(

@@ -7,6 +7,7 @@ per command group, each importing only `streams.cli.common` of the CLI (so no ci
     run          worker, demo               lines        validate, publish, cat
     offline      aggregate, report, export  leaderboard  leaderboard
     models       models save|list|rm
+    compact      compact (closed buckets to Parquet)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import typer
 
 from streams.cli.common import fail, user_error
+from streams.cli.compact import compact
 from streams.cli.kafka import kafka_app
 from streams.cli.leaderboard import leaderboard
 from streams.cli.lines import cat, publish, validate
@@ -42,6 +44,7 @@ app.command("publish")(publish)
 app.command("cat")(cat)
 app.command("export")(export)
 app.command("demo")(demo)
+app.command("compact")(compact)
 
 
 def main() -> None:
