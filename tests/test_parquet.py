@@ -372,6 +372,12 @@ def test_compaction_racing_late_records_from_a_real_worker(
     worker = WorkerProcess(path, tmp_path).start()
     events_dir = channel_dir(cfg.output.base_path, cfg.channels.engine_execution.filename)
     sent = old + new
+
+    def compact() -> subprocess.CompletedProcess[str]:
+        base = str(cfg.output.base_path)
+        channel = ("--channel", "engine_execution")
+        return cli("compact", base, "--config", str(path), *channel, "--delete-jsonl")
+
     try:
         produce(cfg, "engine-execution", [orjson.dumps(e) for e in sent], keys_of(sent))
         wait_for_lines(cfg, "engine_execution", len(sent), timeout=90)
@@ -392,15 +398,7 @@ def test_compaction_racing_late_records_from_a_real_worker(
         sender.start()
         try:
             for _ in range(4):
-                run = cli(
-                    "compact",
-                    str(cfg.output.base_path),
-                    "--config",
-                    str(path),
-                    "--channel",
-                    "engine_execution",
-                    "--delete-jsonl",
-                )
+                run = compact()
                 assert run.returncode == 0, run.stderr
                 ids = [orjson.loads(line)["trace_id"] for line in iter_lines(events_dir)]
                 assert len(ids) == len(set(ids)), "a record read twice during the switch"
@@ -413,15 +411,7 @@ def test_compaction_racing_late_records_from_a_real_worker(
     finally:
         worker.kill()
     assert sorted(orjson.loads(x)["trace_id"] for x in lines) == sorted(e["trace_id"] for e in sent)
-    run = cli(
-        "compact",
-        str(cfg.output.base_path),
-        "--config",
-        str(path),
-        "--channel",
-        "engine_execution",
-        "--delete-jsonl",
-    )
+    run = compact()
     assert run.returncode == 0, run.stderr
     hour0 = events_dir / bucket_of(T0)
     parquet = Counter(int(p.name[1:4]) for p in hour0.glob("*.parquet"))
