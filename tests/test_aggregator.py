@@ -487,3 +487,74 @@ def test_a_batch_folds_into_the_state_of_one_by_one_and_a_bad_record_fails_alone
     [(_topic, _key, letter, _partition)] = list(dead.drain())
     assert orjson.loads(letter)["offset"] == 1234
     assert orjson.loads(letter)["reason"] == "internal"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batches_folded_as_columns_give_the_state_of_one_record_at_a_time(seed: int) -> None:
+    """Adversary: the columns fast path (streams/aggregates/local.py) on batches that span
+    several windows and engines, carry invalid records (parsed as None), late records, integer
+    latencies, tokens on some, and (validation off) a latency that is a bool or a string, or
+    an engine id that is not a string. Whatever the batch sizes, the state, stream time and
+    dead letters equal those of a fold given one record at a time (dead letters of a batch are
+    in the order its checks found them: late ones while reading, failing ones while adding)."""
+    from streams.aggregates.aggregator import Aggregator
+    from streams.aggregates.local import LocalState
+    from streams.config import JsonEngineConfig
+    from streams.readers.dead_letter import DeadLetterPolicy
+
+    cfg = JsonEngineConfig()
+    cfg.aggregation.window_minutes = 0.05
+    cfg.aggregation.grace_seconds = 1
+    rng = random.Random(seed)
+    items = []
+    ts = T0
+    for i in range(4000):
+        ts += rng.choice((0, 1, 5, 40))
+        late = i < 1500 and rng.random() < 0.02  # late ones in the first stretch only
+        event = execution(rng, f"e{rng.randrange(5)}", ts - (9000 if late else 0))
+        metrics = event["metrics"]
+        if rng.random() < 0.3:
+            metrics["latency_ms"] = rng.randrange(1000)
+        if rng.random() < 0.5:
+            metrics["input_tokens"] = rng.randrange(500)
+        if rng.random() < 0.003:
+            metrics["latency_ms"] = rng.choice((True, "slow"))
+        if rng.random() < 0.003:
+            event["engine_id"] = 7
+        value = None if rng.random() < 0.02 else event
+        items.append((LocalRecord(i, orjson.dumps(event)), value, None))
+
+    folded_as_columns = 0
+
+    def fold(sizes: list[int], columns: bool) -> tuple[Any, ...]:
+        dead = DeadLetterPolicy(cfg)
+        agg = Aggregator(cfg, dead)
+        fold_columns = agg.executions._fold_columns
+
+        def counted(*args: Any) -> int | None:
+            nonlocal folded_as_columns
+            st = fold_columns(*args)
+            folded_as_columns += st is not None
+            return st
+
+        agg.executions._fold_columns = counted  # type: ignore[method-assign]
+        if not columns:
+            agg.executions.columns = None
+        agg.executions.states[0] = LocalState()
+        at = 0
+        for size in sizes:
+            agg.executions.on_parsed(0, items[at : at + size])
+            at += size
+        state = agg.executions.states[0]
+        windows = {k: orjson.dumps(w.to_dict()) for k, w in state.windows.items()}
+        letters = sorted(orjson.loads(v)["offset"] for _t, _k, v, _p in dead.drain())
+        return windows, state.stream_time, state.next_offset, letters
+
+    sizes = []
+    while sum(sizes) < len(items):
+        sizes.append(rng.choice((1, 3, 20, 50, 120, 1000)))
+    expected = fold([1] * len(items), columns=False)
+    assert expected[3], "the adversary made no late or failing record"
+    assert not folded_as_columns
+    assert fold(sizes, columns=True) == expected
+    assert folded_as_columns >= 3, "the columns path was not taken"

@@ -17,7 +17,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from streams.aggregates import changelog
-from streams.aggregates.local import LocalFold, comparison_observations, execution_observations
+from streams.aggregates.local import (
+    LocalFold,
+    comparison_observations,
+    execution_columns,
+    execution_observations,
+)
 from streams.aggregates.merge import Merge
 from streams.aggregates.windows import WindowState
 from streams.config import JsonEngineConfig
@@ -49,6 +54,7 @@ class Aggregator:
             WindowState.add_execution,
             WindowState.add_executions,
             self._reject,
+            execution_columns,
         )
         self.comparisons = LocalFold(
             config,

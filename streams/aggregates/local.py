@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final
 
 import orjson
@@ -102,6 +103,51 @@ def comparison_observations(record: Any, cmp: dict[str, Any]) -> tuple[Observati
 
 _NO_WINNER: dict[str, Any] = {"engine_id": None, "score": None}  # a tie: no engine_id matches
 
+# Measurements that make an execution take the record-by-record path (Extras).
+_RARE_METRICS: Final = frozenset(
+    (
+        "cache_read_input_tokens",
+        "cache_write_input_tokens",
+        "reasoning_output_tokens",
+        "time_to_first_chunk_ms",
+    )
+)
+_NUMBER: Final = frozenset((int, float))
+_TOKENS: Final = frozenset((int, type(None)))
+
+# A batch of executions as columns: engine ids, event times, and the arguments of
+# WindowState.add_columns (latencies, successes, input tokens, output tokens).
+Columns = tuple[list[str], list[int], tuple[list[Any], list[Any], list[Any], list[Any]]]
+
+
+def execution_columns(values: list[dict[str, Any]]) -> Columns | None:
+    """A batch of valid executions as columns, or None when one of them is not plain (a rarer
+    measurement, or a type the schema would refuse: validation may be off), and the batch is
+    folded record by record. Comprehensions over the batch cost a fraction of a call per
+    record (bench: the fold was a quarter of a worker's CPU)."""
+    metrics = [value["metrics"] for value in values]
+    if max(map(len, metrics)) > 4 and any(
+        not _RARE_METRICS.isdisjoint(m) for m in metrics if len(m) > 4
+    ):
+        return None
+    if any(["evaluations" in value for value in values]):
+        return None
+    engines = [value["engine_id"] for value in values]
+    times = [value["timestamp"] for value in values]
+    latencies = [m["latency_ms"] for m in metrics]
+    successes = [m["success"] for m in metrics]
+    inputs = [m.get("input_tokens") for m in metrics]
+    outputs = [m.get("output_tokens") for m in metrics]
+    plain = (
+        set(map(type, engines)) == {str}
+        and set(map(type, times)) == {int}
+        and set(map(type, latencies)) <= _NUMBER
+        and set(map(type, successes)) == {bool}
+        and set(map(type, inputs)) <= _TOKENS
+        and set(map(type, outputs)) <= _TOKENS
+    )
+    return (engines, times, (latencies, successes, inputs, outputs)) if plain else None
+
 
 class LocalFold(changelog.Stage):
     """The first phase for one input topic (executions or comparisons), all its partitions."""
@@ -116,6 +162,7 @@ class LocalFold(changelog.Stage):
         add: Callable[..., None],
         add_many: Callable[[WindowState, list[tuple[Any, ...]]], bool] | None,
         reject: Callable[[str, str, int, Any, ValidationError], None],
+        columns: Callable[[list[dict[str, Any]]], Columns | None] | None = None,
     ):
         super().__init__(config, stage, LocalState)
         agg = config.aggregation
@@ -126,6 +173,7 @@ class LocalFold(changelog.Stage):
         self.add = add
         self.add_many = add_many
         self.reject = reject
+        self.columns = columns
         self.width_ms = round(agg.window_minutes * 60_000)
         self.grace_ms = round(agg.grace_seconds * 1000)
         self.idle_seconds = agg.idle_seconds
@@ -147,6 +195,71 @@ class LocalFold(changelog.Stage):
         if state.next_offset is not None:
             while first < len(items) and items[first][0].offset() < state.next_offset:
                 first += 1
+        if first < len(items):
+            st = self._fold_columns(state, items, first)
+            if st is None:
+                st = self._fold_records(partition, state, items, first)
+            state.stream_time = st
+            state.next_offset = items[-1][0].offset() + 1
+            state.changed = True
+        state.seen_at = time.monotonic()
+        if state.idle:
+            state.idle = False
+            state.marked = None  # a fresh mark tells the merge it is back
+
+    def _fold_columns(self, state: LocalState, items: Sequence[Parsed], first: int) -> int | None:
+        """The batch at once, as columns (see execution_columns), when none of its records
+        can be late: its stream time after it, or None, with nothing changed, for the
+        record-by-record path. The same state either way: each window's values are added
+        in offset order."""
+        if self.columns is None:
+            return None
+        try:
+            values = [item[1] for item in items[first:] if item[1] is not None]
+            found = self.columns(values) if values else None
+            if found is None:
+                return None
+            engines, times, columns = found
+            width = self.width_ms
+            starts = [t - t % width for t in times]
+            st = state.stream_time
+            newest = max(times) if st is None else max(st, max(times))
+            if min(starts) + width + self.grace_ms <= newest:
+                return None  # a record may be late: decided one by one, in offset order
+        except Exception:  # what is not plain is for the record-by-record path to judge
+            return None
+        # Grouped by engine id alone when the batch is one window's (hashing a str is cached,
+        # a tuple's is not), else by (engine id, window start); each group in offset order.
+        one_window = min(starts) == max(starts)
+        keys: list[Any] = engines if one_window else list(zip(engines, starts, strict=True))
+        groups: dict[Any, list[int]] = {}
+        if len(set(keys)) > 1:
+            for n, key in enumerate(keys):
+                found_indices = groups.get(key)
+                if found_indices is None:
+                    groups[key] = [n]
+                else:
+                    found_indices.append(n)
+        windows, dirty = state.windows, state.dirty
+        for key in groups or (keys[0],):
+            window_key = (key, starts[0]) if one_window else key
+            window = windows.get(window_key)
+            if window is None:
+                window = windows[window_key] = WindowState()
+            indices = groups.get(key)
+            if indices is None:  # the whole batch is one window's
+                window.add_columns(*columns)
+            else:  # the types were checked: adding cannot fail half-way through the windows
+                pick = itemgetter(*indices)
+                window.add_columns(*(_picked(pick, c, len(indices)) for c in columns))
+            dirty.add(window_key)
+        return newest
+
+    def _fold_records(
+        self, partition: int, state: LocalState, items: Sequence[Parsed], first: int
+    ) -> int | None:
+        """Record by record: a late record or one that fails the fold is rejected alone.
+        Returns the stream time after the batch."""
         width, grace, observe = self.width_ms, self.grace_ms, self.observe
         st = state.stream_time  # per record, in offset order: what makes a record late
         # A batch's observations per window, added at the end (add_many: one pass over them),
@@ -195,14 +308,7 @@ class LocalFold(changelog.Stage):
                 window = windows[key] = WindowState()
             dirty.add(key)
             self._add(partition, window, rows, indices, items)
-        if first < len(items):
-            state.stream_time = st
-            state.next_offset = items[-1][0].offset() + 1
-            state.changed = True
-        state.seen_at = time.monotonic()
-        if state.idle:
-            state.idle = False
-            state.marked = None  # a fresh mark tells the merge it is back
+        return st
 
     def _add(
         self,
@@ -306,6 +412,11 @@ class LocalFold(changelog.Stage):
     def _state_record(self, partition: int, key: bytes, value: bytes | None) -> Outgoing:
         cl = self.changelog_partition(partition)
         return (self.state_topic, key, value, cl)
+
+
+def _picked(pick: itemgetter, column: list[Any], count: int) -> Sequence[Any]:
+    """itemgetter's values as a sequence (it gives a single value, not a tuple, for one)."""
+    return pick(column) if count > 1 else (pick(column),)
 
 
 def late_error(start: int, grace_ms: int) -> ValidationError:

@@ -15,6 +15,7 @@ more.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ class Sketch(LogCollapsingLowestDenseDDSketch):
         if len(pending) >= self.PENDING:
             self.flush()
 
-    def add_many(self, values: list[float]) -> None:
+    def add_many(self, values: Sequence[float]) -> None:
         pending = self._pending
         pending += values
         if len(pending) >= self.PENDING:
@@ -101,7 +102,7 @@ def new_sketch() -> Sketch:
     return Sketch()
 
 
-def sketch_of(values: list[float]) -> Sketch:
+def sketch_of(values: Sequence[float]) -> Sketch:
     sketch = new_sketch()
     sketch.add_many(values)
     sketch.flush()
@@ -326,21 +327,34 @@ class WindowState:
             latencies.add(latency_ms)
 
     def add_executions(self, rows: list[tuple[Any, ...]]) -> bool:
-        """Add many executions' (latency, success, input_tokens, output_tokens), in order: the
-        state adding them one by one gives, sums in the same order, in one pass of builtins
-        over the batch instead of a call per record. False, and nothing changed, when a row
-        carries the rarer measurements (add those one by one); raises, before changing
-        anything, when a value is not a number."""
+        """Add many executions' (latency, success, input_tokens, output_tokens), in order (see
+        add_columns). False, and nothing changed, when a row carries the rarer measurements
+        (add those one by one)."""
         if len(set(map(len, rows))) != 1 or len(rows[0]) != 4:
             return False
-        latencies = [row[0] for row in rows]
+        self.add_columns(
+            [row[0] for row in rows],
+            [row[1] for row in rows],
+            [row[2] for row in rows],
+            [row[3] for row in rows],
+        )
+        return True
+
+    def add_columns(
+        self,
+        latencies: Sequence[Any],
+        successes: Sequence[Any],
+        inputs: Sequence[Any],
+        outputs: Sequence[Any],
+    ) -> None:
+        """Add executions given as columns, in order: the state adding them one by one gives,
+        sums in the same order, in one pass of builtins over each column instead of a call
+        per record. Raises, before changing anything, when a value is not a number."""
         total = self.latency_sum
         for latency in latencies:  # in order, as one by one; raises on what is not a number
             total += latency
         low, high = min(latencies), max(latencies)
-        successes = sum([row[1] for row in rows])
-        inputs = [row[2] for row in rows]
-        outputs = [row[3] for row in rows]
+        successes_count = sum(successes)
         if None in inputs or None in outputs:
             reported = input_sum = output_sum = 0
             for input_tokens, output_tokens in zip(inputs, outputs, strict=True):
@@ -349,12 +363,12 @@ class WindowState:
                     input_sum += input_tokens or 0
                     output_sum += output_tokens or 0
         else:
-            reported, input_sum, output_sum = len(rows), sum(inputs), sum(outputs)
+            reported, input_sum, output_sum = len(inputs), sum(inputs), sum(outputs)
         self.token_count += reported
         self.input_tokens += input_sum
         self.output_tokens += output_sum
-        self.count += len(rows)
-        self.success_count += successes
+        self.count += len(latencies)
+        self.success_count += successes_count
         if low < self.latency_min:
             self.latency_min = low
         if high > self.latency_max:
@@ -367,7 +381,6 @@ class WindowState:
                 self.latencies = sketch_of(held)
         else:
             held.add_many(latencies)
-        return True
 
     def add_comparisons(self, won: bool, qualities: list[float]) -> None:
         """One comparison of the engine: it counts once (a win if it won), and each of its
