@@ -21,20 +21,21 @@ import heapq
 import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
-import pyarrow.parquet as pq
 
 from sinks.files.buckets import bucket_start, event_time
 from sinks.files.listing import bucket_paths, finished_paths
 from sinks.files.names import PartFile
 from sinks.formats.compression import decompressed
-from sinks.formats.parquet import parquet_lines, segments
 from sinks.s3.listing import bucket_objects, finished_objects, open_lines
 from sinks.s3.location import S3Location, location
 from sinks.s3.store import store_of
+
+if TYPE_CHECKING:  # pandas and pyarrow load on first use: a worker needs neither (~70 MB)
+    import pandas as pd
+    import pyarrow.parquet as pq
 
 Location = str | Path | S3Location
 
@@ -104,9 +105,13 @@ def _in_offset_order(parts: list[PartFile]) -> Iterator[tuple[PartFile, Iterable
         if not part.is_parquet:
             yield part, part_lines(part)
         elif groups is not None:
+            from sinks.formats.parquet import parquet_lines
+
             parquet, rows = groups
             yield part, parquet_lines(parquet, rows)
         else:
+            from sinks.formats.parquet import segments
+
             parquet = _open_parquet(part)
             if parquet is None:
                 continue
@@ -143,6 +148,8 @@ def part_lines(part: PartFile) -> Iterator[bytes]:
 
 def _parquet_lines(part: PartFile, file_first: int | None = None) -> Iterator[bytes]:
     """Every line of a Parquet file, or those of the JSONL file starting at `file_first`."""
+    from sinks.formats.parquet import parquet_lines, segments
+
     parquet = _open_parquet(part)
     if parquet is None:
         return
@@ -152,6 +159,8 @@ def _parquet_lines(part: PartFile, file_first: int | None = None) -> Iterator[by
 
 def _open_parquet(part: PartFile) -> pq.ParquetFile | None:
     """The Parquet file (an S3 object is fetched whole); None if it is gone (retention)."""
+    import pyarrow.parquet as pq
+
     if isinstance(part.path, S3Location):
         data = store_of(part.path).get(part.path)
         return None if data is None else pq.ParquetFile(io.BytesIO(data))
@@ -193,5 +202,7 @@ def read_dataframe(
     directory: Location, since: int | None = None, until: int | None = None
 ) -> pd.DataFrame:
     """One row per line; nested objects flattened to dotted columns (`metrics.latency_ms`)."""
+    import pandas as pd
+
     records = read_records(directory, since, until)
     return pd.json_normalize(records) if records else pd.DataFrame()
