@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from sinks.s3.location import S3Location
+from sinks.s3.uploads import Uploads
 
 # Errors of the server that a retry later may get past (it is down, overloaded, or failing).
 TRANSIENT_STATUS = range(500, 600)
@@ -129,6 +130,7 @@ class S3Store:
             ),
         )
         self.endpoint = self.client.meta.endpoint_url
+        self.uploads = Uploads(options, session, self.endpoint, self.client.meta.region_name)
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -147,18 +149,9 @@ class S3Store:
     # -- objects -------------------------------------------------------------------------
 
     def put_new(self, where: S3Location, body: bytes | BinaryIO) -> bool:
-        """Create the object unless its key exists: True if created, False if it existed."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.put_object(Bucket=where.bucket, Key=where.key, Body=body, IfNoneMatch="*")
-        except ClientError as exc:
-            if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise self._fail(exc, f"writing {where}") from exc
-        except BotoCoreError as exc:
-            raise self._fail(exc, f"writing {where}") from exc
-        return True
+        """Create the object unless its key exists: True if created, False if it existed
+        (obstore: sinks/s3/uploads.py)."""
+        return self.uploads.put_new(where, body)
 
     def size(self, where: S3Location) -> int | None:
         """The object's size, or None when there is none."""

@@ -210,6 +210,10 @@ def up(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> LocalS3:
                 "--port",
                 f"127.0.0.1:{port}",
                 "--quiet",
+                # Connections kept open between requests, as S3 keeps them: versitygw closes
+                # each one after its response by default, which made every PUT of the sink
+                # open a new TCP connection (bench: ~1 ms of the worker's CPU each)
+                "--keep-alive",
                 "posix",
                 # ETags from a data-integrity checksum instead of an MD5 of every byte: the
                 # server shares the tests' and the bench's cores
