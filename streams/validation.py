@@ -686,19 +686,28 @@ class _FastPathWriter:
             self.emit(indent + 1, f"if {name} in {known}:")
             self.emit(indent + 2, "continue")
             self.node(additional, value, indent + 1)
+        needed = set(required)
         for key in required:
             if key not in properties:
                 self.require(indent, [f"{key!r} in {v}"])
         for key, spec in properties.items():
-            child = self.variable()
-            if key in required:  # a missing one raises KeyError: False
+            if key in needed:  # a missing one raises KeyError: False
+                child = self.variable()
                 self.emit(indent, f"{child} = {v}[{key!r}]")
                 self.node(spec, child, indent)
-            else:
-                self.emit(indent, f"{child} = {v}.get({key!r}, _MISSING)")
-                self.emit(indent, f"if {child} is not _MISSING:")
-                self.emit(indent + 1, "pass")
-                self.node(spec, child, indent + 1)
+        optional = [(key, spec) for key, spec in properties.items() if key not in needed]
+        if not optional:
+            return
+        # Every required key is there by now: an object with no more keys than those has
+        # none of the optional ones (the common event), and their lookups are skipped.
+        self.emit(indent, f"if len({v}) > {len(needed)}:")
+        self.emit(indent + 1, "pass")
+        for key, spec in optional:
+            child = self.variable()
+            self.emit(indent + 1, f"{child} = {v}.get({key!r}, _MISSING)")
+            self.emit(indent + 1, f"if {child} is not _MISSING:")
+            self.emit(indent + 2, "pass")
+            self.node(spec, child, indent + 2)
 
 
 def _fast_path(schema: dict[str, Any]) -> Callable[[Any], bool] | None:

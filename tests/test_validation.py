@@ -430,6 +430,28 @@ def test_fast_path_is_stricter_never_looser() -> None:
     assert VALIDATOR.validate("engine_execution", event)["timestamp"] == TS
 
 
+def test_fast_path_checks_optional_fields_whenever_present() -> None:
+    """Adversary: a bad optional field beside exactly the required ones, or beside an unknown
+    key: the fast path skips the optional fields only when an object has no key beyond the
+    required ones."""
+    good = execution()
+    assert FAST["engine_execution"](good)
+    for where, key, bad in (
+        ("metrics", "input_tokens", -1),
+        ("metrics", "time_to_first_chunk_ms", "slow"),
+        (None, "stream", "yes"),
+        (None, "conversation_id", ""),
+    ):
+        for extra in ({}, {"x-unknown": 1}):
+            event = copy.deepcopy(good)
+            target = event if where is None else event[where]
+            target.update(extra)
+            target[key] = bad
+            assert not FAST["engine_execution"](event), (key, extra)
+            with pytest.raises(ValidationError):
+                VALIDATOR.validate("engine_execution", event)
+
+
 @pytest.mark.parametrize(
     "schema",
     [
