@@ -6,9 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sinks.compaction.compact import compact_channel
 from sinks.files.buckets import HOUR_MS
-from sinks.formats.parquet import load_schema
 from sinks.reader import channel_dir
 from streams.cli.common import ConfigOption, OutputDir, config_or_exit, fail, out, time_bounds
 from streams.config import CHANNELS
@@ -47,6 +45,9 @@ def compact(
     ] = None,
 ) -> None:
     """Write one Parquet file per closed hour bucket and partition of each channel."""
+    from sinks.compaction.compact import compact_channel  # pyarrow: for this command only
+    from sinks.formats.parquet import load_schema
+
     cfg = config_or_exit(config)
     settings = cfg.output.compaction
     chosen = channel or list(CHANNELS)

@@ -14,15 +14,6 @@ import orjson
 import typer
 
 from sinks.atomic import atomic_write
-from sinks.offline.aggregate_batch import (
-    aggregate_frames,
-    channel_dirs,
-    load_comparisons,
-    load_executions,
-    untimed_comparisons,
-    window_ms,
-)
-from sinks.offline.report import render_html
 from sinks.reader import channel_dir, read_records
 from streams.alerts.regression import find_alerts, forget_ms
 from streams.cli.common import (
@@ -50,6 +41,8 @@ WindowOption = Annotated[
 
 def _window(window_minutes: float | None, cfg: JsonEngineConfig) -> float:
     """The window to use; a bad value exits 2 like any other usage error."""
+    from sinks.offline.aggregate_batch import window_ms  # pandas: loaded by the commands only
+
     minutes = cfg.aggregation.window_minutes if window_minutes is None else window_minutes
     try:
         window_ms(minutes)
@@ -67,6 +60,14 @@ def recompute(
 ) -> tuple[list[dict[str, Any]], str]:
     """Batch-twin records of `output_dir` and a one-line account of what they came from;
     priced by the configuration's price table when it has one."""
+    from sinks.offline.aggregate_batch import (
+        aggregate_frames,
+        channel_dirs,
+        load_comparisons,
+        load_executions,
+        untimed_comparisons,
+    )
+
     events_dir, comparisons_dir = channel_dirs(output_dir, cfg)
     executions = load_executions(events_dir, since, until)
     comparisons = load_comparisons(comparisons_dir, since, until)
@@ -171,7 +172,9 @@ def report(
         note = f"recomputed {note}"
     if not records:
         raise fail(f"nothing to report: no aggregated_stats, events or comparisons in {output_dir}")
+    from sinks.offline.aggregate_batch import channel_dirs
     from sinks.offline.leaderboard import load_comparisons as load_battles
+    from sinks.offline.report import render_html
 
     _, comparisons_dir = channel_dirs(output_dir, cfg)
     battles = load_battles(comparisons_dir, *bounds)  # the Bradley-Terry leaderboard's input
