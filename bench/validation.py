@@ -23,6 +23,8 @@ import orjson
 from jsonschema import Draft7Validator
 
 from streams import events
+from streams.alerts.regression import check
+from streams.config import RegressionConfig
 from streams.validation import KINDS, Validator, load_schema
 
 TS = 1_764_300_000_000
@@ -77,6 +79,20 @@ def _dead_letter(rng: random.Random, i: int) -> dict[str, Any]:
     }
 
 
+def _alert(rng: random.Random, i: int) -> dict[str, Any]:
+    """A regression alert as the merge emits it: a window whose success and p95 both fell
+    behind a steady baseline (streams/alerts/regression.py makes the record)."""
+    window = _aggregate(rng, i)
+    window["count"] = count = rng.randint(200, 5000)
+    window["success_count"] = count // 2
+    window["success_rate"] = 0.5
+    p95 = window["latency_ms"]["p95"]
+    baseline: list[list[Any]] = [[count, count, p95 / 4] for _ in range(30)]
+    alert = check(window, baseline, RegressionConfig())
+    assert alert is not None
+    return alert
+
+
 GENERATORS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
     "engine_execution": lambda rng, i: events.engine_execution(
         rng, rng.choice(events.ENGINE_IDS), TS + i
@@ -85,6 +101,7 @@ GENERATORS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
     "training_sample": lambda rng, i: events.training_sample(rng, TS + i),
     "aggregated_stats": _aggregate,
     "dead_letter": _dead_letter,
+    "alerts": _alert,
 }
 assert set(GENERATORS) == set(KINDS)
 
