@@ -66,3 +66,55 @@ def test_every_channel_once_on_s3_and_nothing_hidden_after_a_stop(
         .read()
     )
     assert body.endswith(b"\n") and all(orjson.loads(line) for line in body.splitlines())
+
+
+def test_files_finishing_together_hold_at_most_the_upload_budget_in_memory(
+    s3_base: str, tmp_path: Path
+) -> None:
+    """Adversary: many finished files published at once (an hour's buckets closing on every
+    partition), on the sink's own upload pool. The bytes read into memory for their PUTs
+    never pass the store's budget, except one file larger than it, which goes alone; every
+    object lands whole."""
+    from contextlib import contextmanager
+
+    from sinks.s3.store import store_of
+    from sinks.s3.uploads import ByteBudget
+
+    class Watched(ByteBudget):
+        def __init__(self, limit: int):
+            super().__init__(limit)
+            self.peak = 0
+            self.over: list[tuple[int, int]] = []
+
+        @contextmanager
+        def hold(self, size: int):  # type: ignore[no-untyped-def]
+            with super().hold(size):
+                self.peak = max(self.peak, self.held)
+                if self.held > self.limit and self.held != size:
+                    self.over.append((self.held, size))
+                yield
+
+    base = S3Location.parse(s3_base) / "budget"
+    store = store_of(base)
+    rng = random.Random(4)
+    sizes = [1_000_000] * 12 + [5_000_000]
+    rng.shuffle(sizes)
+    contents = {f"f{n}.jsonl": rng.randbytes(size) for n, size in enumerate(sizes)}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    budget = Watched(3_000_000)
+    kept, store.uploads.memory = store.uploads.memory, budget
+    try:
+
+        def publish(name: str) -> bool:
+            with open(tmp_path / name, "rb") as body:
+                return store.put_new(base / name, body)
+
+        assert all(f.result() for f in [store.pool.submit(publish, n) for n in contents])
+    finally:
+        store.uploads.memory = kept
+    assert budget.over == [], "files held beside one another past the budget"
+    assert budget.peak <= 3_000_000 or budget.peak == 5_000_000
+    assert budget.peak >= 2_000_000, "the uploads never overlapped: the budget was not tried"
+    for name, data in contents.items():
+        assert store.get(base / name) == data

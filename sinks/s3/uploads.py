@@ -15,8 +15,11 @@ HTTPS, where TLS does: what the AWS SDKs do.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -30,6 +33,31 @@ if TYPE_CHECKING:
     from sinks.s3.store import ObjectStoreError, S3Options
 
 _STATUS = re.compile(r"status code: (\d{3})")
+# Bytes of files read into memory at once for their PUTs, per store: many files finishing
+# together (an hour's buckets closing on every partition) wait for room instead of each
+# holding up to `roll_bytes` (64 MiB by default) at the same time.
+UPLOAD_MEMORY_BYTES = 256 * 1024 * 1024
+
+
+class ByteBudget:
+    """Room for `limit` bytes held at once; one larger request is let through alone."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self._room = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        with self._room:
+            self._room.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
+            self.held += size
+        try:
+            yield
+        finally:
+            with self._room:
+                self.held -= size
+                self._room.notify_all()
 
 
 class Uploads:
@@ -46,16 +74,22 @@ class Uploads:
         self.session = session
         self.endpoint = endpoint
         self.region = region
+        self.memory = ByteBudget(UPLOAD_MEMORY_BYTES)
         self._stores: dict[str, ObjectStore] = {}
         self._lock = threading.Lock()
 
     def put_new(self, where: S3Location, body: bytes | BinaryIO) -> bool:
         """Create the object unless its key exists: True if created, False if it existed.
-        A file is read whole first (one PUT of at most `roll_bytes`, 64 MiB by default)."""
+        A file is read whole first (one PUT of at most `roll_bytes`), within `memory`."""
+        if isinstance(body, bytes):
+            return self._put(where, body)
+        with self.memory.hold(os.fstat(body.fileno()).st_size):
+            return self._put(where, body.read())
+
+    def _put(self, where: S3Location, data: bytes) -> bool:
         import obstore
         from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
-        data = body if isinstance(body, bytes) else body.read()
         try:
             obstore.put(self._store(where.bucket), where.key, data, mode="create")
         except (AlreadyExistsError, PreconditionError):
