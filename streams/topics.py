@@ -152,16 +152,20 @@ def create_topics(
     `partitions` is given), so that internal topics are co-partitioned with the inputs.
     Raises TopicsInvalid when the broker refuses to create one (a policy, ACLs, a name that
     collides with another), BrokerError when the brokers do not answer within `seconds` or
-    refuse otherwise (a replication factor above the brokers there are).
+    refuse otherwise (a replication factor above the brokers there are). Returns once the
+    topics created are in the metadata the brokers answer with.
     """
     admin = admin_client(config)
     wanted = names or all_topics(config)
     created: list[str] = []
+    where = config.kafka.bootstrap_servers
     retry(
         lambda timeout: _create_missing(config, admin, wanted, partitions, created, timeout),
-        f"creating topics on {config.kafka.bootstrap_servers}",
+        f"creating topics on {where}",
         seconds,
     )
+    if created:  # seen in the metadata before returning: a listing right after has them
+        retry(lambda t: _existing(admin, created, t), f"describing topics on {where}", seconds)
     return created
 
 
