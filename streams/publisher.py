@@ -202,8 +202,8 @@ class Publisher:
         them to be right). Validated, the key is read from the checked event anyway, and a
         `key` that disagrees with it raises ValueError (nothing sent).
         Raises ValidationError (nothing sent), ValueError for an unknown type, TypeError for a
-        payload that is not bytes, str or dict or a key that is not bytes or str, RuntimeError
-        once closed. Waits only while the producer's local queue is full.
+        payload that is not bytes, str or dict or a key that is not bytes(-like) or str,
+        RuntimeError once closed. Waits only while the producer's local queue is full.
         """
         if on_delivery is None and kind in self._collectors:
             self._collectors[kind](payload, key=key)
@@ -596,8 +596,8 @@ def _scan_key(kind: str, value: bytes) -> bytes | None:
 
 
 def _given_key(key: object) -> bytes:
-    """A caller's `key=` as the bytes sent: bytes as they are, str as UTF-8."""
-    if isinstance(key, bytes):
+    """A caller's `key=` as the bytes sent: bytes-like as they are, str as UTF-8."""
+    if isinstance(key, bytes | bytearray | memoryview):
         return bytes(key)
     if isinstance(key, str):
         try:
