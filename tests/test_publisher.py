@@ -303,6 +303,22 @@ def test_caller_errors(config: JsonEngineConfig) -> None:
         Publisher(config, delivery_timeout_s=0)
 
 
+def test_a_subclass_keeps_its_own_collect(config: JsonEngineConfig) -> None:
+    """The per-kind functions bound on each instance never hide a subclass's override."""
+    seen: list[Any] = []
+
+    class Counting(Publisher):
+        def collect_engine_execution(self, payload: Any, *, key: Any = None) -> None:
+            seen.append(payload)
+
+    publisher = Counting(config, validate=False)
+    try:
+        publisher.collect_engine_execution(b"{}")
+        assert seen == [b"{}"] and publisher.collect_training_sample != publisher.collect
+    finally:
+        publisher.close()
+
+
 def test_on_delivery_reports_each_event_and_survives_a_failing_callback(
     topics: JsonEngineConfig,
 ) -> None:
