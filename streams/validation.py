@@ -132,9 +132,15 @@ class Validator:
             kind: (
                 fastjsonschema.compile(schema, use_formats=False),
                 _fast_path(schema),
-                _shallow_proof(schema, max_depth),
+                eval(f"lambda v0: {_shallow_proof(schema, max_depth)}"),
                 _check_outcome if kind == "comparison_result" else None,
                 _integer_paths(schema),
+            )
+            for kind, schema in self._schemas.items()
+        }
+        self._proofs = {
+            kind: _proof(
+                _fast_path(schema, _shallow_proof(schema, max_depth)), self._kinds[kind][3]
             )
             for kind, schema in self._schemas.items()
         }
@@ -185,18 +191,22 @@ class Validator:
     def validate_dumped(self, kind: str, obj: dict, raw: bytes) -> dict:
         """Validate a dict and `raw`, its orjson dump (the Publisher sends those bytes).
 
-        When the fast path proves the dict valid, the dict is what `raw` decodes to: the fast
-        path accepts exact types only (a str, not a subclass; an int, not a bool or 1.0; a
-        finite float within its bounds), so no parse is needed. Anything else is decided on
-        the bytes by `validate`, as a consumer will read them. Raises ValidationError."""
-        entry = self._kinds.get(kind)
-        if entry is not None and len(raw) <= self.max_payload_bytes:
-            _check, fast, shallow, semantic, _integers = entry
-            if fast is not None and fast(obj) and shallow(obj):
-                if semantic is not None:
-                    semantic(obj)
-                return obj
+        When the fast path proves the dict valid (`proof`), the dict is what `raw` decodes to:
+        the fast path accepts exact types only (a str, not a subclass; an int, not a bool or
+        1.0; a finite float within its bounds), so no parse is needed. Anything else is decided
+        on the bytes by `validate`, as a consumer will read them. Raises ValidationError."""
+        proven = self._proofs.get(kind)
+        if proven is not None and len(raw) <= self.max_payload_bytes and proven(obj):
+            return obj
         return self.validate(kind, raw)
+
+    def proof(self, kind: str) -> Callable[[dict], bool]:
+        """The test `validate_dumped` starts with, for a caller that validates many dicts of
+        one kind: True proves a dict valid (its schema, depth and the rules beyond the schema)
+        when its orjson dump is within `max_payload_bytes`; False decides nothing (validate
+        the dump then). Raises ValidationError for a dict that breaks a rule beyond the
+        schema. KeyError for an unknown kind."""
+        return self._proofs[kind]
 
     def _load(self, payload: object) -> tuple[bytes | str, Any]:
         """Size check and parse of every payload but bytes within the limit."""
@@ -238,6 +248,25 @@ class Validator:
             raise ValidationError(
                 TOO_DEEP, f"payload is nested deeper than {self.max_depth} levels"
             )
+
+
+def _proof(
+    fast_and_shallow: Callable[[Any], bool] | None, semantic: Callable[[dict], None] | None
+) -> Callable[[dict], bool]:
+    """`Validator.proof` of one kind: the fast path and the shallowness test in one function
+    (one call per event), then the rules beyond the schema if the kind has any."""
+    if fast_and_shallow is None:
+        return lambda obj: False
+    if semantic is None:
+        return fast_and_shallow
+
+    def proven(obj: dict) -> bool:
+        if fast_and_shallow(obj):
+            semantic(obj)  # raises when invalid
+            return True
+        return False
+
+    return proven
 
 
 def _json_type(value: Any) -> str:
@@ -288,8 +317,9 @@ def _dump(payload: dict, max_depth: int) -> bytes:
 _SCALARS: Final = frozenset({"string", "number", "integer", "boolean", "null"})
 
 
-def _shallow_proof(schema: dict[str, Any], max_depth: int) -> Callable[[dict], bool]:
-    """A constant-time test that proves a schema-valid record is not nested beyond its schema.
+def _shallow_proof(schema: dict[str, Any], max_depth: int) -> str:
+    """A constant-time test that proves a schema-valid record is not nested beyond its schema:
+    a Python expression over the record `v0` (compiled alone, and into the fast path).
 
     A schema-valid object whose length equals its number of required fields holds exactly those
     fields, whose types the schema has checked; a closed object holds only known fields. So
@@ -320,19 +350,11 @@ def _shallow_proof(schema: dict[str, Any], max_depth: int) -> Callable[[dict], b
         return True
 
     if not visit(schema, ()):
-        return lambda obj: False
-    root = [length for path, length in checks if not path]
-    nested = tuple((path[0], length) for path, length in checks if path)
-    if root:
-        size = root[0]
-        if not nested:
-            return lambda obj: len(obj) == size
-        if len(nested) == 1:
-            ((key, length),) = nested
-            return lambda obj: len(obj) == size and len(obj[key]) == length
-    return lambda obj: (
-        (not root or len(obj) == root[0]) and all(len(obj[key]) == length for key, length in nested)
+        return "False"
+    tests = (
+        f"len(v0{''.join(f'[{key!r}]' for key in path)}) == {length}" for path, length in checks
     )
+    return " and ".join(tests) or "True"  # every object closed: nothing to count
 
 
 def _depth_exceeds(obj: Any, max_depth: int) -> bool:
@@ -560,8 +582,8 @@ class _FastPathWriter:
         self.constants: dict[str, Any] = {"_MISSING": object(), "_NUMBER": (float, int)}
         self.names = 0
 
-    def finish(self) -> str:
-        self.emit(2, "return True")
+    def finish(self, then: str = "True") -> str:
+        self.emit(2, f"return {then}")
         self.emit(1, "except KeyError:")
         self.emit(2, "return False")
         return "\n".join(self.lines)
@@ -710,13 +732,15 @@ class _FastPathWriter:
             self.node(spec, child, indent + 2)
 
 
-def _fast_path(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
-    """The conservative predicate of `schema` (see above), None if it uses other keywords."""
+def _fast_path(schema: dict[str, Any], then: str = "True") -> Callable[[Any], bool] | None:
+    """The conservative predicate of `schema` (see above), None if it uses other keywords.
+    `then` is what it returns once the schema is satisfied: a further test of `v0`, the
+    record (the shallowness proof, so that both take one call)."""
     writer = _FastPathWriter()
     try:
         writer.node(schema, "v0", 2)
     except _Unsupported:
         return None
     namespace = dict(writer.constants)
-    exec(compile(writer.finish(), "<json-engine fast path>", "exec"), namespace)
+    exec(compile(writer.finish(then), "<json-engine fast path>", "exec"), namespace)
     return namespace["fast"]

@@ -182,6 +182,111 @@ def test_bytes_str_and_dict_payloads(topics: JsonEngineConfig, validate: bool) -
     assert {m.value() for m in received} >= {orjson.dumps(sent[0]), json.dumps(sent[2]).encode()}
 
 
+def test_a_given_key_is_sent_as_given_without_validation(topics: JsonEngineConfig) -> None:
+    """validate=False with key=: the payload is not searched for a key, whatever it holds.
+    Adversaries: a key that disagrees with the payload's engine_id (sent as given: keys only
+    order events), bytes that are not JSON, bytes whose escapes defeat the key search, a str
+    key, and every payload form."""
+    rng = random.Random(21)
+    doc = event("engine_execution", rng)
+    escaped = json.dumps({**doc, "output": 'say "hi"'}).encode()  # backslashes: a parse
+    sent: list[tuple[Any, Any, bytes]] = [
+        (orjson.dumps(doc), doc["engine_id"].encode(), doc["engine_id"].encode()),
+        (orjson.dumps(doc), b"not-its-engine", b"not-its-engine"),
+        (b"not json at all", b"k", b"k"),
+        (escaped, "engine-\u00e9", "engine-\u00e9".encode()),
+        (doc, b"from-a-dict", b"from-a-dict"),
+        (json.dumps(doc), b"from-a-str", b"from-a-str"),
+        (bytearray(orjson.dumps(doc)), b"from-a-bytearray", b"from-a-bytearray"),
+    ]
+    with Publisher(topics, validate=False) as publisher:
+        for payload, key, _expected in sent:
+            publisher.collect_engine_execution(payload, key=key)
+        publisher.collect("engine_execution", b"{}", lambda err, msg: None, key=b"generic")
+    received = read_topic(topics, topic_name(topics, "engine_execution"))
+    assert sorted(m.key() for m in received) == sorted([e for _p, _k, e in sent] + [b"generic"])
+    assert {m.key(): m.value() for m in received}[b"not-its-engine"] == orjson.dumps(doc)
+
+
+def test_a_given_key_must_agree_with_the_validated_event(topics: JsonEngineConfig) -> None:
+    """Validated, key= is checked against the event's own engine_id: the key the validator
+    reads is the one sent either way. Adversaries: a key that disagrees (dict, bytes and str
+    payloads, the generic path, the asyncio variant), an empty key, a non-ASCII key given as
+    str and as bytes, an invalid event with a wrong key (the validation error comes first),
+    keys of the wrong type, a key that is not UTF-8, a closed publisher."""
+    rng = random.Random(22)
+    doc = event("engine_execution", rng)
+    other = {**event("engine_execution", rng, 1), "engine_id": "engine-\u00e9"}
+    good = doc["engine_id"].encode()
+    with Publisher(topics) as publisher:
+        for payload in (doc, orjson.dumps(doc), json.dumps(doc)):
+            for wrong in (b"engine-x", "engine-x", b""):
+                with pytest.raises(ValueError, match="disagrees") as caught:
+                    publisher.collect_engine_execution(payload, key=wrong)
+                assert not isinstance(caught.value, ValidationError)
+        with pytest.raises(ValueError, match="disagrees"):
+            publisher.collect("engine_execution", doc, lambda err, msg: None, key=b"engine-x")
+        with pytest.raises(ValidationError):
+            publisher.collect_engine_execution(invalid_execution(rng), key=b"engine-x")
+        for wrong_type in (42, 4.2, [good], {"engine_id": good}):
+            with pytest.raises(TypeError, match="key must be bytes or str"):
+                publisher.collect_engine_execution(doc, key=wrong_type)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="UTF-8"):
+            publisher.collect_engine_execution(doc, key="\ud800")
+        assert publisher.delivered == 0 and len(publisher._producer) == 0  # nothing sent
+        publisher.collect_engine_execution(doc, key=good)
+        publisher.collect_engine_execution(orjson.dumps(doc), key=doc["engine_id"])
+        publisher.collect_engine_execution(doc, key=bytearray(good))  # bytes-like: as bytes
+        publisher.collect_engine_execution(other, key="engine-\u00e9")
+        publisher.collect_engine_execution(json.dumps(other), key="engine-\u00e9".encode())
+
+    async def wrong_key_async() -> None:
+        async with AsyncPublisher(topics) as async_publisher:
+            with pytest.raises(ValueError, match="disagrees"):
+                await async_publisher.collect_engine_execution(doc, key=b"engine-x")
+            message = await async_publisher.collect_engine_execution(doc, key=good)
+            assert message.key() == good
+
+    asyncio.run(wrong_key_async())
+    received = read_topic(topics, topic_name(topics, "engine_execution"))
+    assert sorted(m.key() for m in received) == sorted(
+        [good, good, good, good, "engine-\u00e9".encode(), "engine-\u00e9".encode()]
+    )
+    with pytest.raises(RuntimeError, match="closed"):
+        publisher.collect_engine_execution(doc, key=good)
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_the_hot_path_sends_what_the_generic_path_sends(
+    topics: JsonEngineConfig, validate: bool
+) -> None:
+    """`collect_*` (one function per kind) against `collect` with an on_delivery (the generic
+    path): the same records for the payloads each path decides differently. Adversaries: an
+    event with optional fields (the proof fails, its bytes decide), a str subclass (not
+    proven: validated as the bytes a consumer reads), escapes in unvalidated bytes."""
+
+    class Name(str):
+        pass
+
+    rng = random.Random(23)
+    plain = event("engine_execution", rng, 0)
+    optional = {**event("engine_execution", rng, 1), "stream": True, "finish_reasons": ["stop"]}
+    subclass = {**event("engine_execution", rng, 2), "engine_id": Name("engine-sub")}
+    escaped = json.dumps({**event("engine_execution", rng, 3), "output": 'a "b"'}).encode()
+    payloads = [plain, optional, subclass, orjson.dumps(plain), escaped]
+    ignore = lambda err, msg: None  # noqa: E731
+    with Publisher(topics, validate=validate) as publisher:
+        for payload in payloads:
+            publisher.collect_engine_execution(payload)
+            publisher.collect("engine_execution", payload, ignore)
+    received = read_topic(topics, topic_name(topics, "engine_execution"))
+    records = sorted((m.value(), m.key() or b"") for m in received)
+    assert records[0::2] == records[1::2]  # each payload twice, the same record
+    assert len(records) == 2 * len(payloads)
+    # Unvalidated, a dict's key is read from the dict: a str subclass there gives none.
+    assert sum(not key for _v, key in records) == (0 if validate else 2)
+
+
 def test_caller_errors(config: JsonEngineConfig) -> None:
     publisher = Publisher(config, validate=False)
     with pytest.raises(ValueError, match="unknown event type"):
@@ -196,6 +301,22 @@ def test_caller_errors(config: JsonEngineConfig) -> None:
     publisher.flush()  # after close: nothing to wait for, no failure to raise
     with pytest.raises(ValueError):
         Publisher(config, delivery_timeout_s=0)
+
+
+def test_a_subclass_keeps_its_own_collect(config: JsonEngineConfig) -> None:
+    """The per-kind functions bound on each instance never hide a subclass's override."""
+    seen: list[Any] = []
+
+    class Counting(Publisher):
+        def collect_engine_execution(self, payload: Any, *, key: Any = None) -> None:
+            seen.append(payload)
+
+    publisher = Counting(config, validate=False)
+    try:
+        publisher.collect_engine_execution(b"{}")
+        assert seen == [b"{}"] and publisher.collect_training_sample != publisher.collect
+    finally:
+        publisher.close()
 
 
 def test_on_delivery_reports_each_event_and_survives_a_failing_callback(

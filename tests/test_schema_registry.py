@@ -225,6 +225,9 @@ def test_publisher_frames_with_publish_ids_and_refuses_a_type_without_one() -> N
         doc = events.engine_execution(random.Random(6), "e1", 1_800_000_000_000)
         _topic, value, key = publisher._prepare("engine_execution", doc)
         assert value == frame(7, orjson.dumps(doc)) and key == b"e1"
+        assert publisher._prepare("engine_execution", doc, "e1")[1:] == (value, b"e1")
+        with pytest.raises(ValueError, match="disagrees"):  # key= as unframed
+            publisher._prepare("engine_execution", doc, b"e2")
         with pytest.raises(ValidationError):
             publisher._prepare("engine_execution", {**doc, "metrics": {}})
     finally:
