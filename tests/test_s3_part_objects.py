@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sinks.files.names import Checkpoint
@@ -69,6 +70,41 @@ def test_a_new_owner_publishes_the_committed_parts_and_a_zombie_changes_nothing(
     again = S3PartitionWriter(channel, 3, 9, roll_bytes=1 << 30, roll_seconds=3600)
     again.recover([committed])
     assert [r["id"] for r in read_records(channel)] == [100, 101, 102]
+
+
+def test_a_pack_of_batches_alternating_between_files_is_read_back_from_the_spool(
+    channel: S3Location,
+) -> None:
+    """Adversary: one checkpoint's batches alternate between two buckets' files (an hour
+    turning over mid-batch), several in a row to the same file. The pack is built from the
+    spool files at the checkpoint, not from batches kept in memory: consecutive batches of one
+    file make one piece, and a new owner rebuilds each file's bytes, in order, from the pack
+    alone."""
+    writer = S3PartitionWriter(channel, 5, 7, roll_bytes=1 << 30, roll_seconds=3600)
+    writer.recover([])
+    order = [BUCKET, BUCKET, OLD, OLD, OLD, BUCKET, OLD, BUCKET, BUCKET]
+    for offset, bucket in enumerate(order):
+        writer.append(lines(offset), offset, offset, bucket)
+    assert [(bucket, length) for bucket, _offset, length in writer._pieces] == [
+        (writer._open[b].name, len(lines(0)) * n) for b, n in [(BUCKET, 2), (OLD, 3)]
+    ] + [(writer._open[b].name, len(lines(0))) for b in (BUCKET, OLD)] + [
+        (writer._open[BUCKET].name, len(lines(0)) * 2)
+    ], "each run of one file's batches is one piece, holding lengths, not bytes"
+    committed = writer.checkpoints()
+    writer.sync()
+    owner = S3PartitionWriter(channel, 5, 8, roll_bytes=1 << 30, roll_seconds=3600)
+    owner.recover(committed)  # no spool: the pack alone
+    got = sorted(r["id"] for r in read_records(channel))
+    assert got == list(range(len(order)))
+    store = store_of(channel)
+    by_file = {
+        key: [orjson.loads(line)["id"] for line in store.get(channel / key).splitlines()]
+        for key in keys(channel)
+        if key.endswith(".jsonl")
+    }
+    assert sorted(by_file.values()) == sorted(
+        [[n for n, b in enumerate(order) if b == bucket] for bucket in (BUCKET, OLD)]
+    )
 
 
 def test_a_file_a_version_before_packs_committed_is_published_from_its_own_parts(

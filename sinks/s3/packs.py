@@ -12,6 +12,7 @@ pieces in pack order, contiguous from its start, up to that size.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from sinks.s3.store import S3Store
 
 PACK = re.compile(r"^(\d{6,})\.pack$")
 FOLDER = re.compile(r"^p(\d+)-(\d+)$")  # partition, epoch
-Piece = tuple[str, int, bytes]  # in-progress file name, offset in that file, bytes
+Piece = tuple[str, int, int]  # in-progress file name, offset in that file, length
 
 
 def folder(partition: int, epoch: int) -> str:
@@ -34,9 +35,35 @@ def pack_name(seq: int) -> str:
     return f"{seq:06d}.pack"
 
 
-def encode(pieces: list[Piece]) -> bytes:
-    header = orjson.dumps([[name, offset, len(data)] for name, offset, data in pieces])
-    return b"".join([header, b"\n", *(data for _name, _offset, data in pieces)])
+def encode(pieces: list[Piece], spool: Path) -> bytearray:
+    """The pack of `pieces`, their bytes read back from the spool files, where they were
+    written (the page cache, no disk read): the batches are not kept in memory until the
+    checkpoint, and the pack is the one copy of them that is (peak RSS of the S3 sink)."""
+    header = orjson.dumps([[name, offset, length] for name, offset, length in pieces]) + b"\n"
+    pack = bytearray(len(header) + sum(length for _name, _offset, length in pieces))
+    pack[: len(header)] = header
+    view = memoryview(pack)
+    at = len(header)
+    fds: dict[str, int] = {}
+    try:
+        for name, offset, length in pieces:
+            fd = fds.get(name)
+            if fd is None:
+                fd = fds[name] = os.open(spool / name, os.O_RDONLY | os.O_CLOEXEC)
+            _read_exactly(fd, view[at : at + length], offset)
+            at += length
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return pack
+
+
+def _read_exactly(fd: int, into: memoryview, offset: int) -> None:
+    while into:
+        got = os.preadv(fd, [into], offset)
+        if got == 0:
+            raise OSError(f"spool file ended {len(into)} bytes short of its pack piece")
+        into, offset = into[got:], offset + got
 
 
 def decode(data: bytes) -> Iterator[tuple[str, int, memoryview]]:

@@ -247,7 +247,12 @@ class S3PartitionWriter(PartitionWriter):
             file = self._open[bucket] = _OpenFile(fd, name, bucket, first)
             file.opened_at = time.monotonic()
         _write_all(file.fd, data)
-        self._pieces.append((file.name, file.size, data))
+        pieces = self._pieces
+        if pieces and pieces[-1][0] == file.name and sum(pieces[-1][1:]) == file.size:
+            name, offset, length = pieces[-1]  # the same file's next bytes: one piece
+            pieces[-1] = (name, offset, length + len(data))
+        else:
+            pieces.append((file.name, file.size, len(data)))
         file.size += len(data)
         file.last = last
         file.fresh = True
@@ -265,13 +270,16 @@ class S3PartitionWriter(PartitionWriter):
         seq = self._packs
         self._packs += 1
         key = self.hidden / packs.folder(self.partition, self.epoch) / packs.pack_name(seq)
-        self._uploads.append(self.store.pool.submit(self._upload, key, packs.encode(pieces)))
-        names = {name for name, _offset, _data in pieces}
+        self._uploads.append(self.store.pool.submit(self._upload, key, pieces))
+        names = {name for name, _offset, _length in pieces}
         self._pack_files[seq] = names
         for name in names:
             self._file_packs.setdefault(name, []).append(seq)
 
-    def _upload(self, key: S3Location, data: bytes) -> bool:
+    def _upload(self, key: S3Location, pieces: list[packs.Piece]) -> bool:
+        """Read the pack from the spool and upload it (on the upload pool, not the batch
+        thread; the spool files are neither written nor removed until `sync()` waited)."""
+        data = packs.encode(pieces, self.spool)
         if self.store.put_new(key, data):
             return True
         # Its key exists: only this writer writes its epoch's keys, so an earlier try of this

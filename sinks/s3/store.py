@@ -148,7 +148,7 @@ class S3Store:
 
     # -- objects -------------------------------------------------------------------------
 
-    def put_new(self, where: S3Location, body: bytes | BinaryIO) -> bool:
+    def put_new(self, where: S3Location, body: bytes | bytearray | BinaryIO) -> bool:
         """Create the object unless its key exists: True if created, False if it existed
         (obstore: sinks/s3/uploads.py)."""
         return self.uploads.put_new(where, body)

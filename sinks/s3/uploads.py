@@ -80,15 +80,15 @@ class Uploads:
         self._stores: dict[str, ObjectStore] = {}
         self._lock = threading.Lock()
 
-    def put_new(self, where: S3Location, body: bytes | BinaryIO) -> bool:
+    def put_new(self, where: S3Location, body: bytes | bytearray | BinaryIO) -> bool:
         """Create the object unless its key exists: True if created, False if it existed.
         A file is read whole first (one PUT of at most `roll_bytes`), within `memory`."""
-        if isinstance(body, bytes):
+        if isinstance(body, bytes | bytearray):  # obstore reads the buffer without a copy
             return self._put(where, body)
         with self.memory.hold(os.fstat(body.fileno()).st_size):
             return self._put(where, body.read())
 
-    def _put(self, where: S3Location, data: bytes) -> bool:
+    def _put(self, where: S3Location, data: bytes | bytearray) -> bool:
         import obstore
         from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
