@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import resource
 import sys
 
@@ -17,6 +19,8 @@ from streams.worker.observability import logging_config, serve
 
 EXIT_FATAL = 3
 EXIT_SETUP = 2  # the output or the topics cannot be used: nothing was read
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+MALLOC_ARENAS = 2
 
 
 def run_worker(config: JsonEngineConfig, loglevel: str = "info", log_format: str = "json") -> int:
@@ -24,6 +28,7 @@ def run_worker(config: JsonEngineConfig, loglevel: str = "info", log_format: str
     EXIT_SETUP when the output cannot be used (a missing bucket, refused credentials) or the
     topics do not fit the config (checked by the batch loop before it reads anything)."""
     _raise_descriptor_limit()
+    _bound_malloc_arenas()
     base = config.output.base_path
     if isinstance(base, S3Location):
         try:
@@ -67,3 +72,15 @@ def _raise_descriptor_limit() -> None:
     if soft != hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _bound_malloc_arenas() -> None:
+    """glibc gives threads that allocate at once arenas of their own, up to 8 per core, and
+    large buffers freed in one (S3 uploads, librdkafka's batches) stay mapped there: the S3
+    sink's worker peaked 40-60 MB higher with them (bench, three pairs of runs against
+    MALLOC_ARENA_MAX=2). Two arenas, set before the worker starts its threads, unless the
+    environment chose (MALLOC_ARENA_MAX). Nothing on a libc without mallopt."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, MALLOC_ARENAS)
