@@ -87,6 +87,14 @@ def internal_error(exc: BaseException, where: str) -> ValidationError:
     return ValidationError(INTERNAL, f"{where}: {type(exc).__name__}: {exc}"[:1024])
 
 
+# Records parsed and handed to the readers at a time. Every reader passes over the parsed
+# records again (the sink, the fold's columns, ids): a thousand of them (~1.5 MB) are still in
+# the core's cache when it does, a consumed batch of 10,000 is not. Readers take batches of
+# any size already (a consume() call returns what it has). Measured in a worker, 300k events,
+# six interleaved pairs: 3-10% more events/s, sink-only and with the aggregation on.
+CHUNK: Final = 1000
+
+
 class TopicRoute:
     """The batch handler of one topic: parses (and validates, given a `kind`) once."""
 
@@ -111,7 +119,20 @@ class TopicRoute:
         )
 
     def on_records(self, partition: int, records: Sequence[Any]) -> int:
-        """Hand the records to every reader; return how many were taken (a prefix)."""
+        """Hand the records to every reader, `CHUNK` at a time; return how many were taken (a
+        prefix: a chunk some reader took only part of is the last one)."""
+        if len(records) <= CHUNK:
+            return self._on_chunk(partition, records)
+        taken = 0
+        for at in range(0, len(records), CHUNK):
+            chunk = records[at : at + CHUNK]
+            got = self._on_chunk(partition, chunk)
+            taken += got
+            if got < len(chunk):
+                break
+        return taken
+
+    def _on_chunk(self, partition: int, records: Sequence[Any]) -> int:
         items = [self._parse(record) for record in records]
         ids = self.ids
         if ids is not None:
