@@ -227,7 +227,7 @@ class Publisher:
             return
         # While events flow, their reports are served here (see the module docstring).
         self._collected += 1  # without a lock: `+=` on an int attribute is one step under the GIL
-        if not self._collected & 7:
+        if not self._collected & _POLL_MASK:
             self._producer.poll(0)
             self._polled_at = time.monotonic()
 

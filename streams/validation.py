@@ -128,22 +128,19 @@ class Validator:
         self.max_payload_bytes = max_payload_bytes
         self.max_depth = max_depth
         self._schemas: dict[str, dict[str, Any]] = {kind: load_schema(kind) for kind in KINDS}
-        self._kinds: dict[str, _Kind] = {
-            kind: (
+        self._kinds: dict[str, _Kind] = {}
+        self._proofs: dict[str, Callable[[dict], bool]] = {}
+        for kind, schema in self._schemas.items():
+            shallow = _shallow_proof(schema, max_depth)
+            semantic = _check_outcome if kind == "comparison_result" else None
+            self._kinds[kind] = (
                 fastjsonschema.compile(schema, use_formats=False),
                 _fast_path(schema),
-                eval(f"lambda v0: {_shallow_proof(schema, max_depth)}"),
-                _check_outcome if kind == "comparison_result" else None,
+                eval(f"lambda v0: {shallow}"),
+                semantic,
                 _integer_paths(schema),
             )
-            for kind, schema in self._schemas.items()
-        }
-        self._proofs = {
-            kind: _proof(
-                _fast_path(schema, _shallow_proof(schema, max_depth)), self._kinds[kind][3]
-            )
-            for kind, schema in self._schemas.items()
-        }
+            self._proofs[kind] = _proof(_fast_path(schema, shallow), semantic)
 
     def schema(self, kind: str) -> dict[str, Any]:
         """The schema `kind` is validated against (do not mutate it)."""

@@ -248,8 +248,8 @@ class S3PartitionWriter(PartitionWriter):
             file.opened_at = time.monotonic()
         _write_all(file.fd, data)
         pieces = self._pieces
-        if pieces and pieces[-1][0] == file.name and sum(pieces[-1][1:]) == file.size:
-            name, offset, length = pieces[-1]  # the same file's next bytes: one piece
+        name, offset, length = pieces[-1] if pieces else ("", 0, 0)
+        if name == file.name and offset + length == file.size:  # the file's next bytes
             pieces[-1] = (name, offset, length + len(data))
         else:
             pieces.append((file.name, file.size, len(data)))

@@ -121,8 +121,6 @@ class TopicRoute:
     def on_records(self, partition: int, records: Sequence[Any]) -> int:
         """Hand the records to every reader, `CHUNK` at a time; return how many were taken (a
         prefix: a chunk some reader took only part of is the last one)."""
-        if len(records) <= CHUNK:
-            return self._on_chunk(partition, records)
         taken = 0
         for at in range(0, len(records), CHUNK):
             chunk = records[at : at + CHUNK]
