@@ -21,7 +21,8 @@ high-water mark of each process image (VmHWM, sampled), the largest of them.
 Over the same window it also reads what the contender shares the machine with: the broker's
 CPU per million events (when the benchmark started the broker, `BROKER_PIDS`) and how many
 cores the whole machine kept busy (/proc/stat), so that a contender held back by a saturated
-machine shows as such.
+machine shows as such, and how many of those cores the hypervisor stole for other guests
+(steal: a repetition slowed by the machine rather than by the code shows as such).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Run:
     steady: bool = True  # False: too few events after the first batch, whole-run rate
     broker_cpu_s_per_m: float | None = None  # the broker's CPU over the same window
     machine_busy_cores: float | None = None  # cores the whole machine kept busy, on average
+    stolen_cores: float | None = None  # of those, cores the hypervisor ran something else on
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -167,14 +169,16 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine spent busy since boot (all but idle and iowait)."""
+def machine_seconds() -> tuple[float, float]:
+    """CPU seconds every core of the machine spent busy since boot (all but idle and iowait),
+    and of those the seconds stolen: a virtual machine's cores that the hypervisor gave to
+    another guest. Steal is what makes a shared cloud machine slow for minutes at a time."""
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS, ticks[7] / CLOCK_TICKS
 
 
 @dataclass(frozen=True)
@@ -183,11 +187,12 @@ class Shared:
 
     broker_cpu: float
     machine_busy: float
+    stolen: float
 
     @classmethod
     def now(cls) -> Shared:
         broker = sum(process_cpu_seconds(pid) or 0.0 for pid in BROKER_PIDS)
-        return cls(broker, machine_busy_seconds())
+        return cls(broker, *machine_seconds())
 
 
 @dataclass(frozen=True)
@@ -272,13 +277,14 @@ def result(obs: Observation, expected: int, children: Sequence[Child]) -> Run:
     window_events = end.n - first.n
     window = end.at - first.at
     steady = window_events >= 0.05 * expected and window > 0.05
-    broker = busy = None
+    broker = busy = stolen = None
     if steady:
         rate = window_events / window
         cpu = (end.cpu - first.cpu) / window_events * 1e6
         if BROKER_PIDS:
             broker = (end.shared.broker_cpu - first.shared.broker_cpu) / window_events * 1e6
         busy = (end.shared.machine_busy - first.shared.machine_busy) / window
+        stolen = (end.shared.stolen - first.shared.stolen) / window
     else:  # everything arrived in the first batch or two: only a whole-run figure
         rate = expected / max(last.at - obs.spawned, 1e-6)
         cpu = last.cpu / expected * 1e6
@@ -302,6 +308,7 @@ def result(obs: Observation, expected: int, children: Sequence[Child]) -> Run:
         steady=steady,
         broker_cpu_s_per_m=broker,
         machine_busy_cores=busy,
+        stolen_cores=stolen,
         extra=extra,
     )
 

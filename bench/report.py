@@ -99,6 +99,7 @@ def summarize(
             cpu_s_per_million=_median([r.cpu_s_per_m for r in ok]),
             broker_cpu_s_per_million=_median([r.broker_cpu_s_per_m for r in ok]),
             machine_busy_cores=_median([r.machine_busy_cores for r in ok]),
+            stolen_cores=_median([r.stolen_cores for r in ok]),
             peak_rss_mb=max((r.rss_mb for r in ok if r.rss_mb), default=None),
             steady=all(r.steady for r in ok),
             settled=all(r.extra.get("settled", True) for r in ok),
@@ -147,6 +148,10 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 value += " (a worker wrote nothing)"
             goal |= {"ratio": ratio, "value": value, "met": met}
             note = _note(by_name[g.contender], by_name[g.reference])
+            paired = _per_repetition(by_name[g.contender], by_name[g.reference], g.metric)
+            if paired:
+                goal["per_repetition"] = paired
+                note = "; ".join(filter(None, (_paired_text(paired), note)))
             if note:
                 goal["note"] = note
         else:
@@ -175,6 +180,32 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# A goal's metric as a Run field (a row's medians are named after them).
+_RUN_FIELDS = {"events_per_s": "rate", "cpu_s_per_million": "cpu_s_per_m"}
+
+
+def _per_repetition(mine: dict[str, Any], ref: dict[str, Any], metric: str) -> list[float]:
+    """The ratio within each repetition where both sides completed: the two ran in the same
+    round, a few minutes apart, so a slow stretch of the machine hits both more alike than it
+    hits two medians."""
+    name = _RUN_FIELDS.get(metric)
+    if name is None:
+        return []
+    pairs = zip(mine.get("runs", []), ref.get("runs", []), strict=False)
+    return [
+        a[name] / b[name]
+        for a, b in pairs
+        if not a.get("error") and not b.get("error") and a.get(name) and b.get(name)
+    ]
+
+
+def _paired_text(ratios: list[float]) -> str:
+    if len(ratios) < 2:
+        return ""
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    return f"per repetition {each} (median {statistics.median(ratios):.2f})"
+
+
 def _note(mine: dict[str, Any], ref: dict[str, Any]) -> str:
     """CPU figures beside a ratio: cores the machine kept busy (of all it has), per-event CPU
     of both sides and the broker's, the workers' shares of the lines."""
@@ -183,6 +214,9 @@ def _note(mine: dict[str, Any], ref: dict[str, Any]) -> str:
     a, b = mine.get("machine_busy_cores"), ref.get("machine_busy_cores")
     if a is not None and b is not None:
         parts.append(f"machine busy {a:.2f} vs {b:.2f} of {cores} cores")
+    a, b = mine.get("stolen_cores"), ref.get("stolen_cores")
+    if a is not None and b is not None:
+        parts.append(f"stolen {a:.2f} vs {b:.2f}")
     a, b = mine.get("cpu_s_per_million"), ref.get("cpu_s_per_million")
     if a is not None and b is not None:
         parts.append(f"CPU {a:.1f} vs {b:.1f} s/M ev")
@@ -302,6 +336,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _fmt(row["cpu_s_per_million"], ".1f"),
         _fmt(row.get("broker_cpu_s_per_million"), ".1f"),
         _fmt(row.get("machine_busy_cores"), ".2f"),
+        _fmt(row.get("stolen_cores"), ".2f"),
         _fmt(row["peak_rss_mb"], ".0f"),
         f"{row['ok']}/{len(row['runs'])}",
     ]
@@ -316,6 +351,7 @@ HEADER = [
     "CPU s/M ev",
     "broker CPU s/M ev",
     "busy cores",
+    "stolen cores",
     "peak RSS MB",
     "runs",
 ]
@@ -373,12 +409,15 @@ def markdown(record: dict[str, Any]) -> str:
         "seconds of the contender's processes per million events over the same window; "
         "broker CPU: the broker's over the same window; busy cores: the whole machine's "
         f"busy CPU over the window (of {machine['cores']} cores: contender, broker and "
-        "anything else). Peak RSS: per process (per worker), VmHWM."
+        "anything else); stolen cores: of those, the time the hypervisor gave the machine's "
+        "cores to other guests (steal; a repetition with more of it is slower for reasons "
+        "outside the code). Peak RSS: per process (per worker), VmHWM."
         + (f" x ceiling: ratio to {ceiling}." if ceiling else ""),
         "",
         "## Goals (issues 7, 12, 13)",
         "",
-        "Ratios of the medians above, from this one run.",
+        "Ratios of the medians above, from this one run; beside each, the ratio within each "
+        "repetition (both sides ran in the same round) and their median.",
         "",
         "| issue | goal | measured | met | CPU and shares (goal's row vs its reference) |",
         "|---|---|---:|:---:|---|",

@@ -50,3 +50,24 @@ def test_bench_smoke(kafka_bootstrap: str, tmp_path: Path) -> None:
         if name in JARS_NEEDED and row["errors"] and row["errors"][0].startswith("skipped"):
             continue
         assert row.get("events_per_s", 0) > 0, f"{name}: {row['errors']}\n{proc.stdout}"
+
+
+def test_goal_ratios_per_repetition_skip_a_failed_side() -> None:
+    """Adversary: a repetition that failed on one side (no rate) among ones that ran: it
+    pairs with nothing, and the others pair in their rounds."""
+    from bench.report import _per_repetition
+
+    def row(*rates: float | None) -> dict:
+        runs = [{"rate": r, "error": None if r else "timeout"} for r in rates]
+        return {"runs": runs}
+
+    mine, theirs = row(80.0, None, 90.0, 50.0), row(100.0, 100.0, None, 40.0)
+    assert _per_repetition(mine, theirs, "events_per_s") == [0.8, 1.25]
+    assert _per_repetition(mine, theirs, "peak_rss_mb") == []  # not a per-run figure
+
+
+def test_stolen_cpu_is_part_of_the_busy_cpu() -> None:
+    from bench.measure import machine_seconds
+
+    busy, stolen = machine_seconds()
+    assert 0 <= stolen <= busy

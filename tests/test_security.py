@@ -34,6 +34,7 @@ SASL_PORT = PORT + 2  # PORT + 1 is the node's controller
 TS = 1_764_300_000_000
 # What librdkafka says, in the error callback and so in `publish`'s reason, for a bad password.
 AUTH_FAILED = "SASL authentication error: Authentication failed"
+AUTH_REFUSED = b"Authentication failed"  # in the log of a worker given a wrong password
 
 
 @dataclass(frozen=True)
@@ -268,9 +269,11 @@ def test_worker_with_a_wrong_password_writes_nothing_and_says_why(
     )
     worker = workers.WorkerProcess(bad, tmp_path, name="bad").start(wait_ready=False)
     try:
-        # It exits non-zero, or stays up and not ready (`/readyz` 503) for a while.
+        # It exits non-zero, or stays up and not ready (`/readyz` 503) once it has said why.
         deadline = time.monotonic() + 30
         while worker.alive() and time.monotonic() < deadline:
+            if AUTH_REFUSED in worker.log():
+                break
             time.sleep(0.5)
         if worker.alive():
             import urllib.error
@@ -282,7 +285,7 @@ def test_worker_with_a_wrong_password_writes_nothing_and_says_why(
             assert not_ready.value.code == 503
         else:
             assert worker.proc is not None and worker.proc.returncode != 0
-        assert b"Authentication failed" in worker.log(), worker.tail()
+        assert AUTH_REFUSED in worker.log(), worker.tail()
         assert workers.lines_of(cfg, "engine_execution") == []
     finally:
         if worker.alive():

@@ -45,6 +45,7 @@ from tests.test_aggregator import (
 from tests.workers import WorkerProcess, lines_of, produce, records, wait_for_lines
 
 ENGINES = [f"e{i}" for i in range(5)]
+LOST = b"partitions (session expired)"  # the worker's log line when it finds it was a zombie
 
 
 class Feed:
@@ -245,14 +246,14 @@ def thawed_zombie(
 
     try:
         zombie.thaw()  # it wakes with its batches (or its recovery) in hand
-        time.sleep(8)
+        # It acts on them first: only its next poll tells it the partitions are gone.
+        zombie.wait_for(LOST, 60)
         feed.send()
         feed.close_windows()
         wait_all(cfg, feed, timeout=150)
         expected = oracle(feed.execs, feed.cmps)
         wait_for_lines(cfg, "aggregated_stats", len(expected), timeout=120)
         assert zombie.alive(), zombie.tail()
-        assert b"partitions (session expired)" in zombie.log()  # it was a zombie indeed
         assert owner.terminate() == 0
         assert zombie.terminate() == 0
     finally:
@@ -323,7 +324,7 @@ def test_a_zombie_frozen_past_idle_seconds_hands_nothing_over_twice(
         expected = oracle(execs, cmps)
         wait_for_lines(cfg, "aggregated_stats", len(expected), timeout=120)
         zombie.thaw()  # its hand-over's transaction goes on, with a stale generation
-        time.sleep(10)
+        zombie.wait_for(LOST, 60)  # tried, refused, and told its partitions are gone
         assert zombie.alive(), zombie.tail()
         assert owner.terminate() == 0
         assert zombie.terminate() == 0
