@@ -3,6 +3,7 @@ flush by size and by time, graceful stop, disabled channels, `on_invalid: fail`.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -152,3 +153,19 @@ def test_on_invalid_fail_stops_the_worker_non_zero(
     assert b"invalid record at" in worker.log()
     assert lines_of(cfg, "engine_execution") == []
     assert lines_of(cfg, "dead_letter") == []
+
+
+def test_workers_sigkilled_again_and_again_leave_one_folder_in_the_temp_dir(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """Adversary: SIGKILL, three starts in a row. Faust wants a data folder; one per start
+    (the old mkdtemp) left a folder in /tmp behind each worker that never reached its exit."""
+    path, cfg = make_config()
+    create_topics(cfg)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    worker = WorkerProcess(path, tmp_path, env={"TMPDIR": str(temp)})
+    for _ in range(3):
+        worker.start()
+        worker.kill()
+    assert [p.name for p in temp.iterdir()] == [f"json-engine-faust-{os.getuid()}"]

@@ -11,13 +11,13 @@ its own commit interval).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import faust
 
 from bench.loops import loop_args
 from streams.validation import ValidationError, Validator
+from streams.worker.app import faust_datadir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         key_serializer="raw",
         store="memory://",
         web_enabled=False,
-        datadir=tempfile.mkdtemp(prefix="bench-faust-"),
+        datadir=faust_datadir(),
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
     )

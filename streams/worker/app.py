@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 import time
+from pathlib import Path
 
 import faust
 from faust.app.base import BootStrategy
@@ -41,13 +43,19 @@ class WorkerApp(faust.App):
     BootStrategy = WorkerBoot
 
 
+def faust_datadir() -> Path:
+    """One directory per user for every worker: Faust makes empty folders there (the memory
+    store writes nothing), and a directory per start was left behind by each SIGKILL."""
+    return Path(tempfile.gettempdir()) / f"json-engine-faust-{os.getuid()}"
+
+
 def create_app(config: JsonEngineConfig) -> tuple[faust.App, Worker]:
     app = WorkerApp(
         config.kafka.app_id,
         broker="kafka://" + config.kafka.bootstrap_servers.split(",")[0].strip(),
         store="memory://",
         web_enabled=False,
-        datadir=tempfile.mkdtemp(prefix="json-engine-faust-"),
+        datadir=faust_datadir(),
     )
     worker = Worker(app, config)
     worker.install()
