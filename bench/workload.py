@@ -31,6 +31,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams import events
+from streams.brokers import retry
 from streams.config import ChannelsConfig, JsonEngineConfig, KafkaConfig
 from streams.publisher import producer_settings
 from streams.topics import consumer_group, create_topics, topic_name
@@ -213,7 +214,11 @@ def partition_counts(bootstrap: str, topic: str) -> tuple[int, ...]:
     try:
         counts = []
         for p in range(PARTITIONS):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            tp = TopicPartition(topic, p)
+            low, high = retry(
+                lambda t, tp=tp: consumer.get_watermark_offsets(tp, timeout=t),
+                f"the offsets of {topic} [{p}]",
+            )
             counts.append(high - low)
         return tuple(counts)
     finally:
