@@ -36,6 +36,12 @@ XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"
 TEST_BROKER_PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT", "19092")) + 10 * XDIST_INDEX
 TEST_S3_PORT = int(os.environ.get("JSON_ENGINE_TEST_S3_PORT", "19730")) + 20 * XDIST_INDEX
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+# The brokers the tests start for themselves (clusters killed node by node, a fresh one per
+# demo run, a SASL one) live a minute or two: with the client compiler alone a node is ready
+# in half the CPU, on cores the tests keep busy. CI's shared broker keeps Kafka's default.
+os.environ.setdefault(
+    "KAFKA_JVM_PERFORMANCE_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseG1GC -XX:MaxGCPauseMillis=20"
+)
 
 
 def _docker_answers() -> bool:

@@ -37,6 +37,10 @@ def test_up_twice_status_down(tmp_path: Path) -> None:
         second = cli("kafka", "up", "--port", str(PORT), "--data-dir", str(data))
         assert second.returncode == 0, second.stderr
         assert int((data / "node-0" / "kafka.pid").read_text()) == pid  # no restart
+        # the JVM options of KAFKA_JVM_PERFORMANCE_OPTS (tests/conftest.py sets them)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        wanted = os.environ["KAFKA_JVM_PERFORMANCE_OPTS"].encode().split()
+        assert wanted and all(option in command for option in wanted), command
         status = cli("kafka", "status", "--port", str(PORT), "--data-dir", str(data))
         assert status.returncode == 0
         assert f"127.0.0.1:{PORT}" in status.stdout and str(pid) in status.stdout
