@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -45,37 +46,45 @@ def json_engine(*args: str) -> list[str]:
     return [sys.executable, "-m", "streams.cli", *args]
 
 
+def run_demo(run: int, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """One demo on a broker of its own, started from a fresh data directory, stopped after."""
+    port, data_dir = DEMO_PORT + 2 * run, tmp_path / f"kafka-{run}"
+    try:
+        return subprocess.run(
+            json_engine(
+                "demo",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--events",
+                "200",
+                "--output-dir",
+                str(tmp_path / f"output-{run}"),
+            ),
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        subprocess.run(
+            json_engine("kafka", "down", "--port", str(port), "--data-dir", str(data_dir)),
+            env=clean_env(),
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+
 @pytest.mark.slow
 def test_the_demo_on_a_fresh_broker_three_times(tmp_path: Path) -> None:
-    for run in range(RUNS):
-        port, data_dir = DEMO_PORT + 2 * run, tmp_path / f"kafka-{run}"
-        try:
-            result = subprocess.run(
-                json_engine(
-                    "demo",
-                    "--port",
-                    str(port),
-                    "--data-dir",
-                    str(data_dir),
-                    "--events",
-                    "200",
-                    "--output-dir",
-                    str(tmp_path / f"output-{run}"),
-                ),
-                env=clean_env(),
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-        finally:
-            subprocess.run(
-                json_engine("kafka", "down", "--port", str(port), "--data-dir", str(data_dir)),
-                env=clean_env(),
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )
+    # At the same time: each has its own broker, ports and directories, and most of a demo
+    # is waiting (for its broker, for its windows to close).
+    with ThreadPoolExecutor(RUNS) as pool:
+        results = list(pool.map(lambda run: run_demo(run, tmp_path), range(RUNS)))
+    for run, result in enumerate(results):
         said = result.stdout + result.stderr
         assert "Traceback" not in said, f"run {run}:\n{said}"
         assert result.returncode == 0, f"run {run}:\n{said}"
