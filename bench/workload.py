@@ -31,7 +31,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams import events
-from streams.brokers import retry
+from streams.brokers import watermarks
 from streams.config import ChannelsConfig, JsonEngineConfig, KafkaConfig
 from streams.publisher import producer_settings
 from streams.topics import consumer_group, create_topics, topic_name
@@ -214,11 +214,7 @@ def partition_counts(bootstrap: str, topic: str) -> tuple[int, ...]:
     try:
         counts = []
         for p in range(PARTITIONS):
-            tp = TopicPartition(topic, p)
-            low, high = retry(
-                lambda t, tp=tp: consumer.get_watermark_offsets(tp, timeout=t),
-                f"the offsets of {topic} [{p}]",
-            )
+            low, high = watermarks(consumer, TopicPartition(topic, p))
             counts.append(high - low)
         return tuple(counts)
     finally:

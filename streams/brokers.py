@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 T = TypeVar("T")
 COMMAND_WAIT_S = 30.0  # how long a command waits for the brokers before it gives up
@@ -88,6 +88,15 @@ def retry(call: Callable[[float], T], what: str, seconds: float = COMMAND_WAIT_S
                 ) from exc
         time.sleep(pause)
         pause = min(LONGEST_PAUSE_S, pause * 2)
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """(low, high) offsets of one partition, asked of its leader: a broker that has just
+    made the topic, or one briefly fenced on a loaded machine, answers NOT_LEADER first."""
+    return retry(
+        lambda t: consumer.get_watermark_offsets(tp, timeout=t),
+        f"the offsets of {tp.topic} [{tp.partition}]",
+    )
 
 
 class QuietLog:

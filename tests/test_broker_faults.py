@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from sinks.reader import channel_dir
 from streams import events
+from streams.brokers import watermarks
 from streams.config import JsonEngineConfig
 from streams.local import kafka as local_kafka
 from streams.publisher import Publisher
@@ -200,8 +201,7 @@ def committed_sources(cfg: JsonEngineConfig, channel: str) -> set[str]:
     )
     topic = topic_name(cfg, channel)
     ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-        for p in range(cfg.kafka.partitions)
+        p: watermarks(consumer, TopicPartition(topic, p))[1] for p in range(cfg.kafka.partitions)
     }
     consumer.assign([TopicPartition(topic, p, 0) for p in range(cfg.kafka.partitions)])
     found: set[str] = set()

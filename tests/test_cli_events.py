@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from sinks.files.names import finished_name
 from streams import events
+from streams.brokers import watermarks
 from streams.config import JsonEngineConfig
 from streams.topics import create_topics, topic_name
 from tests import workers
@@ -69,7 +70,7 @@ def topic_count(cfg: JsonEngineConfig, topic: str) -> int:
         meta = consumer.list_topics(topic, timeout=30).topics[topic]
         total = 0
         for partition in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            low, high = watermarks(consumer, TopicPartition(topic, partition))
             total += high - low
         return total
     finally:

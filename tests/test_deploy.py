@@ -28,6 +28,7 @@ import jsonschema
 import pytest
 import yaml
 
+from streams.brokers import watermarks
 from streams.config import CHANNELS, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,8 +245,7 @@ def test_compose_demo_producer_publishes_to_the_pipeline_topics(
             topic = topic_name(cfg, channel)
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             counts[channel] = sum(
-                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in partitions
+                watermarks(consumer, TopicPartition(topic, p))[1] for p in partitions
             )
     finally:
         consumer.close()

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from streams.brokers import watermarks
 from streams.config import JsonEngineConfig
 from streams.local import otelcol, processes
 from streams.otlp.decode import decode
@@ -161,8 +162,7 @@ def topic_spans(cfg: JsonEngineConfig) -> dict[Key, list[int]]:
         }
     )
     ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(cfg.otlp.topic, p))[1]
-        for p in range(PARTITIONS)
+        p: watermarks(consumer, TopicPartition(cfg.otlp.topic, p))[1] for p in range(PARTITIONS)
     }
     consumer.assign([TopicPartition(cfg.otlp.topic, p, 0) for p in range(PARTITIONS)])
     found: dict[Key, list[int]] = defaultdict(list)

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streams import events
+from streams.brokers import watermarks
 from streams.config import JsonEngineConfig
 from streams.publisher import (
     AsyncPublisher,
@@ -64,9 +65,7 @@ def read_topic(cfg: JsonEngineConfig, topic: str, timeout: float = 30.0) -> list
         meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
         assignment, expected = [], 0
         for partition in meta.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
-            )
+            low, high = watermarks(consumer, TopicPartition(topic, partition))
             expected += high - low
             assignment.append(TopicPartition(topic, partition, low))
         consumer.assign(assignment)

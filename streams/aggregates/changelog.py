@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from streams.aggregates.windows import WindowState
+from streams.brokers import watermarks
 from streams.config import JsonEngineConfig
 from streams.topics import aggregates_state_topic
 
@@ -63,10 +64,7 @@ def read_partitions(config: JsonEngineConfig, partitions: list[int]) -> dict[int
         }
     )
     try:
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in partitions
-        }
+        ends = {p: watermarks(consumer, TopicPartition(topic, p))[1] for p in partitions}
         remaining = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in remaining])
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
