@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from sinks.reader import channel_dir
 from streams import events
-from streams.brokers import watermarks
+from streams.brokers import retriable, watermarks
 from streams.config import JsonEngineConfig
 from streams.local import kafka as local_kafka
 from streams.publisher import Publisher
@@ -117,7 +117,7 @@ def create_internal_topics(bootstrap: str) -> None:
             consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
             break
         except KafkaException as exc:
-            if not exc.args[0].retriable() or time.monotonic() > deadline:
+            if not retriable(exc) or time.monotonic() > deadline:  # NOT_COORDINATOR too
                 raise
             time.sleep(0.5)
     consumer.close()
