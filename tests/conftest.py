@@ -40,7 +40,7 @@ AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY
 # demo run, a SASL one) live a minute or two: with the client compiler alone a node is ready
 # in half the CPU, on cores the tests keep busy. CI's shared broker keeps Kafka's default.
 os.environ.setdefault(
-    "KAFKA_JVM_PERFORMANCE_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseG1GC -XX:MaxGCPauseMillis=20"
+    "KAFKA_JVM_PERFORMANCE_OPTS", " ".join(("-XX:TieredStopAtLevel=1", *local_kafka.BROKER_JVM))
 )
 
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sinks.reader import channel_dir
 from streams import events
-from streams.brokers import retriable, watermarks
+from streams.brokers import retry, watermarks
 from streams.config import JsonEngineConfig
 from streams.local import kafka as local_kafka
 from streams.publisher import Publisher
@@ -111,15 +111,12 @@ def create_internal_topics(bootstrap: str) -> None:
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": topic, "enable.auto.commit": False}
     )
-    deadline = time.monotonic() + 60
-    while True:  # the new __consumer_offsets answers "load in progress" for a moment
-        try:
-            consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
-            break
-        except KafkaException as exc:
-            if not retriable(exc) or time.monotonic() > deadline:  # NOT_COORDINATOR too
-                raise
-            time.sleep(0.5)
+    # the new __consumer_offsets answers "load in progress" or NOT_COORDINATOR for a moment
+    retry(
+        lambda _t: consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False),
+        "the warm-up commit",
+        60,
+    )
     consumer.close()
 
 
