@@ -118,3 +118,9 @@ def test_three_node_cluster_replicates(tmp_path: Path) -> None:
     finally:
         local_kafka.down(cluster)
     assert java_pids_under(cluster.data_dir) == []
+    # Adversary: the last node of three to stop, with the quorum of controllers gone. Told
+    # one after another, it waited 30 s for that quorum and was SIGKILLed; told at once, each
+    # node shuts down cleanly (the line Kafka logs as its very last step).
+    for i in range(cluster.nodes):
+        log = cluster.log_file(i).read_text(errors="replace")
+        assert f"App info kafka.server for {i + 1} unregistered" in log, log[-2000:]

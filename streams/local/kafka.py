@@ -670,17 +670,16 @@ def _wait_ready(cluster: Cluster) -> None:
 
 
 def down(cluster: Cluster) -> list[int]:
-    """Stop the processes this cluster recorded, by PID; wait until they exit."""
-    stopped = []
+    """Stop the processes this cluster recorded, by PID; wait until they exit.
+
+    Every node is told at once: one after another, the last node of a cluster waited for a
+    quorum of controllers that had gone before it (STOP_TIMEOUT_S, then SIGKILL)."""
+    pids = [pid for i in range(cluster.nodes) if (pid := cluster.recorded_pid(i)) is not None]
+    running = [pid for pid in pids if processes.alive(pid)]
+    processes.stop(running, STOP_TIMEOUT_S)
     for i in range(cluster.nodes):
-        pid = cluster.recorded_pid(i)
-        if pid is None:
-            continue
-        if processes.alive(pid):
-            processes.stop(pid, STOP_TIMEOUT_S)
-            stopped.append(pid)
         cluster.pid_file(i).unlink(missing_ok=True)
-    return stopped
+    return running
 
 
 def status(port: int = 9092, data_dir: Path | None = None, nodes: int = 1) -> tuple[bool, str]:

@@ -224,7 +224,7 @@ def down(collector: LocalCollector) -> int | None:
     if pid is None:
         collector.pid_file.unlink(missing_ok=True)
         return None
-    processes.stop(pid, STOP_TIMEOUT_S)
+    processes.stop([pid], STOP_TIMEOUT_S)
     collector.pid_file.unlink(missing_ok=True)
     return pid
 

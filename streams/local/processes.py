@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 
@@ -55,21 +56,30 @@ def port_taken(port: int) -> bool:
     return False
 
 
-def stop(pid: int, timeout: float) -> None:
-    """SIGTERM, then SIGKILL after `timeout` seconds; returns once the process is gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+def stop(pids: Collection[int], timeout: float) -> None:
+    """SIGTERM to each, then SIGKILL to those left after `timeout` seconds; returns once every
+    one is gone. All are told at once, so the nodes of a cluster stop side by side."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        reap(pid)
+    while _running(pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if alive(pid):
+    for pid in _running(pids):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        while alive(pid):
-            reap(pid)
-            time.sleep(0.05)
-    reap(pid)
+    while _running(pids):
+        time.sleep(0.05)
+
+
+def _running(pids: Collection[int]) -> list[int]:
+    """The ones still alive, the others reaped."""
+    left = []
+    for pid in pids:
+        reap(pid)
+        if alive(pid):
+            left.append(pid)
+    return left
 
 
 def reap(pid: int) -> None:

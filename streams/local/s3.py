@@ -245,7 +245,7 @@ def down(server: LocalS3) -> int | None:
     if pid is None:
         server.pid_file.unlink(missing_ok=True)
         return None
-    processes.stop(pid, STOP_TIMEOUT_S)
+    processes.stop([pid], STOP_TIMEOUT_S)
     server.pid_file.unlink(missing_ok=True)
     return pid
 
