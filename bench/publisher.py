@@ -171,6 +171,7 @@ class Variant:
 RAW_ALL = "raw Producer, bytes"
 RAW_FAILURES = "raw Producer, bytes, failures only"
 RAW_DICTS = "raw Producer, dicts (orjson.dumps + key)"
+RAW_DICTS_FAILURES = "raw Producer, dicts, failures only"
 
 
 def variants(values: list[bytes]) -> list[Variant]:
@@ -195,6 +196,11 @@ def variants(values: list[bytes]) -> list[Variant]:
         Variant("Publisher validated, bytes", publisher_run(same, True, True), RAW_ALL),
         Variant(RAW_FAILURES, raw_run(values, keys, success_reports=False), RAW_FAILURES),
         Variant(
+            RAW_DICTS_FAILURES,
+            raw_run(values, keys, success_reports=False, dicts=True),
+            RAW_FAILURES,
+        ),
+        Variant(
             "Publisher validate=False, bytes, f. only",
             publisher_run(same, False, False),
             RAW_FAILURES,
@@ -207,7 +213,7 @@ def variants(values: list[bytes]) -> list[Variant]:
         Variant(
             "Publisher validated, dicts, failures only",
             publisher_run(dicts, True, False),
-            RAW_FAILURES,
+            RAW_DICTS_FAILURES,
         ),
         Variant(
             "Publisher validated, bytes, failures only",
