@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -116,11 +117,12 @@ def test_three_node_cluster_replicates(tmp_path: Path) -> None:
         consumer.close()
         assert msg is not None and msg.value() == b"v"
     finally:
+        stopping = time.monotonic()
         local_kafka.down(cluster)
+        took = time.monotonic() - stopping
     assert java_pids_under(cluster.data_dir) == []
     # Adversary: the last node of three to stop, with the quorum of controllers gone. Told
-    # one after another, it waited 30 s for that quorum and was SIGKILLed; told at once, each
-    # node shuts down cleanly (the line Kafka logs as its very last step).
-    for i in range(cluster.nodes):
-        log = cluster.log_file(i).read_text(errors="replace")
-        assert f"App info kafka.server for {i + 1} unregistered" in log, log[-2000:]
+    # one after another, it waited for that quorum until down's SIGKILL, STOP_TIMEOUT_S
+    # later; told at once, every node ends on its own (5-7 s here, loaded or not). (Not
+    # always cleanly: Kafka 4.1 can halt on a fault in its metadata loader while it stops.)
+    assert took < local_kafka.STOP_TIMEOUT_S, f"down took {took:.1f} s: a node was SIGKILLed"
