@@ -67,10 +67,20 @@ def aggregates_state_topic(config: JsonEngineConfig) -> str:
 
 
 def internal_topics(config: JsonEngineConfig) -> dict[str, dict[str, str]]:
-    """The worker's own topics (they start with the prefix too) and their topic configs."""
+    """The worker's own topics (they start with the prefix too) and their topic configs.
+
+    Their records are few and small, so a segment's index needs little room: at 1 MiB
+    rather than Kafka's 10 MiB, the broker's first writes to a new segment read ahead (and
+    zero-fill) a tenth of the page cache (perf: 79% of the broker's samples in a bench run
+    with aggregation on went to that zero-fill under OffsetIndex/TimeIndex.append)."""
+    index = {"segment.index.bytes": str(1024 * 1024)}
     return {
-        aggregates_partials_topic(config): {},
-        aggregates_state_topic(config): {"cleanup.policy": "compact", "segment.ms": "600000"},
+        aggregates_partials_topic(config): index,
+        aggregates_state_topic(config): {
+            "cleanup.policy": "compact",
+            "segment.ms": "600000",
+            **index,
+        },
     }
 
 

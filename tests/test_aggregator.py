@@ -22,6 +22,7 @@ from streams.aggregates.windows import MAX_EVALUATION_NAMES, WindowState
 from streams.publisher import Publisher
 from streams.readers.route import LocalRecord
 from streams.topics import create_topics
+from streams.validation import ValidationError, Validator
 from tests.conftest import ConfigFactory
 from tests.workers import READY, WorkerProcess, lines_of, records, wait_for_lines
 
@@ -493,10 +494,12 @@ def test_a_batch_folds_into_the_state_of_one_by_one_and_a_bad_record_fails_alone
 def test_batches_folded_as_columns_give_the_state_of_one_record_at_a_time(seed: int) -> None:
     """Adversary: the columns fast path (streams/aggregates/local.py) on batches that span
     several windows and engines, carry invalid records (parsed as None), late records, integer
-    latencies, tokens on some, and (validation off) a latency that is a bool or a string, or
-    an engine id that is not a string. Whatever the batch sizes, the state, stream time and
-    dead letters equal those of a fold given one record at a time (dead letters of a batch are
-    in the order its checks found them: late ones while reading, failing ones while adding)."""
+    latencies, tokens on some, and a latency that is a bool or a string, or an engine id that
+    is not a string, which validation (as the route does it, whatever the channel's
+    `validate`) hands the fold as None: the columns path checks no types. Whatever the batch
+    sizes, the state, stream time and dead letters equal those of a fold given one record at
+    a time (dead letters of a batch are in the order its checks found them: late ones while
+    reading, failing ones while adding)."""
     from streams.aggregates.aggregator import Aggregator
     from streams.aggregates.local import LocalState
     from streams.config import JsonEngineConfig
@@ -506,6 +509,8 @@ def test_batches_folded_as_columns_give_the_state_of_one_record_at_a_time(seed: 
     cfg.aggregation.window_minutes = 0.05
     cfg.aggregation.grace_seconds = 1
     rng = random.Random(seed)
+    validator = Validator()
+    refused = 0
     items = []
     ts = T0
     for i in range(4000):
@@ -521,7 +526,13 @@ def test_batches_folded_as_columns_give_the_state_of_one_record_at_a_time(seed: 
             metrics["latency_ms"] = rng.choice((True, "slow"))
         if rng.random() < 0.003:
             event["engine_id"] = 7
-        value = None if rng.random() < 0.02 else event
+        try:
+            value = validator.validate("engine_execution", orjson.dumps(event))
+        except ValidationError:
+            value = None
+            refused += 1
+        if rng.random() < 0.02:
+            value = None
         items.append((LocalRecord(i, orjson.dumps(event)), value, None))
 
     folded_as_columns = 0
@@ -554,7 +565,8 @@ def test_batches_folded_as_columns_give_the_state_of_one_record_at_a_time(seed: 
     while sum(sizes) < len(items):
         sizes.append(rng.choice((1, 3, 20, 50, 120, 1000)))
     expected = fold([1] * len(items), columns=False)
-    assert expected[3], "the adversary made no late or failing record"
+    assert expected[3], "the adversary made no late record"
+    assert refused, "the adversary made no record that validation refuses"
     assert not folded_as_columns
     assert fold(sizes, columns=True) == expected
     assert folded_as_columns >= 3, "the columns path was not taken"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import reduce
+from operator import add
 from typing import Any
 
 import numpy as np
@@ -344,18 +346,19 @@ class WindowState:
         self,
         latencies: Sequence[Any],
         successes: Sequence[Any],
-        inputs: Sequence[Any],
-        outputs: Sequence[Any],
+        inputs: Sequence[Any] | None,
+        outputs: Sequence[Any] | None,
     ) -> None:
         """Add executions given as columns, in order: the state adding them one by one gives,
         sums in the same order, in one pass of builtins over each column instead of a call
-        per record. Raises, before changing anything, when a value is not a number."""
-        total = self.latency_sum
-        for latency in latencies:  # in order, as one by one; raises on what is not a number
-            total += latency
+        per record; `inputs` and `outputs` None when none of them reports tokens. Raises,
+        before changing anything, when a value is not a number."""
+        total = reduce(add, latencies, self.latency_sum)  # in order, as one by one
         low, high = min(latencies), max(latencies)
         successes_count = sum(successes)
-        if None in inputs or None in outputs:
+        if inputs is None or outputs is None:
+            reported = input_sum = output_sum = 0
+        elif None in inputs or None in outputs:
             reported = input_sum = output_sum = 0
             for input_tokens, output_tokens in zip(inputs, outputs, strict=True):
                 if input_tokens is not None or output_tokens is not None:
