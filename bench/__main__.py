@@ -160,7 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
-            ctx = Context(workloads["keyed"], work_dir, args.timeout, args.profile, workloads)
+            ctx = Context(
+                workloads["keyed"],
+                work_dir,
+                args.timeout,
+                args.profile,
+                workloads,
+                quiet_start=not args.smoke,  # a smoke run measures nothing: no waits
+            )
             if not args.smoke:
                 warm_up(ctx, ready)
             runs = run_contenders(ctx, ready, args.repeat)

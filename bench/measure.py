@@ -181,6 +181,26 @@ def machine_seconds() -> tuple[float, float]:
     return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS, ticks[7] / CLOCK_TICKS
 
 
+QUIET_CORES = 0.3  # the machine's busy cores under which a run may start
+QUIET_WAIT_S = 15.0
+
+
+def wait_quiet(step: float = 0.5) -> float:
+    """Wait (at most QUIET_WAIT_S) until the machine was busy less than QUIET_CORES over one
+    `step`: the broker's work on the topics a repetition just deleted and created (its
+    controller, metadata and JIT compiler) ends before the run it would slow down starts.
+    Returns the seconds waited."""
+    start = time.monotonic()
+    busy, _stolen = machine_seconds()
+    while time.monotonic() - start < QUIET_WAIT_S:
+        time.sleep(step)
+        now, _stolen = machine_seconds()
+        if (now - busy) / step < QUIET_CORES:
+            break
+        busy = now
+    return time.monotonic() - start
+
+
 @dataclass(frozen=True)
 class Shared:
     """What the contender shares the machine with, at one instant."""

@@ -24,6 +24,7 @@ class Context:
     timeout_s: float
     profile_dir: Path | None = None  # --profile: py-spy profiles of json-engine workers
     workloads: dict[str, Workload] = field(default_factory=dict)  # shape → workload
+    quiet_start: bool = True  # each json-engine run waits for a quiet machine (wait_quiet)
 
     def for_shape(self, shape: str) -> Context:
         return replace(self, workload=self.workloads.get(shape, self.workload))

@@ -51,6 +51,7 @@ from bench.measure import (
     RunError,
     result,
     stop_all,
+    wait_quiet,
     watch,
 )
 from bench.profile import Profiler
@@ -286,6 +287,8 @@ class JsonEngineSink(Contender):
         config_file.write_text(yaml.safe_dump(config))
         delete_group(w.bootstrap, w.group)
         fresh_topics(w)
+        if ctx.quiet_start:
+            wait_quiet()
         ports = [free_port() for _ in range(self.workers)]
         env = {
             k: v
