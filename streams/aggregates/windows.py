@@ -301,8 +301,8 @@ class WindowState:
         output_tokens: int | None = None,
         extra: ExtraObservation | None = None,
     ) -> None:
-        """One execution. Raises, before changing anything, on a value that is not a number
-        (validation off lets anything through): the record fails alone."""
+        """One execution. Raises, before changing anything, on a value that is not a number:
+        the record fails alone."""
         low = min(self.latency_min, latency_ms)  # on a tie the value held stays, as with <
         high = max(self.latency_max, latency_ms)
         total = self.latency_sum + latency_ms
