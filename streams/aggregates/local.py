@@ -139,9 +139,9 @@ def execution_columns(values: list[dict[str, Any]]) -> Columns | None:
 
     Each column is a pass of a C getter over the batch, a fraction of a Python call per
     record (py-spy: the fold was a fifth of the batch thread, a seventh as columns). What is
-    left is memory: each pass over 10,000 parsed records costs ~30-50 ns per record, most of
-    it fetching the dicts, so the optional fields are looked up only when a record has more
-    keys than the required ones. (One pass of a getter of several keys, transposed with zip,
+    left is memory: each pass over a chunk of parsed records costs ~30-50 ns per record, most
+    of it fetching the dicts, so the optional fields are looked up only when a record has
+    more keys than the required ones. (One pass of a getter of several keys, transposed with zip,
     allocates a tuple per record: slower, as the collector then runs more often.)"""
     if max(map(len, values)) > _REQUIRED and any(map(contains, values, repeat("evaluations"))):
         return None
