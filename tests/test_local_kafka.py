@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from streams.local import kafka as local_kafka
+from streams.local import processes
 from tests.workers import cli
 
 PORT = int(os.environ.get("JSON_ENGINE_TEST_KAFKA_PORT_2", "19192"))
@@ -121,8 +123,25 @@ def test_three_node_cluster_replicates(tmp_path: Path) -> None:
         local_kafka.down(cluster)
         took = time.monotonic() - stopping
     assert java_pids_under(cluster.data_dir) == []
-    # Adversary: the last node of three to stop, with the quorum of controllers gone. Told
-    # one after another, it waited for that quorum until down's SIGKILL, STOP_TIMEOUT_S
-    # later; told at once, every node ends on its own (5-7 s here, loaded or not). (Not
-    # always cleanly: Kafka 4.1 can halt on a fault in its metadata loader while it stops.)
-    assert took < local_kafka.STOP_TIMEOUT_S, f"down took {took:.1f} s: a node was SIGKILLed"
+    # Told one after another, the last node of three waited for a quorum of controllers
+    # already gone until down's SIGKILL (32 s). Told at once (test_stop_tells_every_process_
+    # at_once), the nodes mostly end on their own in 5-7 s; not always: under CI's load one
+    # node once still waited out STOP_TIMEOUT_S, and Kafka 4.1 can halt on a fault in its
+    # metadata loader while it stops. So only the worst case is asserted here.
+    assert took < local_kafka.STOP_TIMEOUT_S + 10, f"down took {took:.1f} s"
+
+
+def test_stop_tells_every_process_at_once() -> None:
+    """Adversary: servers that take 2 s to end after SIGTERM, as a cluster's nodes do. Told
+    one after another, three take 6 s; told at once, 2."""
+    script = "trap 'sleep 2; exit 0' TERM; echo ready; while :; do sleep 0.1; done"
+    servers = [
+        subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    for server in servers:
+        assert server.stdout is not None and server.stdout.readline() == "ready\n"
+    started = time.monotonic()
+    processes.stop([server.pid for server in servers], timeout=30)
+    took = time.monotonic() - started
+    assert not any(processes.alive(server.pid) for server in servers)
+    assert 1.9 < took < 4, f"stop took {took:.1f} s"
